@@ -1,0 +1,15 @@
+//! Aegis contracts: the small, I/O-free vocabulary every stage shares.
+//!
+//! - [`audit`]: the tamper-evident hash chain ([`chain_hash`], [`GENESIS_HASH`]) and the
+//!   canonical encoding of audit rows ([`Canonical`]).
+//! - [`Severity`] and [`ExecutorMode`]: enums that appear in configuration, detections and
+//!   actions alike.
+//!
+//! Every other crate depends on this one and not on its neighbours, so the crate graph
+//! stays one-way.
+
+pub mod audit;
+mod types;
+
+pub use audit::{Canonical, GENESIS_HASH, chain_hash};
+pub use types::{ExecutorMode, ParseEnumError, Severity};

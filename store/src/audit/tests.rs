@@ -1,0 +1,183 @@
+//! Audit chain tests, each on SQLite and PostgreSQL.
+
+use serde_json::json;
+use sqlx::Executor;
+
+use super::*;
+use crate::store::Pool;
+use crate::testing::TestDb;
+
+fn decision(n: usize) -> NewPolicyAudit {
+    NewPolicyAudit {
+        created_at: None,
+        request_id: Some(format!("req-{n}")),
+        policy_type: "self_healing".into(),
+        action: "scale_up".into(),
+        resource: "cluster:production".into(),
+        user_id: Some("ai-engine".into()),
+        role: Some("service".into()),
+        decision: if n % 2 == 0 { "ALLOW" } else { "DENY" }.into(),
+        policy_id: None,
+        policy_name: Some("Allow Auto-Scale".into()),
+        reason: format!("decision {n} with \"quotes\" and ünïcode"),
+        context: json!({"metadata": {"severity": "high", "replicas": n}}),
+        evaluated_in_us: 3,
+    }
+}
+
+fn action(n: usize, phase: &str) -> NewActionAudit {
+    NewActionAudit {
+        created_at: None,
+        action_id: format!("act-{n}"),
+        phase: phase.into(),
+        action: "scale_deployment".into(),
+        namespace: "production".into(),
+        target: "api".into(),
+        status: if phase == "intent" { "pending" } else { "dry_run" }.into(),
+        actor: Some("ai-engine".into()),
+        reason: None,
+        details: json!({"params": {"replicas": 5}}),
+    }
+}
+
+/// Runs a raw statement on the store's own pool.
+async fn exec(db: &TestDb, sql: &str) -> Result<(), sqlx::Error> {
+    match db.store.pool() {
+        Pool::Sqlite(p) => p.execute(sql).await.map(|_| ()),
+        Pool::Postgres(p) => p.execute(sql).await.map(|_| ()),
+    }
+}
+
+async fn count(db: &TestDb, table: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    match db.store.pool() {
+        Pool::Sqlite(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
+        Pool::Postgres(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn appended_rows_chain_and_verify() {
+    for db in TestDb::both().await {
+        let decisions: Vec<_> = (0..5).map(decision).collect();
+        let first = db.store.append_policy_audit(&decisions[..2]).await.unwrap();
+        let rest = db.store.append_policy_audit(&decisions[2..]).await.unwrap();
+        let ids: Vec<i64> = first.iter().chain(&rest).map(|r| r.id).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 5], "{}", db.name());
+        let actions = [action(1, "intent"), action(1, "result")];
+        db.store.append_action_audit(&actions).await.unwrap();
+        for table in AuditTable::ALL {
+            let report = db.store.verify_audit(table).await.unwrap();
+            assert_eq!(report.broken, None, "{} {table:?}", db.name());
+        }
+        let report = db.store.verify_audit(AuditTable::Policy).await.unwrap();
+        assert_eq!(report.rows_checked, 5);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn update_and_delete_are_refused_on_every_audit_table() {
+    for db in TestDb::both().await {
+        db.store.append_policy_audit(&[decision(0)]).await.unwrap();
+        db.store.append_action_audit(&[action(0, "intent")]).await.unwrap();
+        for table in ["policy_audit_logs", "action_audit_logs"] {
+            let update = exec(&db, &format!("UPDATE {table} SET hash = 'x' WHERE id = 1")).await;
+            let err = update.expect_err("update must fail").to_string();
+            assert!(err.contains("append-only"), "{} {table}: {err}", db.name());
+            let delete = exec(&db, &format!("DELETE FROM {table}")).await;
+            let err = delete.expect_err("delete must fail").to_string();
+            assert!(err.contains("append-only"), "{} {table}: {err}", db.name());
+            if db.store.backend() == crate::Backend::Postgres {
+                let truncate = exec(&db, &format!("TRUNCATE {table}")).await;
+                let err = truncate.expect_err("truncate must fail").to_string();
+                assert!(err.contains("append-only"), "{table}: {err}");
+            }
+            assert_eq!(count(&db, table).await, 1, "{} {table}", db.name());
+        }
+        db.cleanup().await;
+    }
+}
+
+/// Turns the append-only triggers off, as a superuser (or the SQLite file's owner) could.
+async fn disable_guard(db: &TestDb, table: &str) {
+    let sql = match db.store.backend() {
+        crate::Backend::Postgres => format!("ALTER TABLE {table} DISABLE TRIGGER USER"),
+        crate::Backend::Sqlite => {
+            format!("DROP TRIGGER {table}_no_update; DROP TRIGGER {table}_no_delete")
+        }
+    };
+    exec(db, &sql).await.unwrap();
+}
+
+#[tokio::test]
+async fn verify_names_a_changed_row() {
+    for db in TestDb::both().await {
+        let decisions: Vec<_> = (0..4).map(decision).collect();
+        db.store.append_policy_audit(&decisions).await.unwrap();
+        disable_guard(&db, "policy_audit_logs").await;
+        exec(&db, "UPDATE policy_audit_logs SET decision = 'ALLOW' WHERE id = 2").await.unwrap();
+        let report = db.store.verify_audit(AuditTable::Policy).await.unwrap();
+        let broken = report.broken.expect("tampering must be found");
+        assert_eq!(broken.id, 2, "{}", db.name());
+        assert!(broken.reason.contains("changed"), "{}", broken.reason);
+        assert_eq!(report.rows_checked, 1);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn verify_names_the_row_after_a_deleted_one() {
+    for db in TestDb::both().await {
+        let actions: Vec<_> = (0..4).map(|n| action(n, "intent")).collect();
+        db.store.append_action_audit(&actions).await.unwrap();
+        disable_guard(&db, "action_audit_logs").await;
+        exec(&db, "DELETE FROM action_audit_logs WHERE id = 3").await.unwrap();
+        let report = db.store.verify_audit(AuditTable::Action).await.unwrap();
+        let broken = report.broken.expect("a gap must be found");
+        assert_eq!(broken.id, 4, "{}", db.name());
+        assert!(broken.reason.contains("row 3 is missing"), "{}", broken.reason);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn verify_catches_a_recomputed_hash_that_breaks_the_link() {
+    for db in TestDb::both().await {
+        let decisions: Vec<_> = (0..3).map(decision).collect();
+        db.store.append_policy_audit(&decisions).await.unwrap();
+        disable_guard(&db, "policy_audit_logs").await;
+        // A forger rewrites row 1's hash to hide an edit; row 2 still points at the old one.
+        exec(&db, "UPDATE policy_audit_logs SET hash = prev_hash WHERE id = 1").await.unwrap();
+        let report = db.store.verify_audit(AuditTable::Policy).await.unwrap();
+        assert_eq!(report.broken.map(|b| b.id), Some(1), "{}", db.name());
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_appenders_keep_one_unbroken_chain() {
+    for db in TestDb::both().await {
+        let mut tasks = Vec::new();
+        for worker in 0..8 {
+            let store = db.store.clone();
+            tasks.push(tokio::spawn(async move {
+                for n in 0..25 {
+                    store.append_policy_audit(&[decision(worker * 100 + n)]).await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // A second store on the same database: another process or replica.
+        let other = crate::Store::connect(&db.url, &Default::default()).await.unwrap();
+        let batch: Vec<_> = (0..2_500).map(decision).collect();
+        other.append_policy_audit(&batch).await.unwrap();
+        other.close().await;
+        let report = db.store.verify_audit(AuditTable::Policy).await.unwrap();
+        assert_eq!(report.broken, None, "{}", db.name());
+        assert_eq!(report.rows_checked, 200 + 2_500, "{}", db.name());
+        db.cleanup().await;
+    }
+}

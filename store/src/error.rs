@@ -1,0 +1,39 @@
+//! Storage errors.
+
+/// The storage result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database URL cannot be used (the user's configuration).
+    #[error("invalid database url `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL with any password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The database could not be reached or opened.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL with any password redacted.
+        url: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// Applying the embedded migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed at run time.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Creating the folder of an SQLite database failed.
+    #[error("cannot create `{path}`: {source}")]
+    Io {
+        /// The folder.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,25 @@
+//! Aegis storage: one place for everything Aegis keeps in a database.
+//!
+//! - [`Store`]: a connection pool to SQLite (the embedded default) or PostgreSQL, chosen by
+//!   the URL, with the embedded migrations of both dialects applied at connect time.
+//! - [`AuditLog`]: the append-only, hash-chained audit tables (`policy_audit_logs`,
+//!   `action_audit_logs`): [`Store::append_policy_audit`], [`Store::append_action_audit`] and
+//!   [`Store::verify_audit`], which recomputes a chain and names the first broken row.
+//! - [`Error`]: what can go wrong, with the user's mistakes (a bad URL) apart from runtime
+//!   faults (an unreachable database).
+//!
+//! Both backends are covered by the same tests; `testing` (feature `testing`) gives other
+//! crates a fresh SQLite file and a fresh PostgreSQL schema per test.
+
+mod audit;
+mod error;
+mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use audit::{
+    AuditLog, AuditReceipt, AuditTable, BrokenRow, NewActionAudit,
+    NewPolicyAudit, VerifyReport,
+};
+pub use error::{Error, Result};
+pub use store::{Backend, DatabaseHealth, Store, StoreOptions, redact_url};
