@@ -1,1 +1,25 @@
-//! placeholder
+//! Aegis HTTP API: one axum [`Router`](axum::Router) on one listener.
+//!
+//! - [`app`] builds the router from an [`AppState`]; tests drive it with
+//!   `tower::ServiceExt::oneshot`, no socket needed.
+//! - [`ApiError`] is the only error type handlers return; it always renders CONTRACT.md's
+//!   `{"error": {"code", "message", "request_id"}}` and never leaks internals.
+//! - [`Json`] is axum's JSON extractor with its rejections mapped to [`ApiError`].
+//! - Every response carries `x-request-id`; every request is counted in
+//!   `aegis_http_requests_total` and timed in `aegis_http_request_duration_seconds`.
+//!
+//! The layer is thin: parse, authorize, call the domain crate, map errors to JSON.
+
+mod error;
+mod extract;
+mod middleware;
+mod routes;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use error::{ApiError, ErrorCode};
+pub use extract::Json;
+pub use middleware::{REQUEST_ID_HEADER, RequestId};
+pub use routes::app;
+pub use state::AppState;

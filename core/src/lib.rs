@@ -2,6 +2,7 @@
 //!
 //! - [`audit`]: the tamper-evident hash chain ([`chain_hash`], [`GENESIS_HASH`]) and the
 //!   canonical encoding of audit rows ([`Canonical`]).
+//! - [`metric_names`]: every exported metric name, part of the interface.
 //! - [`Severity`] and [`ExecutorMode`]: enums that appear in configuration, detections and
 //!   actions alike.
 //!
@@ -9,6 +10,7 @@
 //! stays one-way.
 
 pub mod audit;
+pub mod metric_names;
 mod types;
 
 pub use audit::{Canonical, GENESIS_HASH, chain_hash};

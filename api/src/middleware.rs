@@ -1,0 +1,121 @@
+//! Cross-cutting request handling: request ids, the error envelope for responses made
+//! outside handlers, tracing spans and HTTP metrics.
+
+use std::time::Instant;
+
+use aegis_core::metric_names;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+use crate::{ApiError, ErrorCode};
+
+/// The header carrying the request id, in both directions.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Longest client-supplied request id kept; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being handled, in request extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// The current request's id, when called while a request is handled.
+pub(crate) fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// A client's id is kept when it is short, visible ASCII; otherwise a new UUIDv7 is made.
+fn request_id_for(req: &Request) -> String {
+    req.headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN)
+        .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
+}
+
+/// Gives every request an id (echoed in `x-request-id`), a tracing span, and turns any
+/// error response that is not already JSON into the error envelope.
+pub(crate) async fn request_context(mut req: Request, next: Next) -> Response {
+    let id = request_id_for(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    let started = Instant::now();
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(req).instrument(span.clone())).await;
+    let status = response.status();
+    if (status.is_client_error() || status.is_server_error()) && !is_json(&response) {
+        response = envelope_for(response, &id);
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    span.in_scope(|| {
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), elapsed_ms, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), elapsed_ms, "request done");
+        }
+    });
+    response
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// Rewrites a plain error response (router 404/405, body limit 413, panic 500) as the
+/// envelope, keeping its status and headers such as `Allow` and `Retry-After`.
+fn envelope_for(response: Response, request_id: &str) -> Response {
+    let status = response.status();
+    let code = ErrorCode::for_status(status);
+    let message = match code {
+        ErrorCode::NotFound => "no such endpoint; see /api/v1/openapi.json",
+        ErrorCode::MethodNotAllowed => "method not allowed on this endpoint; see the `Allow` header",
+        ErrorCode::PayloadTooLarge => "request body too large",
+        ErrorCode::Timeout => "request took too long",
+        ErrorCode::Internal => "internal error; the server log has details under this request id",
+        _ => status.canonical_reason().unwrap_or("request failed"),
+    };
+    let (parts, _) = response.into_parts();
+    let mut rendered = ApiError::new(status, code, message).render(request_id);
+    for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+        if let Some(value) = parts.headers.get(&name) {
+            rendered.headers_mut().insert(name, value.clone());
+        }
+    }
+    rendered
+}
+
+/// Counts and times every request by route template (never the raw path, which would let
+/// clients create unbounded label values).
+pub(crate) async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(metric_names::HTTP_REQUESTS_TOTAL, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(metric_names::HTTP_REQUEST_DURATION_SECONDS, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,63 @@
+//! `GET /health` and `GET /api/v1/health`.
+
+use std::time::Duration;
+
+use aegis_store::DatabaseHealth;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::{AppState, Json};
+
+/// How long the database check may take before the database counts as down.
+const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    uptime_seconds: u64,
+    components: Components,
+}
+
+#[derive(Serialize)]
+struct Components {
+    database: DatabaseHealth,
+    executor: ExecutorHealth,
+}
+
+#[derive(Serialize)]
+struct ExecutorHealth {
+    status: &'static str,
+    mode: &'static str,
+}
+
+/// Component status: 200 with `status: ok` when everything works, 503 with
+/// `status: degraded` (and the failing component's error) when not, so a load balancer or
+/// readiness probe can act on the status code alone.
+pub(super) async fn health(State(state): State<AppState>) -> Response {
+    let database = match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.store().health()).await
+    {
+        Ok(health) => health,
+        Err(_) => DatabaseHealth {
+            status: "down",
+            backend: state.store().backend(),
+            schema_version: None,
+            latency_ms: None,
+            error: Some(format!("no answer within {}s", DATABASE_CHECK_TIMEOUT.as_secs())),
+        },
+    };
+    let ok = database.status == "ok";
+    let body = Health {
+        status: if ok { "ok" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started().elapsed().as_secs(),
+        components: Components {
+            database,
+            executor: ExecutorHealth { status: "ok", mode: state.executor_mode().as_str() },
+        },
+    };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}

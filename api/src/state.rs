@@ -1,0 +1,73 @@
+//! What handlers share.
+
+use std::time::Instant;
+
+use aegis_core::ExecutorMode;
+use aegis_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// Shared state of the API; every field is a cheap handle, so cloning per request is cheap.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    store: Store,
+    executor_mode: ExecutorMode,
+    metrics: Option<PrometheusHandle>,
+    started: Instant,
+    max_body_bytes: usize,
+}
+
+impl AppState {
+    /// Default limit on request bodies: 4 MiB, above any sane JSON call and remote-write
+    /// batch (Prometheus sends at most a few hundred KiB compressed).
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
+
+    /// State over `store`, with the executor in `executor_mode`.
+    pub fn new(store: Store, executor_mode: ExecutorMode) -> Self {
+        Self {
+            store,
+            executor_mode,
+            metrics: None,
+            started: Instant::now(),
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+
+    /// Serves `/metrics` from this Prometheus recorder handle.
+    #[must_use]
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
+    /// Sets the request body limit in bytes.
+    #[must_use]
+    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The executor's mode.
+    pub fn executor_mode(&self) -> ExecutorMode {
+        self.executor_mode
+    }
+
+    /// The metrics handle, when a recorder is installed.
+    pub fn metrics(&self) -> Option<&PrometheusHandle> {
+        self.metrics.as_ref()
+    }
+
+    /// When the state was built (process start, in practice).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The request body limit in bytes.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+}
