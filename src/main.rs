@@ -1,1 +1,19 @@
-fn main() {}
+//! `aegis`: the one binary. Parses the command line, loads the configuration, sets up
+//! logging and runs the command; see `aegis --help`.
+//!
+//! Exit codes: 0 success, 1 a failure at run time (or a check that found problems),
+//! 2 a usage or configuration error.
+
+mod cli;
+mod config;
+mod logging;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    cli::run(cli)
+}

@@ -1,0 +1,141 @@
+//! The command line (clap) and the small commands that need no server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use aegis_store::{AuditLog, AuditTable, Store, StoreOptions};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Loaded};
+use crate::{logging, serve};
+
+/// Policy-driven self-healing for Kubernetes: ingest, detect, decide, remediate, audit.
+#[derive(Debug, Parser)]
+#[command(name = "aegis", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command that reads the configuration takes.
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// TOML configuration file; `AEGIS_*` environment variables override it.
+    #[arg(long, short = 'c', env = "AEGIS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: every endpoint on one listener (default 127.0.0.1:3000).
+    Serve(ConfigArgs),
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Check the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (file + environment) as TOML, secrets redacted.
+    Print(ConfigArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the audit hash chains; exit 1 naming the first broken row.
+    Verify(ConfigArgs),
+}
+
+/// Loads the configuration or explains why not (exit 2).
+fn load(args: &ConfigArgs) -> Result<Loaded, ExitCode> {
+    Config::load(args.config.as_deref()).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> ExitCode {
+    let args = match &cli.command {
+        Command::Serve(args)
+        | Command::Config { command: ConfigCommand::Print(args) }
+        | Command::Audit { command: AuditCommand::Verify(args) } => args,
+    };
+    let loaded = match load(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    if let Command::Config { command: ConfigCommand::Print(_) } = cli.command {
+        print!("{}", loaded.config.to_redacted_toml());
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = logging::init(&loaded.config) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    for name in &loaded.unknown_env {
+        tracing::warn!(variable = %name, "environment variable names no Aegis setting; ignored");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(_) => serve::run(loaded.config).await.map(|()| ExitCode::SUCCESS),
+            Command::Audit { command: AuditCommand::Verify(_) } => audit_verify(&loaded.config).await,
+            Command::Config { .. } => Ok(ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "aegis stopped with an error");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the database named by the configuration.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let options = StoreOptions { max_connections: config.database_max_connections, ..Default::default() };
+    Store::connect(&config.database_url, &options)
+        .await
+        .with_context(|| format!("opening the database (AEGIS_DATABASE_URL={})", aegis_store::redact_url(&config.database_url)))
+}
+
+/// `aegis audit verify`: walks every chain, prints one line per chain.
+async fn audit_verify(config: &Config) -> anyhow::Result<ExitCode> {
+    let store = open_store(config).await?;
+    let mut intact = true;
+    for table in AuditTable::ALL {
+        let report = store.verify_audit(table).await.with_context(|| format!("reading {}", table.table_name()))?;
+        match report.broken {
+            None => println!("{}: {} rows, chain intact", table.table_name(), report.rows_checked),
+            Some(broken) => {
+                intact = false;
+                println!(
+                    "{}: BROKEN at row id {}: {} ({} rows before it verified)",
+                    table.table_name(),
+                    broken.id,
+                    broken.reason,
+                    report.rows_checked
+                );
+            }
+        }
+    }
+    store.close().await;
+    Ok(if intact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,127 @@
+//! The only place that reads `AEGIS_*` environment variables.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use super::{Config, ConfigError, Origin, Secret};
+
+/// Prefix of every Aegis environment variable.
+pub const PREFIX: &str = "AEGIS_";
+
+/// Every configuration key; `AEGIS_` + the key in upper case is its variable.
+pub const KEYS: &[&str] = &[
+    "listen",
+    "database_url",
+    "database_max_connections",
+    "jwt_secret",
+    "redis_url",
+    "prometheus_url",
+    "loki_url",
+    "anomaly_threshold",
+    "kubeconfig_path",
+    "allowed_namespaces",
+    "require_action_signature",
+    "action_secret",
+    "executor_mode",
+    "kafka_brokers",
+    "kafka_topics",
+    "kafka_group",
+    "ingest_token",
+    "policy_dir",
+    "admin_email",
+    "admin_password",
+    "log_format",
+    "log_level",
+    "max_body_bytes",
+    "shutdown_timeout_secs",
+];
+
+/// Variables with the prefix that are not settings but are read elsewhere on purpose.
+const NOT_SETTINGS: &[&str] = &["AEGIS_CONFIG", "AEGIS_TEST_POSTGRES_URL"];
+
+/// The environment variable of `key`.
+pub fn var_name(key: &str) -> String {
+    format!("{PREFIX}{}", key.to_ascii_uppercase())
+}
+
+fn parse<T: FromStr>(raw: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    raw.trim().parse::<T>().map_err(|e| format!("`{raw}`: {e}"))
+}
+
+fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("`{raw}` is not a boolean; expected `true` or `false`")),
+    }
+}
+
+/// A comma-separated list; blanks around items and empty items are dropped.
+fn parse_list(raw: &str) -> Vec<String> {
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// An optional value: empty means unset.
+fn optional(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    (!raw.is_empty()).then(|| raw.to_owned())
+}
+
+/// Sets `key` from its variable's text.
+fn set(config: &mut Config, key: &str, raw: &str) -> Result<(), String> {
+    match key {
+        "listen" => config.listen = parse(raw)?,
+        "database_url" => config.database_url = raw.trim().to_owned(),
+        "database_max_connections" => config.database_max_connections = parse(raw)?,
+        "jwt_secret" => config.jwt_secret = optional(raw).map(Secret::new),
+        "redis_url" => config.redis_url = optional(raw),
+        "prometheus_url" => config.prometheus_url = optional(raw),
+        "loki_url" => config.loki_url = optional(raw),
+        "anomaly_threshold" => config.anomaly_threshold = parse(raw)?,
+        "kubeconfig_path" => config.kubeconfig_path = optional(raw).map(Into::into),
+        "allowed_namespaces" => config.allowed_namespaces = parse_list(raw),
+        "require_action_signature" => config.require_action_signature = parse_bool(raw)?,
+        "action_secret" => config.action_secret = optional(raw).map(Secret::new),
+        "executor_mode" => config.executor_mode = parse(raw)?,
+        "kafka_brokers" => config.kafka_brokers = parse_list(raw),
+        "kafka_topics" => config.kafka_topics = parse_list(raw),
+        "kafka_group" => config.kafka_group = raw.trim().to_owned(),
+        "ingest_token" => config.ingest_token = optional(raw).map(Secret::new),
+        "policy_dir" => config.policy_dir = optional(raw).map(Into::into),
+        "admin_email" => config.admin_email = optional(raw),
+        "admin_password" => config.admin_password = optional(raw).map(Secret::new),
+        "log_format" => config.log_format = parse(raw)?,
+        "log_level" => config.log_level = raw.trim().to_owned(),
+        "max_body_bytes" => config.max_body_bytes = parse(raw)?,
+        "shutdown_timeout_secs" => config.shutdown_timeout_secs = parse(raw)?,
+        _ => return Err(format!("no setting named `{key}`")),
+    }
+    Ok(())
+}
+
+/// Applies every `AEGIS_*` variable to `config`; returns the variables that name no
+/// setting so the caller can warn about likely typos.
+pub fn apply(
+    config: &mut Config,
+    vars: impl IntoIterator<Item = (String, String)>,
+    origins: &mut BTreeMap<&'static str, Origin>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut unknown = Vec::new();
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
+        let lower = rest.to_ascii_lowercase();
+        match KEYS.iter().find(|k| **k == lower) {
+            Some(key) => {
+                set(config, key, &raw)
+                    .map_err(|message| ConfigError::Invalid { key: format!("`{name}`"), message })?;
+                origins.insert(key, Origin::Env);
+            }
+            None if NOT_SETTINGS.contains(&name.as_str()) => {}
+            None => unknown.push(name),
+        }
+    }
+    Ok(unknown)
+}

@@ -1,0 +1,323 @@
+//! The one typed configuration of `aegis`: a TOML file (`--config`) under `AEGIS_*`
+//! environment variables, which win.
+//!
+//! Defaults live in [`Config::default`], the environment is read in [`env`], and
+//! [`Config::validate`] checks every value at start-up with a message that names the key
+//! the way the user set it (`AEGIS_LISTEN`, or `listen` in the file).
+
+mod env;
+mod types;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use aegis_core::ExecutorMode;
+use serde::{Deserialize, Serialize};
+
+pub use types::{ListenAddr, LogFormat, Secret};
+
+/// Where a key's value came from, for error messages (no entry means the default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The TOML file at this path.
+    File(PathBuf),
+    /// An `AEGIS_*` environment variable.
+    Env,
+}
+
+/// A configuration value that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("invalid config file `{path}`: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("invalid value for {key}: {message}")]
+    Invalid {
+        /// The key as the user wrote it: `AEGIS_LISTEN`, or `listen` in FILE.
+        key: String,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+/// Every setting of an `aegis` process. Each field is also an environment variable: the
+/// field name in upper case with an `AEGIS_` prefix (`listen` → `AEGIS_LISTEN`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port of the one HTTP listener.
+    pub listen: ListenAddr,
+    /// `sqlite://PATH` (embedded, the default) or `postgres://USER@HOST:PORT/DB`.
+    pub database_url: String,
+    /// Most database connections in the pool.
+    pub database_max_connections: u32,
+    /// HMAC key for JWT access tokens (at least 32 bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<Secret>,
+    /// Redis for shared rate limits across replicas (`redis://HOST:PORT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// Prometheus to pull from when it cannot push (`http://HOST:9090`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus_url: Option<String>,
+    /// Loki to pull logs from and push audit rows to (`http://HOST:3100`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loki_url: Option<String>,
+    /// Isolation-forest score above which a point is anomalous, in (0, 1).
+    pub anomaly_threshold: f64,
+    /// Kubeconfig for `executor_mode = "kubernetes"`; in-cluster service account when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_path: Option<PathBuf>,
+    /// Namespaces the executor may act in (exact names; comma-separated in the environment).
+    pub allowed_namespaces: Vec<String>,
+    /// Whether `/executor/execute` requires an `X-Aegis-Signature`.
+    pub require_action_signature: bool,
+    /// HMAC key for signed executor requests (at least 32 bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action_secret: Option<Secret>,
+    /// `dry-run` (record what would be done) or `kubernetes` (do it).
+    pub executor_mode: ExecutorMode,
+    /// Kafka bootstrap servers (`host:port`, comma-separated in the environment).
+    pub kafka_brokers: Vec<String>,
+    /// Kafka topics to consume (comma-separated in the environment).
+    pub kafka_topics: Vec<String>,
+    /// Kafka consumer group.
+    pub kafka_group: String,
+    /// A static bearer token accepted on the ingest endpoints besides service tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_token: Option<Secret>,
+    /// A folder of YAML/JSON policy files, reloaded when they change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_dir: Option<PathBuf>,
+    /// E-mail of the admin created on first start (with `admin_password`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_email: Option<String>,
+    /// Password of the admin created on first start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_password: Option<Secret>,
+    /// `text` (readable) or `json` (one object per line) logs.
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax, e.g. `info` or `info,aegis_store=debug`.
+    pub log_level: String,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for in-flight requests, in seconds.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: ListenAddr(SocketAddr::from((Ipv4Addr::LOCALHOST, 3000))),
+            database_url: "sqlite://./aegis-data/aegis.db".to_owned(),
+            database_max_connections: 10,
+            jwt_secret: None,
+            redis_url: None,
+            prometheus_url: None,
+            loki_url: None,
+            anomaly_threshold: 0.6,
+            kubeconfig_path: None,
+            allowed_namespaces: vec!["default".to_owned(), "production".to_owned()],
+            require_action_signature: true,
+            action_secret: None,
+            executor_mode: ExecutorMode::DryRun,
+            kafka_brokers: Vec::new(),
+            kafka_topics: Vec::new(),
+            kafka_group: "aegis".to_owned(),
+            ingest_token: None,
+            policy_dir: None,
+            admin_email: None,
+            admin_password: None,
+            log_format: LogFormat::Text,
+            log_level: "info,sqlx=warn".to_owned(),
+            max_body_bytes: 4 << 20,
+            shutdown_timeout_secs: 25,
+        }
+    }
+}
+
+/// The configuration together with where each key came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The effective configuration.
+    pub config: Config,
+    /// Keys set by the file or the environment (absent means default).
+    pub origins: BTreeMap<&'static str, Origin>,
+    /// `AEGIS_*` variables that name no setting (probably typos), for a warning.
+    pub unknown_env: Vec<String>,
+}
+
+impl Loaded {
+    /// How to name `key` to the user: the variable or the file key that set it.
+    pub fn key_name(&self, key: &str) -> String {
+        match self.origins.get(key) {
+            Some(Origin::Env) => format!("`{}`", env::var_name(key)),
+            Some(Origin::File(path)) => format!("`{key}` in {}", path.display()),
+            _ => format!("`{key}` ({})", env::var_name(key)),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file (when given), applies the process environment and validates.
+    pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// [`Config::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Loaded, ConfigError> {
+        let mut origins = BTreeMap::new();
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let config: Config = toml::from_str(&text).map_err(|e| ConfigError::File {
+                    path: path.to_owned(),
+                    message: e.to_string().trim_end().to_owned(),
+                })?;
+                let table: toml::Table = toml::from_str(&text).unwrap_or_default();
+                for key in env::KEYS {
+                    if table.contains_key(*key) {
+                        origins.insert(*key, Origin::File(path.to_owned()));
+                    }
+                }
+                config
+            }
+            None => Config::default(),
+        };
+        let unknown_env = env::apply(&mut config, vars, &mut origins)?;
+        let loaded = Loaded { config, origins, unknown_env };
+        loaded.config.validate(&loaded)?;
+        Ok(loaded)
+    }
+
+    /// Checks every value; the error names the key as the user set it.
+    pub fn validate(&self, loaded: &Loaded) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &str, message: String| ConfigError::Invalid { key: loaded.key_name(key), message };
+
+        let db = self.database_url.as_str();
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            return Err(invalid(
+                "database_url",
+                format!("`{}` must start with `sqlite://` or `postgres://`", aegis_store::redact_url(db)),
+            ));
+        }
+        if self.database_max_connections == 0 {
+            return Err(invalid("database_max_connections", "must be at least 1".into()));
+        }
+        check_url(&self.redis_url, &["redis", "rediss"]).map_err(|m| invalid("redis_url", m))?;
+        check_url(&self.prometheus_url, &["http", "https"]).map_err(|m| invalid("prometheus_url", m))?;
+        check_url(&self.loki_url, &["http", "https"]).map_err(|m| invalid("loki_url", m))?;
+        if !(self.anomaly_threshold > 0.0 && self.anomaly_threshold < 1.0) {
+            return Err(invalid(
+                "anomaly_threshold",
+                format!("`{}` must be between 0 and 1 (exclusive)", self.anomaly_threshold),
+            ));
+        }
+        if self.allowed_namespaces.is_empty() {
+            return Err(invalid("allowed_namespaces", "must name at least one namespace".into()));
+        }
+        for ns in &self.allowed_namespaces {
+            if !is_dns_label(ns) {
+                return Err(invalid(
+                    "allowed_namespaces",
+                    format!("`{ns}` is not a Kubernetes namespace name (lowercase letters, digits and `-`, at most 63)"),
+                ));
+            }
+        }
+        for (key, secret) in [("jwt_secret", &self.jwt_secret), ("action_secret", &self.action_secret)] {
+            if let Some(secret) = secret {
+                if secret.expose().len() < 32 {
+                    return Err(invalid(key, "must be at least 32 bytes long".into()));
+                }
+            }
+        }
+        if self.executor_mode == ExecutorMode::Kubernetes
+            && self.require_action_signature
+            && self.action_secret.is_none()
+        {
+            return Err(invalid(
+                "action_secret",
+                "must be set when executor_mode is `kubernetes` and require_action_signature is true".into(),
+            ));
+        }
+        if !self.kafka_topics.is_empty() && self.kafka_brokers.is_empty() {
+            return Err(invalid("kafka_brokers", "must be set when kafka_topics is set".into()));
+        }
+        if self.kafka_group.trim().is_empty() {
+            return Err(invalid("kafka_group", "must not be empty".into()));
+        }
+        match (&self.admin_email, &self.admin_password) {
+            (Some(email), Some(_)) if !email.contains('@') => {
+                return Err(invalid("admin_email", format!("`{email}` is not an e-mail address")));
+            }
+            (Some(_), None) => {
+                return Err(invalid("admin_password", "must be set together with admin_email".into()));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("admin_email", "must be set together with admin_password".into()));
+            }
+            _ => {}
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(invalid("log_level", format!("`{}`: {e}", self.log_level)));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "must be at least 1024".into()));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets and URL passwords redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database_url = aegis_store::redact_url(&shown.database_url);
+        shown.redis_url = shown.redis_url.as_deref().map(aegis_store::redact_url);
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+fn check_url(value: &Option<String>, schemes: &[&str]) -> Result<(), String> {
+    let Some(value) = value else { return Ok(()) };
+    let shown = aegis_store::redact_url(value);
+    let parsed = url::Url::parse(value).map_err(|e| format!("`{shown}` is not a URL: {e}"))?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(format!("`{shown}` must use {}", schemes.iter().map(|s| format!("`{s}://`")).collect::<Vec<_>>().join(" or ")));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{shown}` has no host"));
+    }
+    Ok(())
+}
+
+/// An RFC 1123 label, which is what Kubernetes accepts as a namespace name.
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,114 @@
+//! `aegis serve`: wiring, the listener and graceful shutdown.
+
+use std::time::Duration;
+
+use aegis_api::{AppState, app};
+use aegis_core::metric_names as m;
+use anyhow::Context;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::sync::watch;
+
+use crate::cli::open_store;
+use crate::config::Config;
+
+/// Latency buckets (seconds) for every `*_seconds` histogram: 50 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the process-wide metrics recorder and describes the contract's metrics.
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    metrics::describe_counter!(m::HTTP_REQUESTS_TOTAL, "HTTP requests answered, by route template and status");
+    metrics::describe_histogram!(m::HTTP_REQUEST_DURATION_SECONDS, metrics::Unit::Seconds, "HTTP request latency by route template");
+    Ok(handle)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutting down"),
+        () = term => tracing::info!(signal = "SIGTERM", "shutting down"),
+    }
+}
+
+/// Runs the server until SIGINT/SIGTERM, then stops accepting, lets in-flight requests
+/// finish (up to `shutdown_timeout_secs`), flushes and closes the database.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let schema_version = store.schema_version().await.context("reading the schema version")?;
+    if config.require_action_signature && config.action_secret.is_none() {
+        tracing::warn!("AEGIS_ACTION_SECRET is not set: signed executor requests will be refused");
+    }
+    let handle = install_metrics()?;
+    let state = AppState::new(store.clone(), config.executor_mode)
+        .with_metrics(handle)
+        .with_max_body_bytes(config.max_body_bytes);
+
+    let addr = config.listen.0;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (AEGIS_LISTEN)"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(
+        listen = %bound,
+        database = %store.url(),
+        backend = store.backend().as_str(),
+        schema_version,
+        executor_mode = %config.executor_mode,
+        version = env!("CARGO_PKG_VERSION"),
+        "aegis is serving",
+    );
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let graceful = {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(graceful);
+    let grace = Duration::from_secs(config.shutdown_timeout_secs);
+    let signals = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+        // Keep the sender alive while the server drains.
+        std::future::pending::<()>().await;
+    };
+    let deadline = async {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result.context("serving HTTP")?,
+        () = signals => {}
+        () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; closing them"),
+    }
+    store.close().await;
+    tracing::info!("aegis stopped");
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! The `aegis` binary end to end: start-up on both databases, configuration errors,
+//! graceful shutdown, `config print` and `audit verify`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aegis_store::testing::TestDb;
+use aegis_store::{AuditLog, NewActionAudit};
+
+const BIN: &str = env!("CARGO_BIN_EXE_aegis");
+
+/// A command with a clean `AEGIS_*` environment, run in `dir`.
+fn aegis(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("AEGIS_") || name == "RUST_LOG" {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A bare HTTP/1.1 GET; returns status and body.
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Polls `/health` until the server answers or 20 s pass.
+fn wait_healthy(child: &mut Child, port: u16) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(answer) = http_get(port, "/health") {
+            return answer;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("aegis exited early with {status}");
+        }
+        assert!(Instant::now() < deadline, "aegis did not answer on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends SIGTERM and returns how long the process took to exit, and its output.
+fn terminate(child: Child) -> (Duration, Output) {
+    let pid = child.id().to_string();
+    let started = Instant::now();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    (started.elapsed(), output)
+}
+
+fn serve_and_stop(dir: &Path, database_url: Option<&str>) -> (serde_json::Value, Output, Duration) {
+    let port = free_port();
+    let mut cmd = aegis(dir);
+    cmd.arg("serve").env("AEGIS_LISTEN", format!("127.0.0.1:{port}"));
+    if let Some(url) = database_url {
+        cmd.env("AEGIS_DATABASE_URL", url);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (status, body) = wait_healthy(&mut child, port);
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (took, output) = terminate(child);
+    (health, output, took)
+}
+
+#[test]
+fn serve_with_no_configuration_uses_sqlite_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (health, output, took) = serve_and_stop(dir.path(), None);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["components"]["database"]["backend"], "sqlite");
+    assert_eq!(health["components"]["executor"]["mode"], "dry-run");
+    assert!(dir.path().join("aegis-data/aegis.db").is_file());
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_with_postgres_url_works_the_same() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (url, path) = (db.url.clone(), dir.path().to_owned());
+    let (health, output, took) =
+        tokio::task::spawn_blocking(move || serve_and_stop(&path, Some(&url))).await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["components"]["database"]["backend"], "postgres");
+    assert!(health["components"]["database"]["schema_version"].as_i64().unwrap() >= 1);
+    assert!(!dir.path().join("aegis-data").exists());
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    db.cleanup().await;
+}
+
+#[test]
+fn bad_listen_address_stops_start_up_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = aegis(dir.path()).arg("serve").env("AEGIS_LISTEN", "nonsense").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("AEGIS_LISTEN"), "{stderr}");
+    assert!(!dir.path().join("aegis-data").exists(), "nothing is created before validation");
+}
+
+#[test]
+fn unreachable_database_stops_start_up_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = aegis(dir.path())
+        .arg("serve")
+        .env("AEGIS_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("AEGIS_DATABASE_URL", "postgres://aegis:topsecret@127.0.0.1:1/aegis")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("AEGIS_DATABASE_URL") && stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert!(!stderr.contains("topsecret"), "{stderr}");
+}
+
+#[test]
+fn config_print_shows_the_effective_config_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("aegis.toml");
+    std::fs::write(&file, "listen = \"0.0.0.0:8080\"\nexecutor_mode = \"dry-run\"\n").unwrap();
+    let output = aegis(dir.path())
+        .args(["config", "print", "--config"])
+        .arg(&file)
+        .env("AEGIS_JWT_SECRET", "a-very-long-jwt-signing-secret-of-40-bytes")
+        .env("AEGIS_ALLOWED_NAMESPACES", "production,staging")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("listen = \"0.0.0.0:8080\""), "{stdout}");
+    assert!(stdout.contains("allowed_namespaces = [\"production\", \"staging\"]"), "{stdout}");
+    assert!(stdout.contains("jwt_secret = \"***redacted***\""), "{stdout}");
+    assert!(!stdout.contains("a-very-long"), "{stdout}");
+}
+
+fn entry(n: usize) -> NewActionAudit {
+    NewActionAudit {
+        created_at: None,
+        action_id: format!("a{n}"),
+        phase: "intent".into(),
+        action: "restart_pod".into(),
+        namespace: "production".into(),
+        target: "api".into(),
+        status: "pending".into(),
+        actor: Some("ai-engine".into()),
+        reason: Some("crash loop".into()),
+        details: serde_json::json!({}),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_verify_passes_then_names_a_tampered_row() {
+    for db in TestDb::both().await {
+        let entries: Vec<_> = (0..5).map(entry).collect();
+        db.store.append_action_audit(&entries).await.unwrap();
+        let url = db.url.clone();
+        let verify = move || {
+            let dir = tempfile::tempdir().unwrap();
+            aegis(dir.path()).args(["audit", "verify"]).env("AEGIS_DATABASE_URL", &url).output().unwrap()
+        };
+        let output = tokio::task::spawn_blocking(verify.clone()).await.unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(output.status.code(), Some(0), "{}: {stdout}", db.name());
+        assert!(stdout.contains("action_audit_logs: 5 rows, chain intact"), "{stdout}");
+
+        // A superuser turns the guard off and edits row 4.
+        let tamper = match db.store.backend() {
+            aegis_store::Backend::Postgres => vec![
+                "ALTER TABLE action_audit_logs DISABLE TRIGGER USER",
+                "UPDATE action_audit_logs SET status = 'succeeded' WHERE id = 4",
+            ],
+            aegis_store::Backend::Sqlite => vec![
+                "DROP TRIGGER action_audit_logs_no_update",
+                "UPDATE action_audit_logs SET status = 'succeeded' WHERE id = 4",
+            ],
+        };
+        raw_exec(&db, &tamper).await;
+        let output = tokio::task::spawn_blocking(verify).await.unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(output.status.code(), Some(1), "{}: {stdout}", db.name());
+        assert!(stdout.contains("action_audit_logs: BROKEN at row id 4"), "{stdout}");
+        db.cleanup().await;
+    }
+}
+
+/// Runs statements on a separate connection, as an operator with a SQL shell would.
+async fn raw_exec(db: &TestDb, statements: &[&str]) {
+    use sqlx::Connection;
+    match db.store.backend() {
+        aegis_store::Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            for sql in statements {
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+            }
+        }
+        aegis_store::Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            for sql in statements {
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+}
