@@ -66,14 +66,21 @@ fn load(args: &ConfigArgs) -> Result<Loaded, ExitCode> {
 pub fn run(cli: Cli) -> ExitCode {
     let args = match &cli.command {
         Command::Serve(args)
-        | Command::Config { command: ConfigCommand::Print(args) }
-        | Command::Audit { command: AuditCommand::Verify(args) } => args,
+        | Command::Config {
+            command: ConfigCommand::Print(args),
+        }
+        | Command::Audit {
+            command: AuditCommand::Verify(args),
+        } => args,
     };
     let loaded = match load(args) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    if let Command::Config { command: ConfigCommand::Print(_) } = cli.command {
+    if let Command::Config {
+        command: ConfigCommand::Print(_),
+    } = cli.command
+    {
         print!("{}", loaded.config.to_redacted_toml());
         return ExitCode::SUCCESS;
     }
@@ -84,7 +91,10 @@ pub fn run(cli: Cli) -> ExitCode {
     for name in &loaded.unknown_env {
         tracing::warn!(variable = %name, "environment variable names no Aegis setting; ignored");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -94,7 +104,9 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(_) => serve::run(loaded.config).await.map(|()| ExitCode::SUCCESS),
-            Command::Audit { command: AuditCommand::Verify(_) } => audit_verify(&loaded.config).await,
+            Command::Audit {
+                command: AuditCommand::Verify(_),
+            } => audit_verify(&loaded.config).await,
             Command::Config { .. } => Ok(ExitCode::SUCCESS),
         }
     });
@@ -110,10 +122,18 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// Opens the database named by the configuration.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let options = StoreOptions { max_connections: config.database_max_connections, ..Default::default() };
+    let options = StoreOptions {
+        max_connections: config.database_max_connections,
+        ..Default::default()
+    };
     Store::connect(&config.database_url, &options)
         .await
-        .with_context(|| format!("opening the database (AEGIS_DATABASE_URL={})", aegis_store::redact_url(&config.database_url)))
+        .with_context(|| {
+            format!(
+                "opening the database (AEGIS_DATABASE_URL={})",
+                aegis_store::redact_url(&config.database_url)
+            )
+        })
 }
 
 /// `aegis audit verify`: walks every chain, prints one line per chain.
@@ -121,9 +141,16 @@ async fn audit_verify(config: &Config) -> anyhow::Result<ExitCode> {
     let store = open_store(config).await?;
     let mut intact = true;
     for table in AuditTable::ALL {
-        let report = store.verify_audit(table).await.with_context(|| format!("reading {}", table.table_name()))?;
+        let report = store
+            .verify_audit(table)
+            .await
+            .with_context(|| format!("reading {}", table.table_name()))?;
         match report.broken {
-            None => println!("{}: {} rows, chain intact", table.table_name(), report.rows_checked),
+            None => println!(
+                "{}: {} rows, chain intact",
+                table.table_name(),
+                report.rows_checked
+            ),
             Some(broken) => {
                 intact = false;
                 println!(
@@ -137,5 +164,9 @@ async fn audit_verify(config: &Config) -> anyhow::Result<ExitCode> {
         }
     }
     store.close().await;
-    Ok(if intact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

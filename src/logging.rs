@@ -19,7 +19,11 @@ pub fn init(config: &Config) -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal());
     let result = match config.log_format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }

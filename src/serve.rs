@@ -13,8 +13,8 @@ use crate::config::Config;
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: 50 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Installs the process-wide metrics recorder and describes the contract's metrics.
@@ -23,8 +23,15 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)?
         .install_recorder()
         .context("installing the metrics recorder")?;
-    metrics::describe_counter!(m::HTTP_REQUESTS_TOTAL, "HTTP requests answered, by route template and status");
-    metrics::describe_histogram!(m::HTTP_REQUEST_DURATION_SECONDS, metrics::Unit::Seconds, "HTTP request latency by route template");
+    metrics::describe_counter!(
+        m::HTTP_REQUESTS_TOTAL,
+        "HTTP requests answered, by route template and status"
+    );
+    metrics::describe_histogram!(
+        m::HTTP_REQUEST_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "HTTP request latency by route template"
+    );
     Ok(handle)
 }
 
@@ -60,7 +67,10 @@ async fn shutdown_signal() {
 /// finish (up to `shutdown_timeout_secs`), flushes and closes the database.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    let schema_version = store.schema_version().await.context("reading the schema version")?;
+    let schema_version = store
+        .schema_version()
+        .await
+        .context("reading the schema version")?;
     if config.require_action_signature && config.action_secret.is_none() {
         tracing::warn!("AEGIS_ACTION_SECRET is not set: signed executor requests will be refused");
     }

@@ -1,6 +1,12 @@
 //! The `aegis` binary end to end: start-up on both databases, configuration errors,
 //! graceful shutdown, `config print` and `audit verify`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test loudly"
+)]
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -25,18 +31,32 @@ fn aegis(dir: &Path) -> Command {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A bare HTTP/1.1 GET; returns status and body.
 fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -50,7 +70,10 @@ fn wait_healthy(child: &mut Child, port: u16) -> (u16, String) {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("aegis exited early with {status}");
         }
-        assert!(Instant::now() < deadline, "aegis did not answer on port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "aegis did not answer on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -68,11 +91,16 @@ fn terminate(child: Child) -> (Duration, Output) {
 fn serve_and_stop(dir: &Path, database_url: Option<&str>) -> (serde_json::Value, Output, Duration) {
     let port = free_port();
     let mut cmd = aegis(dir);
-    cmd.arg("serve").env("AEGIS_LISTEN", format!("127.0.0.1:{port}"));
+    cmd.arg("serve")
+        .env("AEGIS_LISTEN", format!("127.0.0.1:{port}"));
     if let Some(url) = database_url {
         cmd.env("AEGIS_DATABASE_URL", url);
     }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let (status, body) = wait_healthy(&mut child, port);
     assert_eq!(status, 200, "{body}");
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -88,7 +116,12 @@ fn serve_with_no_configuration_uses_sqlite_and_stops_on_sigterm() {
     assert_eq!(health["components"]["database"]["backend"], "sqlite");
     assert_eq!(health["components"]["executor"]["mode"], "dry-run");
     assert!(dir.path().join("aegis-data/aegis.db").is_file());
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
@@ -98,12 +131,24 @@ async fn serve_with_postgres_url_works_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let (url, path) = (db.url.clone(), dir.path().to_owned());
     let (health, output, took) =
-        tokio::task::spawn_blocking(move || serve_and_stop(&path, Some(&url))).await.unwrap();
+        tokio::task::spawn_blocking(move || serve_and_stop(&path, Some(&url)))
+            .await
+            .unwrap();
     assert_eq!(health["status"], "ok");
     assert_eq!(health["components"]["database"]["backend"], "postgres");
-    assert!(health["components"]["database"]["schema_version"].as_i64().unwrap() >= 1);
+    assert!(
+        health["components"]["database"]["schema_version"]
+            .as_i64()
+            .unwrap()
+            >= 1
+    );
     assert!(!dir.path().join("aegis-data").exists());
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
     db.cleanup().await;
 }
@@ -111,11 +156,18 @@ async fn serve_with_postgres_url_works_the_same() {
 #[test]
 fn bad_listen_address_stops_start_up_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();
-    let output = aegis(dir.path()).arg("serve").env("AEGIS_LISTEN", "nonsense").output().unwrap();
+    let output = aegis(dir.path())
+        .arg("serve")
+        .env("AEGIS_LISTEN", "nonsense")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("AEGIS_LISTEN"), "{stderr}");
-    assert!(!dir.path().join("aegis-data").exists(), "nothing is created before validation");
+    assert!(
+        !dir.path().join("aegis-data").exists(),
+        "nothing is created before validation"
+    );
 }
 
 #[test]
@@ -124,12 +176,18 @@ fn unreachable_database_stops_start_up_with_a_clear_message() {
     let output = aegis(dir.path())
         .arg("serve")
         .env("AEGIS_LISTEN", format!("127.0.0.1:{}", free_port()))
-        .env("AEGIS_DATABASE_URL", "postgres://aegis:topsecret@127.0.0.1:1/aegis")
+        .env(
+            "AEGIS_DATABASE_URL",
+            "postgres://aegis:topsecret@127.0.0.1:1/aegis",
+        )
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("AEGIS_DATABASE_URL") && stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert!(
+        stderr.contains("AEGIS_DATABASE_URL") && stderr.contains("127.0.0.1:1"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("topsecret"), "{stderr}");
 }
 
@@ -137,19 +195,36 @@ fn unreachable_database_stops_start_up_with_a_clear_message() {
 fn config_print_shows_the_effective_config_with_secrets_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("aegis.toml");
-    std::fs::write(&file, "listen = \"0.0.0.0:8080\"\nexecutor_mode = \"dry-run\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "listen = \"0.0.0.0:8080\"\nexecutor_mode = \"dry-run\"\n",
+    )
+    .unwrap();
     let output = aegis(dir.path())
         .args(["config", "print", "--config"])
         .arg(&file)
-        .env("AEGIS_JWT_SECRET", "a-very-long-jwt-signing-secret-of-40-bytes")
+        .env(
+            "AEGIS_JWT_SECRET",
+            "a-very-long-jwt-signing-secret-of-40-bytes",
+        )
         .env("AEGIS_ALLOWED_NAMESPACES", "production,staging")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("listen = \"0.0.0.0:8080\""), "{stdout}");
-    assert!(stdout.contains("allowed_namespaces = [\"production\", \"staging\"]"), "{stdout}");
-    assert!(stdout.contains("jwt_secret = \"***redacted***\""), "{stdout}");
+    assert!(
+        stdout.contains("allowed_namespaces = [\"production\", \"staging\"]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("jwt_secret = \"***redacted***\""),
+        "{stdout}"
+    );
     assert!(!stdout.contains("a-very-long"), "{stdout}");
 }
 
@@ -176,12 +251,19 @@ async fn audit_verify_passes_then_names_a_tampered_row() {
         let url = db.url.clone();
         let verify = move || {
             let dir = tempfile::tempdir().unwrap();
-            aegis(dir.path()).args(["audit", "verify"]).env("AEGIS_DATABASE_URL", &url).output().unwrap()
+            aegis(dir.path())
+                .args(["audit", "verify"])
+                .env("AEGIS_DATABASE_URL", &url)
+                .output()
+                .unwrap()
         };
         let output = tokio::task::spawn_blocking(verify.clone()).await.unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert_eq!(output.status.code(), Some(0), "{}: {stdout}", db.name());
-        assert!(stdout.contains("action_audit_logs: 5 rows, chain intact"), "{stdout}");
+        assert!(
+            stdout.contains("action_audit_logs: 5 rows, chain intact"),
+            "{stdout}"
+        );
 
         // A superuser turns the guard off and edits row 4.
         let tamper = match db.store.backend() {
@@ -198,7 +280,10 @@ async fn audit_verify_passes_then_names_a_tampered_row() {
         let output = tokio::task::spawn_blocking(verify).await.unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert_eq!(output.status.code(), Some(1), "{}: {stdout}", db.name());
-        assert!(stdout.contains("action_audit_logs: BROKEN at row id 4"), "{stdout}");
+        assert!(
+            stdout.contains("action_audit_logs: BROKEN at row id 4"),
+            "{stdout}"
+        );
         db.cleanup().await;
     }
 }

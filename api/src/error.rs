@@ -42,7 +42,6 @@ impl ErrorCode {
     /// The code for a status produced outside a handler (router, body limit, panic).
     pub fn for_status(status: StatusCode) -> Self {
         match status.as_u16() {
-            400 => Self::BadRequest,
             401 => Self::Unauthenticated,
             403 => Self::Forbidden,
             404 => Self::NotFound,
@@ -84,7 +83,12 @@ struct Body<'a> {
 impl ApiError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after_secs: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
     }
 
     /// 400: the caller sent something invalid; the message says what to change.
@@ -94,7 +98,11 @@ impl ApiError {
 
     /// 401: missing or invalid credentials.
     pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthenticated,
+            message,
+        )
     }
 
     /// 403: not allowed, with the reason.
@@ -114,19 +122,31 @@ impl ApiError {
 
     /// 413: the body is too large.
     pub fn payload_too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge, message)
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            message,
+        )
     }
 
     /// 429 with `Retry-After`.
     pub fn rate_limited(retry_after_secs: u64) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "too many requests")
-            .with_retry_after(retry_after_secs)
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            "too many requests",
+        )
+        .with_retry_after(retry_after_secs)
     }
 
     /// 503 with `Retry-After`: overloaded or not ready.
     pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, message)
-            .with_retry_after(retry_after_secs)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            message,
+        )
+        .with_retry_after(retry_after_secs)
     }
 
     /// 500: logs `error` with the request id and tells the caller only that it failed.
@@ -163,11 +183,17 @@ impl ApiError {
     /// Renders the envelope for `request_id`.
     pub(crate) fn render(&self, request_id: &str) -> Response {
         let body = Envelope {
-            error: Body { code: self.code, message: &self.message, request_id },
+            error: Body {
+                code: self.code,
+                message: &self.message,
+                request_id,
+            },
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

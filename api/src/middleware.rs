@@ -53,7 +53,9 @@ pub(crate) async fn request_context(mut req: Request, next: Next) -> Response {
         path = %req.uri().path(),
     );
     let started = Instant::now();
-    let mut response = REQUEST_ID.scope(id.clone(), next.run(req).instrument(span.clone())).await;
+    let mut response = REQUEST_ID
+        .scope(id.clone(), next.run(req).instrument(span.clone()))
+        .await;
     let status = response.status();
     if (status.is_client_error() || status.is_server_error()) && !is_json(&response) {
         response = envelope_for(response, &id);
@@ -87,7 +89,9 @@ fn envelope_for(response: Response, request_id: &str) -> Response {
     let code = ErrorCode::for_status(status);
     let message = match code {
         ErrorCode::NotFound => "no such endpoint; see /api/v1/openapi.json",
-        ErrorCode::MethodNotAllowed => "method not allowed on this endpoint; see the `Allow` header",
+        ErrorCode::MethodNotAllowed => {
+            "method not allowed on this endpoint; see the `Allow` header"
+        }
         ErrorCode::PayloadTooLarge => "request body too large",
         ErrorCode::Timeout => "request took too long",
         ErrorCode::Internal => "internal error; the server log has details under this request id",

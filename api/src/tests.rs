@@ -2,17 +2,20 @@
 
 use aegis_core::ExecutorMode;
 use aegis_store::testing::TestDb;
+use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::routing::post;
-use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
 use crate::{AppState, Json, app};
 
-async fn send(router: Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+async fn send(
+    router: Router,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
     let response = router.oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
@@ -27,7 +30,12 @@ fn get(path: &str) -> Request<Body> {
 
 fn assert_envelope(body: &Value, code: &str, headers: &axum::http::HeaderMap) {
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     let id = headers.get("x-request-id").unwrap().to_str().unwrap();
     assert_eq!(body["error"]["request_id"], id, "{body}");
 }
@@ -42,7 +50,12 @@ async fn health_reports_components_on_both_backends() {
             assert_eq!(body["status"], "ok");
             assert_eq!(body["components"]["database"]["status"], "ok");
             assert_eq!(body["components"]["database"]["backend"], db.name());
-            assert!(body["components"]["database"]["schema_version"].as_i64().unwrap() >= 1);
+            assert!(
+                body["components"]["database"]["schema_version"]
+                    .as_i64()
+                    .unwrap()
+                    >= 1
+            );
             assert_eq!(body["components"]["executor"]["mode"], "dry-run");
             assert!(headers.contains_key("x-request-id"));
         }
@@ -56,7 +69,12 @@ async fn health_is_degraded_with_503_when_the_database_is_gone() {
         let state = AppState::new(db.store.clone(), ExecutorMode::Kubernetes);
         db.store.close().await;
         let (status, _, body) = send(app(state), get("/health")).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}: {body}", db.name());
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}: {body}",
+            db.name()
+        );
         assert_eq!(body["status"], "degraded");
         assert_eq!(body["components"]["database"]["status"], "down");
         assert!(body["components"]["database"]["error"].is_string());
@@ -85,13 +103,19 @@ async fn unknown_path_and_wrong_method_answer_in_the_envelope() {
 async fn client_request_id_is_kept_and_bad_ones_replaced() {
     let db = TestDb::sqlite().await;
     let router = app(AppState::new(db.store.clone(), ExecutorMode::DryRun));
-    let request = Request::get("/nope").header("x-request-id", "trace-abc-123").body(Body::empty()).unwrap();
+    let request = Request::get("/nope")
+        .header("x-request-id", "trace-abc-123")
+        .body(Body::empty())
+        .unwrap();
     let (_, headers, body) = send(router.clone(), request).await;
     assert_eq!(headers["x-request-id"], "trace-abc-123");
     assert_eq!(body["error"]["request_id"], "trace-abc-123");
 
     let long = "x".repeat(500);
-    let request = Request::get("/health").header("x-request-id", long.as_str()).body(Body::empty()).unwrap();
+    let request = Request::get("/health")
+        .header("x-request-id", long.as_str())
+        .body(Body::empty())
+        .unwrap();
     let (_, headers, _) = send(router, request).await;
     let id = headers["x-request-id"].to_str().unwrap();
     assert_ne!(id, long);
@@ -122,7 +146,9 @@ struct Echo {
 async fn json_rejections_explain_what_is_wrong() {
     let router = Router::new()
         .route("/echo", post(|Json(e): Json<Echo>| async move { Json(e) }))
-        .layer(axum::middleware::from_fn(crate::middleware::request_context));
+        .layer(axum::middleware::from_fn(
+            crate::middleware::request_context,
+        ));
     let bad = Request::post("/echo")
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(r#"{"name": 5}"#))
@@ -130,12 +156,22 @@ async fn json_rejections_explain_what_is_wrong() {
     let (status, headers, body) = send(router.clone(), bad).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_envelope(&body, "unprocessable", &headers);
-    assert!(body["error"]["message"].as_str().unwrap().contains("name"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("name"),
+        "{body}"
+    );
 
-    let no_type = Request::post("/echo").body(Body::from(r#"{"name": "a"}"#)).unwrap();
+    let no_type = Request::post("/echo")
+        .body(Body::from(r#"{"name": "a"}"#))
+        .unwrap();
     let (status, _, body) = send(router.clone(), no_type).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert!(body["error"]["message"].as_str().unwrap().contains("application/json"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("application/json")
+    );
 
     let syntax = Request::post("/echo")
         .header(header::CONTENT_TYPE, "application/json")
@@ -157,10 +193,25 @@ async fn metrics_count_requests_by_route_template() {
     send(router.clone(), get("/does/not/exist/42")).await;
     let response = router.oneshot(get("/metrics")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let text = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
-    assert!(text.contains(r#"aegis_http_requests_total{route="/health",status="200"} 1"#), "{text}");
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains(r#"aegis_http_requests_total{route="/health",status="200"} 1"#),
+        "{text}"
+    );
     assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");
     assert!(!text.contains("/does/not/exist"), "{text}");
-    assert!(text.contains("aegis_http_request_duration_seconds"), "{text}");
+    assert!(
+        text.contains("aegis_http_request_duration_seconds"),
+        "{text}"
+    );
     db.cleanup().await;
 }

@@ -56,7 +56,10 @@ impl FromStr for Severity {
             "medium" => Ok(Self::Medium),
             "high" => Ok(Self::High),
             "critical" => Ok(Self::Critical),
-            _ => Err(ParseEnumError { value: s.to_owned(), expected: "low, medium, high, critical" }),
+            _ => Err(ParseEnumError {
+                value: s.to_owned(),
+                expected: "low, medium, high, critical",
+            }),
         }
     }
 }
@@ -95,7 +98,10 @@ impl FromStr for ExecutorMode {
         match s {
             "dry-run" | "dry_run" | "dryrun" => Ok(Self::DryRun),
             "kubernetes" => Ok(Self::Kubernetes),
-            _ => Err(ParseEnumError { value: s.to_owned(), expected: "dry-run, kubernetes" }),
+            _ => Err(ParseEnumError {
+                value: s.to_owned(),
+                expected: "dry-run, kubernetes",
+            }),
         }
     }
 }
@@ -106,7 +112,12 @@ mod tests {
 
     #[test]
     fn severity_round_trips_and_orders() {
-        for s in [Severity::Low, Severity::Medium, Severity::High, Severity::Critical] {
+        for s in [
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+        ] {
             assert_eq!(s.as_str().parse::<Severity>(), Ok(s));
         }
         assert!(Severity::Critical > Severity::High);
@@ -116,8 +127,14 @@ mod tests {
     #[test]
     fn executor_mode_parses_config_spellings() {
         assert_eq!("dry-run".parse::<ExecutorMode>(), Ok(ExecutorMode::DryRun));
-        assert_eq!("kubernetes".parse::<ExecutorMode>(), Ok(ExecutorMode::Kubernetes));
+        assert_eq!(
+            "kubernetes".parse::<ExecutorMode>(),
+            Ok(ExecutorMode::Kubernetes)
+        );
         let err = "k8s".parse::<ExecutorMode>().err();
-        assert_eq!(err.map(|e| e.to_string()).as_deref(), Some("`k8s` is not one of dry-run, kubernetes"));
+        assert_eq!(
+            err.map(|e| e.to_string()).as_deref(),
+            Some("`k8s` is not one of dry-run, kubernetes")
+        );
     }
 }

@@ -55,13 +55,19 @@ fn parse_bool(raw: &str) -> Result<bool, String> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(format!("`{raw}` is not a boolean; expected `true` or `false`")),
+        _ => Err(format!(
+            "`{raw}` is not a boolean; expected `true` or `false`"
+        )),
     }
 }
 
 /// A comma-separated list; blanks around items and empty items are dropped.
 fn parse_list(raw: &str) -> Vec<String> {
-    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// An optional value: empty means unset.
@@ -111,12 +117,16 @@ pub fn apply(
 ) -> Result<Vec<String>, ConfigError> {
     let mut unknown = Vec::new();
     for (name, raw) in vars {
-        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
         let lower = rest.to_ascii_lowercase();
         match KEYS.iter().find(|k| **k == lower) {
             Some(key) => {
-                set(config, key, &raw)
-                    .map_err(|message| ConfigError::Invalid { key: format!("`{name}`"), message })?;
+                set(config, key, &raw).map_err(|message| ConfigError::Invalid {
+                    key: format!("`{name}`"),
+                    message,
+                })?;
                 origins.insert(key, Origin::Env);
             }
             None if NOT_SETTINGS.contains(&name.as_str()) => {}

@@ -187,8 +187,10 @@ impl Config {
         let mut origins = BTreeMap::new();
         let mut config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 let config: Config = toml::from_str(&text).map_err(|e| ConfigError::File {
                     path: path.to_owned(),
                     message: e.to_string().trim_end().to_owned(),
@@ -204,51 +206,76 @@ impl Config {
             None => Config::default(),
         };
         let unknown_env = env::apply(&mut config, vars, &mut origins)?;
-        let loaded = Loaded { config, origins, unknown_env };
+        let loaded = Loaded {
+            config,
+            origins,
+            unknown_env,
+        };
         loaded.config.validate(&loaded)?;
         Ok(loaded)
     }
 
     /// Checks every value; the error names the key as the user set it.
     pub fn validate(&self, loaded: &Loaded) -> Result<(), ConfigError> {
-        let invalid =
-            |key: &str, message: String| ConfigError::Invalid { key: loaded.key_name(key), message };
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: loaded.key_name(key),
+            message,
+        };
 
         let db = self.database_url.as_str();
-        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
             return Err(invalid(
                 "database_url",
-                format!("`{}` must start with `sqlite://` or `postgres://`", aegis_store::redact_url(db)),
+                format!(
+                    "`{}` must start with `sqlite://` or `postgres://`",
+                    aegis_store::redact_url(db)
+                ),
             ));
         }
         if self.database_max_connections == 0 {
-            return Err(invalid("database_max_connections", "must be at least 1".into()));
+            return Err(invalid(
+                "database_max_connections",
+                "must be at least 1".into(),
+            ));
         }
         check_url(&self.redis_url, &["redis", "rediss"]).map_err(|m| invalid("redis_url", m))?;
-        check_url(&self.prometheus_url, &["http", "https"]).map_err(|m| invalid("prometheus_url", m))?;
+        check_url(&self.prometheus_url, &["http", "https"])
+            .map_err(|m| invalid("prometheus_url", m))?;
         check_url(&self.loki_url, &["http", "https"]).map_err(|m| invalid("loki_url", m))?;
         if !(self.anomaly_threshold > 0.0 && self.anomaly_threshold < 1.0) {
             return Err(invalid(
                 "anomaly_threshold",
-                format!("`{}` must be between 0 and 1 (exclusive)", self.anomaly_threshold),
+                format!(
+                    "`{}` must be between 0 and 1 (exclusive)",
+                    self.anomaly_threshold
+                ),
             ));
         }
         if self.allowed_namespaces.is_empty() {
-            return Err(invalid("allowed_namespaces", "must name at least one namespace".into()));
+            return Err(invalid(
+                "allowed_namespaces",
+                "must name at least one namespace".into(),
+            ));
         }
         for ns in &self.allowed_namespaces {
             if !is_dns_label(ns) {
                 return Err(invalid(
                     "allowed_namespaces",
-                    format!("`{ns}` is not a Kubernetes namespace name (lowercase letters, digits and `-`, at most 63)"),
+                    format!(
+                        "`{ns}` is not a Kubernetes namespace name (lowercase letters, digits and `-`, at most 63)"
+                    ),
                 ));
             }
         }
-        for (key, secret) in [("jwt_secret", &self.jwt_secret), ("action_secret", &self.action_secret)] {
-            if let Some(secret) = secret {
-                if secret.expose().len() < 32 {
-                    return Err(invalid(key, "must be at least 32 bytes long".into()));
-                }
+        for (key, secret) in [
+            ("jwt_secret", &self.jwt_secret),
+            ("action_secret", &self.action_secret),
+        ] {
+            if secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
+                return Err(invalid(key, "must be at least 32 bytes long".into()));
             }
         }
         if self.executor_mode == ExecutorMode::Kubernetes
@@ -261,20 +288,32 @@ impl Config {
             ));
         }
         if !self.kafka_topics.is_empty() && self.kafka_brokers.is_empty() {
-            return Err(invalid("kafka_brokers", "must be set when kafka_topics is set".into()));
+            return Err(invalid(
+                "kafka_brokers",
+                "must be set when kafka_topics is set".into(),
+            ));
         }
         if self.kafka_group.trim().is_empty() {
             return Err(invalid("kafka_group", "must not be empty".into()));
         }
         match (&self.admin_email, &self.admin_password) {
             (Some(email), Some(_)) if !email.contains('@') => {
-                return Err(invalid("admin_email", format!("`{email}` is not an e-mail address")));
+                return Err(invalid(
+                    "admin_email",
+                    format!("`{email}` is not an e-mail address"),
+                ));
             }
             (Some(_), None) => {
-                return Err(invalid("admin_password", "must be set together with admin_email".into()));
+                return Err(invalid(
+                    "admin_password",
+                    "must be set together with admin_email".into(),
+                ));
             }
             (None, Some(_)) => {
-                return Err(invalid("admin_email", "must be set together with admin_password".into()));
+                return Err(invalid(
+                    "admin_email",
+                    "must be set together with admin_password".into(),
+                ));
             }
             _ => {}
         }
@@ -301,7 +340,14 @@ fn check_url(value: &Option<String>, schemes: &[&str]) -> Result<(), String> {
     let shown = aegis_store::redact_url(value);
     let parsed = url::Url::parse(value).map_err(|e| format!("`{shown}` is not a URL: {e}"))?;
     if !schemes.contains(&parsed.scheme()) {
-        return Err(format!("`{shown}` must use {}", schemes.iter().map(|s| format!("`{s}://`")).collect::<Vec<_>>().join(" or ")));
+        return Err(format!(
+            "`{shown}` must use {}",
+            schemes
+                .iter()
+                .map(|s| format!("`{s}://`"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!("`{shown}` has no host"));
@@ -314,7 +360,9 @@ fn is_dns_label(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }

@@ -3,7 +3,10 @@ use std::io::Write;
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 fn file(text: &str) -> tempfile::NamedTempFile {
@@ -39,30 +42,51 @@ fn environment_wins_over_file() {
     assert_eq!(loaded.config.listen.to_string(), "127.0.0.1:9999");
     assert_eq!(loaded.config.kafka_group, "from-file");
     assert_eq!(loaded.origins.get("listen"), Some(&Origin::Env));
-    assert_eq!(loaded.origins.get("kafka_group"), Some(&Origin::File(f.path().to_owned())));
+    assert_eq!(
+        loaded.origins.get("kafka_group"),
+        Some(&Origin::File(f.path().to_owned()))
+    );
 }
 
 #[test]
 fn file_errors_name_the_file_key_and_line() {
     let f = file("listen = \"127.0.0.1:3000\"\nlisten_port = 4\n");
-    let text = Config::load_from(Some(f.path()), env(&[])).unwrap_err().to_string();
-    assert!(text.contains("listen_port") && text.contains("line 2"), "{text}");
+    let text = Config::load_from(Some(f.path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("listen_port") && text.contains("line 2"),
+        "{text}"
+    );
 
     let f = file("\n\nlisten = \"nonsense\"\n");
-    let text = Config::load_from(Some(f.path()), env(&[])).unwrap_err().to_string();
-    assert!(text.contains("line 3") && text.contains("not an address"), "{text}");
+    let text = Config::load_from(Some(f.path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("line 3") && text.contains("not an address"),
+        "{text}"
+    );
 }
 
 #[test]
 fn semantic_errors_name_the_key_as_the_user_set_it() {
     let f = file("anomaly_threshold = 1.5\n");
-    let text = Config::load_from(Some(f.path()), env(&[])).unwrap_err().to_string();
-    assert!(text.contains("`anomaly_threshold` in"), "{text}");
-
-    let text = Config::load_from(None, env(&[("AEGIS_ALLOWED_NAMESPACES", "default,Production")]))
+    let text = Config::load_from(Some(f.path()), env(&[]))
         .unwrap_err()
         .to_string();
-    assert!(text.contains("`AEGIS_ALLOWED_NAMESPACES`") && text.contains("Production"), "{text}");
+    assert!(text.contains("`anomaly_threshold` in"), "{text}");
+
+    let text = Config::load_from(
+        None,
+        env(&[("AEGIS_ALLOWED_NAMESPACES", "default,Production")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        text.contains("`AEGIS_ALLOWED_NAMESPACES`") && text.contains("Production"),
+        "{text}"
+    );
 
     let text = Config::load_from(None, env(&[("AEGIS_EXECUTOR_MODE", "kubernetes")]))
         .unwrap_err()
@@ -77,12 +101,18 @@ fn semantic_errors_name_the_key_as_the_user_set_it() {
     let text = Config::load_from(None, env(&[("AEGIS_REQUIRE_ACTION_SIGNATURE", "maybe")]))
         .unwrap_err()
         .to_string();
-    assert!(text.contains("`AEGIS_REQUIRE_ACTION_SIGNATURE`") && text.contains("boolean"), "{text}");
+    assert!(
+        text.contains("`AEGIS_REQUIRE_ACTION_SIGNATURE`") && text.contains("boolean"),
+        "{text}"
+    );
 
     let text = Config::load_from(None, env(&[("AEGIS_REDIS_URL", "http://x")]))
         .unwrap_err()
         .to_string();
-    assert!(text.contains("`AEGIS_REDIS_URL`") && text.contains("redis://"), "{text}");
+    assert!(
+        text.contains("`AEGIS_REDIS_URL`") && text.contains("redis://"),
+        "{text}"
+    );
 
     let text = Config::load_from(None, env(&[("AEGIS_ADMIN_EMAIL", "a@b.c")]))
         .unwrap_err()
@@ -125,7 +155,10 @@ fn printed_config_hides_secrets_and_url_passwords() {
     assert!(!printed.contains(&secret), "{printed}");
     assert!(!printed.contains("hunter2"), "{printed}");
     assert!(!printed.contains("correct horse"), "{printed}");
-    assert!(printed.contains("jwt_secret = \"***redacted***\""), "{printed}");
+    assert!(
+        printed.contains("jwt_secret = \"***redacted***\""),
+        "{printed}"
+    );
     assert!(printed.contains("postgres://app:***@db/aegis"), "{printed}");
     // The printed file is itself a valid configuration (minus the redacted secrets).
     let reparsed: Config = toml::from_str(&printed).unwrap();
@@ -135,6 +168,11 @@ fn printed_config_hides_secrets_and_url_passwords() {
 
 #[test]
 fn short_secrets_are_refused() {
-    let text = Config::load_from(None, env(&[("AEGIS_JWT_SECRET", "short")])).unwrap_err().to_string();
-    assert!(text.contains("`AEGIS_JWT_SECRET`") && text.contains("32 bytes"), "{text}");
+    let text = Config::load_from(None, env(&[("AEGIS_JWT_SECRET", "short")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("`AEGIS_JWT_SECRET`") && text.contains("32 bytes"),
+        "{text}"
+    );
 }

@@ -33,10 +33,10 @@ impl FromStr for ListenAddr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(port) = s.strip_prefix("localhost:") {
-            if let Ok(port) = port.parse::<u16>() {
-                return Ok(Self(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
-            }
+        if let Some(port) = s.strip_prefix("localhost:")
+            && let Ok(port) = port.parse::<u16>()
+        {
+            return Ok(Self(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
         }
         s.parse::<SocketAddr>().map(Self).map_err(|_| {
             format!("`{s}` is not an address to listen on; expected IP:PORT such as `127.0.0.1:3000` or `0.0.0.0:3000`")
@@ -68,7 +68,9 @@ impl FromStr for LogFormat {
         match s {
             "text" | "pretty" => Ok(Self::Text),
             "json" => Ok(Self::Json),
-            _ => Err(format!("`{s}` is not a log format; expected `text` or `json`")),
+            _ => Err(format!(
+                "`{s}` is not a log format; expected `text` or `json`"
+            )),
         }
     }
 }

@@ -18,8 +18,7 @@ mod store;
 pub mod testing;
 
 pub use audit::{
-    AuditLog, AuditReceipt, AuditTable, BrokenRow, NewActionAudit,
-    NewPolicyAudit, VerifyReport,
+    AuditLog, AuditReceipt, AuditTable, BrokenRow, NewActionAudit, NewPolicyAudit, VerifyReport,
 };
 pub use error::{Error, Result};
 pub use store::{Backend, DatabaseHealth, Store, StoreOptions, redact_url};

@@ -43,7 +43,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_connections: 10, acquire_timeout: Duration::from_secs(5) }
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -169,7 +172,10 @@ impl Store {
 
 async fn connect_sqlite(url: &str, redacted: &str, options: &StoreOptions) -> Result<SqlitePool> {
     let connect = SqliteConnectOptions::from_str(url)
-        .map_err(|e| Error::InvalidUrl { url: redacted.to_owned(), reason: e.to_string() })?
+        .map_err(|e| Error::InvalidUrl {
+            url: redacted.to_owned(),
+            reason: e.to_string(),
+        })?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
@@ -177,35 +183,56 @@ async fn connect_sqlite(url: &str, redacted: &str, options: &StoreOptions) -> Re
         .foreign_keys(true);
     let file = connect.get_filename().to_owned();
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-    if !in_memory {
-        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
-        }
+    if !in_memory && let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     // An in-memory database lives as long as its one connection.
-    let (max, min) = if in_memory { (1, 1) } else { (options.max_connections.max(1), 0) };
+    let (max, min) = if in_memory {
+        (1, 1)
+    } else {
+        (options.max_connections.max(1), 0)
+    };
     SqlitePoolOptions::new()
         .max_connections(max)
         .min_connections(min)
-        .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(600)) })
-        .max_lifetime(if in_memory { None } else { Some(Duration::from_secs(1800)) })
+        .idle_timeout(if in_memory {
+            None
+        } else {
+            Some(Duration::from_secs(600))
+        })
+        .max_lifetime(if in_memory {
+            None
+        } else {
+            Some(Duration::from_secs(1800))
+        })
         .acquire_timeout(options.acquire_timeout)
         .connect_with(connect)
         .await
-        .map_err(|source| Error::Connect { url: redacted.to_owned(), source })
+        .map_err(|source| Error::Connect {
+            url: redacted.to_owned(),
+            source,
+        })
 }
 
 async fn connect_postgres(url: &str, redacted: &str, options: &StoreOptions) -> Result<PgPool> {
     let connect = PgConnectOptions::from_str(url)
-        .map_err(|e| Error::InvalidUrl { url: redacted.to_owned(), reason: e.to_string() })?
+        .map_err(|e| Error::InvalidUrl {
+            url: redacted.to_owned(),
+            reason: e.to_string(),
+        })?
         .application_name("aegis");
     PgPoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .acquire_timeout(options.acquire_timeout)
         .connect_with(connect)
         .await
-        .map_err(|source| Error::Connect { url: redacted.to_owned(), source })
+        .map_err(|source| Error::Connect {
+            url: redacted.to_owned(),
+            source,
+        })
 }
 
 /// Replaces the password of a URL (`postgres://user:secret@host/db`) with `***`, for logs,
@@ -230,10 +257,22 @@ mod tests {
 
     #[test]
     fn redacts_passwords_only() {
-        assert_eq!(redact_url("postgres://app:s3cret@db:5432/aegis"), "postgres://app:***@db:5432/aegis");
-        assert_eq!(redact_url("postgres://postgres@127.0.0.1/test"), "postgres://postgres@127.0.0.1/test");
-        assert_eq!(redact_url("sqlite://./aegis-data/aegis.db"), "sqlite://./aegis-data/aegis.db");
-        assert_eq!(redact_url("redis://:pw@localhost:6379"), "redis://:***@localhost:6379");
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/aegis"),
+            "postgres://app:***@db:5432/aegis"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/test"),
+            "postgres://postgres@127.0.0.1/test"
+        );
+        assert_eq!(
+            redact_url("sqlite://./aegis-data/aegis.db"),
+            "sqlite://./aegis-data/aegis.db"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@localhost:6379"),
+            "redis://:***@localhost:6379"
+        );
     }
 
     #[tokio::test]
@@ -241,7 +280,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/deeper/aegis.db");
         let url = format!("sqlite://{}", path.display());
-        let store = Store::connect(&url, &StoreOptions::default()).await.unwrap();
+        let store = Store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
         assert!(path.exists());
         assert_eq!(store.backend(), Backend::Sqlite);
         assert!(store.schema_version().await.unwrap() >= 1);
@@ -250,16 +291,30 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_unknown_scheme() {
-        let err = Store::connect("mysql://localhost/db", &StoreOptions::default()).await.unwrap_err();
-        assert!(err.to_string().contains("expected a `sqlite://` or `postgres://` url"), "{err}");
+        let err = Store::connect("mysql://localhost/db", &StoreOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected a `sqlite://` or `postgres://` url"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn unreachable_postgres_is_a_connect_error_with_redacted_url() {
-        let options = StoreOptions { acquire_timeout: Duration::from_secs(1), ..Default::default() };
-        let err = Store::connect("postgres://u:pw@127.0.0.1:1/db", &options).await.unwrap_err();
+        let options = StoreOptions {
+            acquire_timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
+        let err = Store::connect("postgres://u:pw@127.0.0.1:1/db", &options)
+            .await
+            .unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, Error::Connect { .. }), "{text}");
-        assert!(text.contains("u:***@127.0.0.1:1") && !text.contains("pw"), "{text}");
+        assert!(
+            text.contains("u:***@127.0.0.1:1") && !text.contains("pw"),
+            "{text}"
+        );
     }
 }

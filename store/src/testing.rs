@@ -5,6 +5,9 @@
 //! `postgres://postgres@127.0.0.1:5432/test`). It is not optional: a test that cannot reach it
 //! fails, because a storage test that silently skips one backend proves nothing.
 
+// Helpers for tests: failing set-up must fail the test loudly.
+#![allow(clippy::panic, reason = "test helpers fail the test loudly")]
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{Store, StoreOptions};
@@ -31,8 +34,16 @@ pub fn postgres_url() -> String {
 }
 
 fn unique_suffix() -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{}_{}_{}", std::process::id(), nanos, uuid::Uuid::new_v4().simple())
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos,
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 impl TestDb {
@@ -43,7 +54,12 @@ impl TestDb {
         let store = Store::connect(&url, &StoreOptions::default())
             .await
             .unwrap_or_else(|e| panic!("sqlite test database: {e}"));
-        Self { store, url, dir: Some(dir), schema: None }
+        Self {
+            store,
+            url,
+            dir: Some(dir),
+            schema: None,
+        }
     }
 
     /// A new schema on the test PostgreSQL server, first on the connections' search path.
@@ -60,11 +76,19 @@ impl TestDb {
         admin.close().await;
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-        let options = StoreOptions { max_connections: 5, ..Default::default() };
+        let options = StoreOptions {
+            max_connections: 5,
+            ..Default::default()
+        };
         let store = Store::connect(&url, &options)
             .await
             .unwrap_or_else(|e| panic!("postgres test database: {e}"));
-        Self { store, url, dir: None, schema: Some(schema) }
+        Self {
+            store,
+            url,
+            dir: None,
+            schema: Some(schema),
+        }
     }
 
     /// One of each backend: SQLite first, then PostgreSQL.
@@ -80,13 +104,13 @@ impl TestDb {
     /// Closes the store and drops the PostgreSQL schema (the SQLite folder goes with `self`).
     pub async fn cleanup(self) {
         self.store.close().await;
-        if let Some(schema) = &self.schema {
-            if let Ok(admin) = sqlx::PgPool::connect(&postgres_url()).await {
-                let _ = sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-                    .execute(&admin)
-                    .await;
-                admin.close().await;
-            }
+        if let Some(schema) = &self.schema
+            && let Ok(admin) = sqlx::PgPool::connect(&postgres_url()).await
+        {
+            let _ = sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                .execute(&admin)
+                .await;
+            admin.close().await;
         }
         drop(self.dir);
     }

@@ -45,7 +45,10 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
             backend: state.store().backend(),
             schema_version: None,
             latency_ms: None,
-            error: Some(format!("no answer within {}s", DATABASE_CHECK_TIMEOUT.as_secs())),
+            error: Some(format!(
+                "no answer within {}s",
+                DATABASE_CHECK_TIMEOUT.as_secs()
+            )),
         },
     };
     let ok = database.status == "ok";
@@ -55,9 +58,16 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
         uptime_seconds: state.started().elapsed().as_secs(),
         components: Components {
             database,
-            executor: ExecutorHealth { status: "ok", mode: state.executor_mode().as_str() },
+            executor: ExecutorHealth {
+                status: "ok",
+                mode: state.executor_mode().as_str(),
+            },
         },
     };
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }

@@ -10,7 +10,10 @@ use crate::{ApiError, AppState};
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     match state.metrics() {
         Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             handle.render(),
         )
             .into_response(),

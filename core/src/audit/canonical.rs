@@ -16,7 +16,9 @@ pub struct Canonical {
 impl Canonical {
     /// Starts an empty row.
     pub fn new() -> Self {
-        Self { buf: String::with_capacity(256) }
+        Self {
+            buf: String::with_capacity(256),
+        }
     }
 
     fn key(&mut self, name: &str) {
@@ -111,7 +113,10 @@ mod tests {
 
     #[test]
     fn encodes_fields_in_order_as_valid_json() {
-        let at = Utc.with_ymd_and_hms(2026, 11, 24, 14, 0, 0).single().unwrap();
+        let at = Utc
+            .with_ymd_and_hms(2026, 11, 24, 14, 0, 0)
+            .single()
+            .unwrap();
         let bytes = Canonical::new()
             .i64("id", 7)
             .str("action", "restart \"pod\"\n")

@@ -7,8 +7,8 @@ use sqlx::{QueryBuilder, Row};
 use super::{
     AuditLog, AuditReceipt, AuditTable, BrokenRow, NewActionAudit, NewPolicyAudit, VerifyReport,
 };
-use crate::store::{Pool, Store};
 use crate::Result;
+use crate::store::{Pool, Store};
 
 /// How a column is stored and hashed.
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +110,11 @@ impl Layout {
 
     fn insert_sql(&self) -> String {
         let cols: Vec<&str> = self.columns.iter().map(|(n, _)| *n).collect();
-        format!("INSERT INTO {} (id, {}, prev_hash, hash) ", self.name(), cols.join(", "))
+        format!(
+            "INSERT INTO {} (id, {}, prev_hash, hash) ",
+            self.name(),
+            cols.join(", ")
+        )
     }
 }
 
@@ -187,19 +191,22 @@ macro_rules! append_on {
                 receipts.push(AuditReceipt { id, hash });
             }
             let mut insert = QueryBuilder::<$db>::new(layout.insert_sql());
-            insert.push_values(chained.iter(), |mut b, (row_id, values, prev_hash, hash)| {
-                b.push_bind(*row_id);
-                for value in values.iter() {
-                    match value {
-                        Value::Text(v) => b.push_bind(v.clone()),
-                        Value::OptText(v) => b.push_bind(v.clone()),
-                        Value::Int(v) => b.push_bind(*v),
-                        Value::Time(v) => b.push_bind(*v),
-                    };
-                }
-                b.push_bind(prev_hash.clone());
-                b.push_bind(hash.clone());
-            });
+            insert.push_values(
+                chained.iter(),
+                |mut b, (row_id, values, prev_hash, hash)| {
+                    b.push_bind(*row_id);
+                    for value in values.iter() {
+                        match value {
+                            Value::Text(v) => b.push_bind(v.clone()),
+                            Value::OptText(v) => b.push_bind(v.clone()),
+                            Value::Int(v) => b.push_bind(*v),
+                            Value::Time(v) => b.push_bind(*v),
+                        };
+                    }
+                    b.push_bind(prev_hash.clone());
+                    b.push_bind(hash.clone());
+                },
+            );
             insert.build().execute(&mut *$tx).await?;
         }
         receipts
@@ -210,7 +217,10 @@ macro_rules! append_on {
 macro_rules! verify_on {
     ($pool:expr, $layout:expr) => {{
         let layout: &Layout = $layout;
-        let sql = format!("SELECT * FROM {} WHERE id > $1 ORDER BY id LIMIT $2", layout.name());
+        let sql = format!(
+            "SELECT * FROM {} WHERE id > $1 ORDER BY id LIMIT $2",
+            layout.name()
+        );
         let mut expected_id = 1_i64;
         let mut prev = GENESIS_HASH.to_owned();
         let mut checked = 0_u64;
@@ -237,7 +247,9 @@ macro_rules! verify_on {
                 }
                 let prev_hash: String = row.try_get("prev_hash")?;
                 let hash: String = row.try_get("hash")?;
-                if let Some(reason) = check_row(layout, expected_id, &prev, id, &values, &prev_hash, &hash) {
+                if let Some(reason) =
+                    check_row(layout, expected_id, &prev, id, &values, &prev_hash, &hash)
+                {
                     broken = Some(BrokenRow { id, reason });
                     break 'pages;
                 }
@@ -246,7 +258,11 @@ macro_rules! verify_on {
                 prev = hash;
             }
         }
-        VerifyReport { table: layout.table, rows_checked: checked, broken }
+        VerifyReport {
+            table: layout.table,
+            rows_checked: checked,
+            broken,
+        }
     }};
 }
 
@@ -263,7 +279,11 @@ fn check_row(
     if id != expected_id {
         return Some(format!(
             "row {expected_id}{} is missing: ids must follow each other",
-            if id > expected_id + 1 { format!("..{}", id - 1) } else { String::new() }
+            if id > expected_id + 1 {
+                format!("..{}", id - 1)
+            } else {
+                String::new()
+            }
         ));
     }
     if prev_hash != prev {
@@ -276,7 +296,11 @@ fn check_row(
 }
 
 impl Store {
-    async fn append_rows(&self, layout: &Layout, rows: Vec<Vec<Value>>) -> Result<Vec<AuditReceipt>> {
+    async fn append_rows(
+        &self,
+        layout: &Layout,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<Vec<AuditReceipt>> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -308,11 +332,13 @@ impl Store {
 
 impl AuditLog for Store {
     async fn append_policy_audit(&self, entries: &[NewPolicyAudit]) -> Result<Vec<AuditReceipt>> {
-        self.append_rows(&POLICY, entries.iter().map(policy_values).collect()).await
+        self.append_rows(&POLICY, entries.iter().map(policy_values).collect())
+            .await
     }
 
     async fn append_action_audit(&self, entries: &[NewActionAudit]) -> Result<Vec<AuditReceipt>> {
-        self.append_rows(&ACTION, entries.iter().map(action_values).collect()).await
+        self.append_rows(&ACTION, entries.iter().map(action_values).collect())
+            .await
     }
 
     async fn verify_audit(&self, table: AuditTable) -> Result<VerifyReport> {

@@ -16,7 +16,7 @@ fn decision(n: usize) -> NewPolicyAudit {
         resource: "cluster:production".into(),
         user_id: Some("ai-engine".into()),
         role: Some("service".into()),
-        decision: if n % 2 == 0 { "ALLOW" } else { "DENY" }.into(),
+        decision: if n.is_multiple_of(2) { "ALLOW" } else { "DENY" }.into(),
         policy_id: None,
         policy_name: Some("Allow Auto-Scale".into()),
         reason: format!("decision {n} with \"quotes\" and ünïcode"),
@@ -33,7 +33,12 @@ fn action(n: usize, phase: &str) -> NewActionAudit {
         action: "scale_deployment".into(),
         namespace: "production".into(),
         target: "api".into(),
-        status: if phase == "intent" { "pending" } else { "dry_run" }.into(),
+        status: if phase == "intent" {
+            "pending"
+        } else {
+            "dry_run"
+        }
+        .into(),
         actor: Some("ai-engine".into()),
         reason: None,
         details: json!({"params": {"replicas": 5}}),
@@ -80,7 +85,10 @@ async fn appended_rows_chain_and_verify() {
 async fn update_and_delete_are_refused_on_every_audit_table() {
     for db in TestDb::both().await {
         db.store.append_policy_audit(&[decision(0)]).await.unwrap();
-        db.store.append_action_audit(&[action(0, "intent")]).await.unwrap();
+        db.store
+            .append_action_audit(&[action(0, "intent")])
+            .await
+            .unwrap();
         for table in ["policy_audit_logs", "action_audit_logs"] {
             let update = exec(&db, &format!("UPDATE {table} SET hash = 'x' WHERE id = 1")).await;
             let err = update.expect_err("update must fail").to_string();
@@ -116,7 +124,12 @@ async fn verify_names_a_changed_row() {
         let decisions: Vec<_> = (0..4).map(decision).collect();
         db.store.append_policy_audit(&decisions).await.unwrap();
         disable_guard(&db, "policy_audit_logs").await;
-        exec(&db, "UPDATE policy_audit_logs SET decision = 'ALLOW' WHERE id = 2").await.unwrap();
+        exec(
+            &db,
+            "UPDATE policy_audit_logs SET decision = 'ALLOW' WHERE id = 2",
+        )
+        .await
+        .unwrap();
         let report = db.store.verify_audit(AuditTable::Policy).await.unwrap();
         let broken = report.broken.expect("tampering must be found");
         assert_eq!(broken.id, 2, "{}", db.name());
@@ -132,11 +145,17 @@ async fn verify_names_the_row_after_a_deleted_one() {
         let actions: Vec<_> = (0..4).map(|n| action(n, "intent")).collect();
         db.store.append_action_audit(&actions).await.unwrap();
         disable_guard(&db, "action_audit_logs").await;
-        exec(&db, "DELETE FROM action_audit_logs WHERE id = 3").await.unwrap();
+        exec(&db, "DELETE FROM action_audit_logs WHERE id = 3")
+            .await
+            .unwrap();
         let report = db.store.verify_audit(AuditTable::Action).await.unwrap();
         let broken = report.broken.expect("a gap must be found");
         assert_eq!(broken.id, 4, "{}", db.name());
-        assert!(broken.reason.contains("row 3 is missing"), "{}", broken.reason);
+        assert!(
+            broken.reason.contains("row 3 is missing"),
+            "{}",
+            broken.reason
+        );
         db.cleanup().await;
     }
 }
@@ -148,7 +167,12 @@ async fn verify_catches_a_recomputed_hash_that_breaks_the_link() {
         db.store.append_policy_audit(&decisions).await.unwrap();
         disable_guard(&db, "policy_audit_logs").await;
         // A forger rewrites row 1's hash to hide an edit; row 2 still points at the old one.
-        exec(&db, "UPDATE policy_audit_logs SET hash = prev_hash WHERE id = 1").await.unwrap();
+        exec(
+            &db,
+            "UPDATE policy_audit_logs SET hash = prev_hash WHERE id = 1",
+        )
+        .await
+        .unwrap();
         let report = db.store.verify_audit(AuditTable::Policy).await.unwrap();
         assert_eq!(report.broken.map(|b| b.id), Some(1), "{}", db.name());
         db.cleanup().await;
@@ -163,7 +187,10 @@ async fn concurrent_appenders_keep_one_unbroken_chain() {
             let store = db.store.clone();
             tasks.push(tokio::spawn(async move {
                 for n in 0..25 {
-                    store.append_policy_audit(&[decision(worker * 100 + n)]).await.unwrap();
+                    store
+                        .append_policy_audit(&[decision(worker * 100 + n)])
+                        .await
+                        .unwrap();
                 }
             }));
         }
@@ -171,7 +198,9 @@ async fn concurrent_appenders_keep_one_unbroken_chain() {
             task.await.unwrap();
         }
         // A second store on the same database: another process or replica.
-        let other = crate::Store::connect(&db.url, &Default::default()).await.unwrap();
+        let other = crate::Store::connect(&db.url, &Default::default())
+            .await
+            .unwrap();
         let batch: Vec<_> = (0..2_500).map(decision).collect();
         other.append_policy_audit(&batch).await.unwrap();
         other.close().await;
