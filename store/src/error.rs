@@ -36,4 +36,10 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The change conflicts with the stored state (a duplicate name, a stale version).
+    #[error("{0}")]
+    Conflict(String),
+    /// Stored data does not have the shape Aegis wrote (a bug or tampering).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
 }

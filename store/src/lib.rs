@@ -13,12 +13,18 @@
 
 mod audit;
 mod error;
+mod policies;
 mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use audit::{
-    AuditLog, AuditReceipt, AuditTable, BrokenRow, NewActionAudit, NewPolicyAudit, VerifyReport,
+    AuditLog, AuditReceipt, AuditTable, AuditWriterOptions, AuditWriterStats, BrokenRow,
+    NewActionAudit, NewPolicyAudit, PolicyAuditSender, PolicyAuditWriter, VerifyReport,
+    WriterClosed,
 };
 pub use error::{Error, Result};
+pub use policies::{
+    PolicyAuditQuery, PolicyAuditRow, PolicyRecord, PolicyStore, PolicyVersion, PolicyWrite,
+};
 pub use store::{Backend, DatabaseHealth, Store, StoreOptions, redact_url};

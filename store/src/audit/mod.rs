@@ -10,6 +10,7 @@
 mod chain;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use std::future::Future;
 
@@ -17,6 +18,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::Result;
+
+pub use writer::{
+    AuditWriterOptions, AuditWriterStats, PolicyAuditSender, PolicyAuditWriter, WriterClosed,
+};
 
 /// One of the two audit chains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

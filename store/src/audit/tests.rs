@@ -210,3 +210,53 @@ async fn concurrent_appenders_keep_one_unbroken_chain() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn writer_flushes_100k_decisions_without_losing_one() {
+    for db in TestDb::both().await {
+        // A small queue, so producers really wait for the writer (back-pressure, not drops).
+        let writer = PolicyAuditWriter::spawn(
+            db.store.clone(),
+            AuditWriterOptions {
+                capacity: 2_048,
+                batch: 1_000,
+            },
+        );
+        let mut producers = Vec::new();
+        for p in 0..4 {
+            let sender = writer.sender();
+            producers.push(tokio::spawn(async move {
+                for n in 0..25_000 {
+                    sender.record(decision(p * 25_000 + n)).await.unwrap();
+                }
+            }));
+        }
+        for producer in producers {
+            producer.await.unwrap();
+        }
+        let late = writer.sender();
+        let written = writer.shutdown(std::time::Duration::from_secs(120)).await;
+        assert_eq!(written, 100_000, "{}", db.name());
+        assert_eq!(late.record(decision(0)).await, Err(WriterClosed));
+
+        let count: i64 = match db.store.pool() {
+            Pool::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM policy_audit_logs")
+                .fetch_one(p)
+                .await
+                .unwrap(),
+            Pool::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM policy_audit_logs")
+                .fetch_one(p)
+                .await
+                .unwrap(),
+        };
+        assert_eq!(count, 100_000, "{}", db.name());
+        let report = db.store.verify_audit(AuditTable::Policy).await.unwrap();
+        assert_eq!(
+            (report.rows_checked, report.broken),
+            (100_000, None),
+            "{}",
+            db.name()
+        );
+        db.cleanup().await;
+    }
+}
