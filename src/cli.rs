@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Loaded};
-use crate::{logging, serve};
+use crate::{logging, policy_cmd, serve};
 
 /// Policy-driven self-healing for Kubernetes: ingest, detect, decide, remediate, audit.
 #[derive(Debug, Parser)]
@@ -35,6 +35,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Validate and test policy files (YAML or JSON, a file or a folder).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Check the audit trail.
     Audit {
         #[command(subcommand)]
@@ -46,6 +51,26 @@ enum Command {
 enum ConfigCommand {
     /// Print the effective configuration (file + environment) as TOML, secrets redacted.
     Print(ConfigArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate policy files; exit 1 with file:line and a message on error.
+    Check {
+        /// A policy file or a folder of them.
+        path: PathBuf,
+    },
+    /// Run policy test cases (`*_test.yaml`); prints `N passed, M failed`, exit 1 on failure.
+    Test {
+        /// A folder with policies and test files, or one test file.
+        path: PathBuf,
+        /// Where the policies are, when not beside the tests.
+        #[arg(long, value_name = "PATH")]
+        policies: Option<PathBuf>,
+        /// Print passing cases too.
+        #[arg(long, short = 'v')]
+        verbose: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +90,17 @@ fn load(args: &ConfigArgs) -> Result<Loaded, ExitCode> {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> ExitCode {
     let args = match &cli.command {
+        // Policy files need neither configuration nor a runtime.
+        Command::Policy { command } => {
+            return match command {
+                PolicyCommand::Check { path } => policy_cmd::check(path),
+                PolicyCommand::Test {
+                    path,
+                    policies,
+                    verbose,
+                } => policy_cmd::test(path, policies.as_deref(), *verbose),
+            };
+        }
         Command::Serve(args)
         | Command::Config {
             command: ConfigCommand::Print(args),
@@ -107,7 +143,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Audit {
                 command: AuditCommand::Verify(_),
             } => audit_verify(&loaded.config).await,
-            Command::Config { .. } => Ok(ExitCode::SUCCESS),
+            Command::Config { .. } | Command::Policy { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     match result {

@@ -7,6 +7,7 @@
 mod cli;
 mod config;
 mod logging;
+mod policy_cmd;
 mod serve;
 
 use std::process::ExitCode;

@@ -1,0 +1,86 @@
+//! `aegis policy check` and `aegis policy test` as users run them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_aegis");
+
+fn aegis(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn example_policy_tests_pass() {
+    let out = aegis(&["policy", "test", "examples/policies"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.trim_end().ends_with("13 passed, 0 failed"), "{stdout}");
+
+    let out = aegis(&["policy", "check", "examples/policies"]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+}
+
+#[test]
+fn a_failing_case_is_reported_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies/default-policies.yaml"),
+        dir.path().join("policies.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("wrong_test.yaml"),
+        "tests:\n  - name: users may delete users (wrong on purpose)\n    request: {type: api_access, action: delete_user, resource: 'users:1', context: {role: user}}\n    expect: ALLOW\n  - name: admins may\n    request: {type: api_access, action: delete_user, resource: 'users:1', context: {role: admin}}\n    expect: allow\n",
+    )
+    .unwrap();
+    let out = aegis(&["policy", "test", dir.path().to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("expected ALLOW, got DENY (denied by policy `Deny User Delete Operations`"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("1 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn a_broken_policy_file_exits_1_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.yaml"), "name: a\ntype: self_healing\neffect: allow\nactions: [scale_up]\n").unwrap();
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        "name: b\ntype: self_healing\neffect: allow\nactions: [restart_pod]\nconditions:\n  time: {start: \"09:00\", end: \"17:00\", timezone: Europe/Berlinn}\n",
+    )
+    .unwrap();
+    let out = aegis(&["policy", "check", dir.path().to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let expected = format!("{}:6:", dir.path().join("broken.yaml").display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("unknown timezone `Europe/Berlinn`"), "{stderr}");
+}
+
+#[test]
+fn shadowed_policies_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "- {name: freeze, type: self_healing, effect: deny, priority: 100, actions: ['*']}\n\
+         - {name: scale, type: self_healing, effect: allow, priority: 10, actions: [scale_up]}\n",
+    )
+    .unwrap();
+    let out = aegis(&["policy", "check", dir.path().to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("warning: policy `scale` (priority 10) can never decide"), "{stderr}");
+    assert!(stdout.contains("1 warnings"), "{stdout}");
+}
