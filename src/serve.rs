@@ -1,9 +1,11 @@
 //! `aegis serve`: wiring, the listener and graceful shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use aegis_api::{AppState, app};
+use aegis_api::{AppState, PolicyService, app};
 use aegis_core::metric_names as m;
+use aegis_store::{AuditWriterOptions, PolicyAuditWriter};
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
@@ -75,9 +77,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("AEGIS_ACTION_SECRET is not set: signed executor requests will be refused");
     }
     let handle = install_metrics()?;
+    let audit_writer = PolicyAuditWriter::spawn(store.clone(), AuditWriterOptions::default());
+    let policies = Arc::new(
+        PolicyService::new(store.clone())
+            .with_audit(audit_writer.sender())
+            .with_policy_dir(config.policy_dir.clone()),
+    );
+    policies
+        .install_defaults_if_new()
+        .await
+        .map_err(|e| anyhow::anyhow!("installing the default policies: {e}"))?;
+    policies
+        .reload_database()
+        .await
+        .map_err(|e| anyhow::anyhow!("loading policies from the database: {e}"))?;
+    policies
+        .restore_emergency_stop()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the emergency stop state: {e}"))?;
+    if let Some(dir) = &config.policy_dir {
+        // A broken folder at start-up is reported, not fatal: the database policies serve.
+        let service = Arc::clone(&policies);
+        let dir = dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || service.reload_files(true)).await;
+        if !matches!(loaded, Ok(Ok(_))) {
+            tracing::error!(dir = %dir.display(), "AEGIS_POLICY_DIR did not load; see /health");
+        }
+    }
     let state = AppState::new(store.clone(), config.executor_mode)
         .with_metrics(handle)
-        .with_max_body_bytes(config.max_body_bytes);
+        .with_max_body_bytes(config.max_body_bytes)
+        .with_policies(Arc::clone(&policies));
 
     let addr = config.listen.0;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -95,6 +125,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
+    let watcher = {
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(Arc::clone(&policies).watch_files(async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }))
+    };
     let graceful = {
         let mut stop_rx = stop_rx.clone();
         async move {
@@ -118,6 +154,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         () = signals => {}
         () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; closing them"),
     }
+    watcher.abort();
+    // Every decision made before the listener closed reaches the audit trail.
+    drop(policies);
+    let written = audit_writer.shutdown(grace).await;
+    tracing::info!(decisions_recorded = written, "decision audit flushed");
     store.close().await;
     tracing::info!("aegis stopped");
     Ok(())

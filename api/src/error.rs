@@ -207,6 +207,9 @@ impl IntoResponse for ApiError {
 
 impl From<aegis_store::Error> for ApiError {
     fn from(error: aegis_store::Error) -> Self {
-        Self::internal(error)
+        match error {
+            aegis_store::Error::Conflict(message) => Self::conflict(message),
+            other => Self::internal(other),
+        }
     }
 }

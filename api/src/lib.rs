@@ -13,6 +13,7 @@
 mod error;
 mod extract;
 mod middleware;
+mod policy_service;
 mod routes;
 mod state;
 #[cfg(test)]
@@ -22,4 +23,5 @@ pub use error::{ApiError, ErrorCode};
 pub use extract::Json;
 pub use middleware::{REQUEST_ID_HEADER, RequestId};
 pub use routes::app;
+pub use policy_service::{POLICY_DIR_POLL, PolicyHealth, PolicyService};
 pub use state::AppState;

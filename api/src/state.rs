@@ -1,10 +1,13 @@
 //! What handlers share.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use aegis_core::ExecutorMode;
 use aegis_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::PolicyService;
 
 /// Shared state of the API; every field is a cheap handle, so cloning per request is cheap.
 #[derive(Debug, Clone)]
@@ -14,6 +17,7 @@ pub struct AppState {
     metrics: Option<PrometheusHandle>,
     started: Instant,
     max_body_bytes: usize,
+    policies: Arc<PolicyService>,
 }
 
 impl AppState {
@@ -24,6 +28,7 @@ impl AppState {
     /// State over `store`, with the executor in `executor_mode`.
     pub fn new(store: Store, executor_mode: ExecutorMode) -> Self {
         Self {
+            policies: Arc::new(PolicyService::new(store.clone())),
             store,
             executor_mode,
             metrics: None,
@@ -37,6 +42,18 @@ impl AppState {
     pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
         self.metrics = Some(handle);
         self
+    }
+
+    /// Uses `policies` (with its sources and decision audit) instead of an empty engine.
+    #[must_use]
+    pub fn with_policies(mut self, policies: Arc<PolicyService>) -> Self {
+        self.policies = policies;
+        self
+    }
+
+    /// The policy engine and its sources.
+    pub fn policies(&self) -> &Arc<PolicyService> {
+        &self.policies
     }
 
     /// Sets the request body limit in bytes.

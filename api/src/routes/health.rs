@@ -25,6 +25,7 @@ struct Health {
 struct Components {
     database: DatabaseHealth,
     executor: ExecutorHealth,
+    policies: crate::PolicyHealth,
 }
 
 #[derive(Serialize)]
@@ -51,9 +52,13 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
             )),
         },
     };
+    // Only a database that is down makes the process unable to serve (503); a policy source
+    // that failed to load leaves the previous policies in force and shows as `degraded`.
     let ok = database.status == "ok";
+    let policies = state.policies().health();
+    let all_ok = ok && policies.status == "ok";
     let body = Health {
-        status: if ok { "ok" } else { "degraded" },
+        status: if all_ok { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started().elapsed().as_secs(),
         components: Components {
@@ -62,6 +67,7 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
                 status: "ok",
                 mode: state.executor_mode().as_str(),
             },
+            policies,
         },
     };
     let status = if ok {

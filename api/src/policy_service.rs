@@ -1,0 +1,371 @@
+//! [`PolicyService`]: the policy engine wired to its sources (database, policy folder) and to
+//! the decision audit. Handlers and `aegis serve` share one.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aegis_policy::{Decision, Origin, Policy, PolicyEngine, PolicySpec, Request};
+use aegis_store::{
+    AuditLog, NewPolicyAudit, PolicyAuditQuery, PolicyAuditSender, PolicyStore, PolicyWrite,
+    Store,
+};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// How often the policy folder is checked for changes.
+pub const POLICY_DIR_POLL: Duration = Duration::from_secs(2);
+
+/// The audit actions that record the emergency stop being switched.
+const STOP_ACTION: &str = "emergency_stop";
+const RESUME_ACTION: &str = "emergency_resume";
+
+/// What `/health` shows about policies.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PolicyHealth {
+    /// `ok`, or `degraded` when a source failed to load (the previous snapshot stays).
+    pub status: &'static str,
+    /// Enabled policies in force.
+    pub policies: usize,
+    /// The snapshot's generation.
+    pub generation: u64,
+    /// Whether the emergency stop is on.
+    pub emergency_stop: bool,
+    /// The policy folder, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_dir: Option<String>,
+    /// Why the last load of the folder failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_error: Option<String>,
+    /// Why the last load from the database failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct SourceState {
+    file_fingerprint: Option<u64>,
+    file_error: Option<String>,
+    database_error: Option<String>,
+    stopped_since: Option<DateTime<Utc>>,
+}
+
+/// The policy engine and what feeds it.
+#[derive(Debug)]
+pub struct PolicyService {
+    engine: PolicyEngine,
+    store: Store,
+    audit: Option<PolicyAuditSender>,
+    policy_dir: Option<PathBuf>,
+    state: Mutex<SourceState>,
+}
+
+/// Turns a stored policy into an engine policy.
+pub(crate) fn to_policy(record: &aegis_store::PolicyRecord) -> Result<Policy, String> {
+    let spec = PolicySpec::from_json(record.body.clone())
+        .map_err(|e| format!("stored policy `{}` ({}) is invalid: {e}", record.name, record.id))?;
+    Ok(Policy {
+        id: record.id.clone(),
+        spec,
+        origin: Origin::Database {
+            version: record.version,
+        },
+    })
+}
+
+/// The columns a policy write denormalises from the document.
+pub(crate) fn to_write(spec: &PolicySpec) -> PolicyWrite {
+    PolicyWrite {
+        name: spec.name.clone(),
+        policy_type: spec.policy_type.as_str().to_owned(),
+        effect: spec.effect.as_str().to_owned(),
+        priority: spec.priority,
+        enabled: spec.enabled,
+        body: serde_json::to_value(spec).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+impl PolicyService {
+    /// A service over `store` with no policies loaded, no folder and no decision audit.
+    pub fn new(store: Store) -> Self {
+        Self {
+            engine: PolicyEngine::new(),
+            store,
+            audit: None,
+            policy_dir: None,
+            state: Mutex::new(SourceState::default()),
+        }
+    }
+
+    /// Records every decision through `audit`.
+    #[must_use]
+    pub fn with_audit(mut self, audit: PolicyAuditSender) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Loads policies from `dir` too (and reloads them when the files change).
+    #[must_use]
+    pub fn with_policy_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.policy_dir = dir;
+        self
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &PolicyEngine {
+        &self.engine
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, SourceState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// On a database that never held a policy, installs the default policies.
+    pub async fn install_defaults_if_new(&self) -> Result<usize, String> {
+        let ever = self
+            .store
+            .policies_ever_created()
+            .await
+            .map_err(|e| e.to_string())?;
+        if ever > 0 {
+            return Ok(0);
+        }
+        let specs = aegis_policy::default_policies().map_err(|d| d.to_string())?;
+        for spec in &specs {
+            self.store
+                .create_policy(&to_write(spec), "default", Some("aegis"))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        tracing::info!(policies = specs.len(), "installed the default policies");
+        Ok(specs.len())
+    }
+
+    /// Reloads the database's policies into the engine. On error the snapshot in force stays.
+    pub async fn reload_database(&self) -> Result<(), String> {
+        let result = async {
+            let records = self.store.list_policies().await.map_err(|e| e.to_string())?;
+            let policies = records
+                .iter()
+                .map(to_policy)
+                .collect::<Result<Vec<_>, _>>()?;
+            self.engine
+                .set_database_policies(policies)
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        }
+        .await;
+        if let Err(error) = &result {
+            tracing::error!(%error, "loading policies from the database failed; the previous policies stay in force");
+        }
+        self.state().database_error = result.as_ref().err().cloned();
+        result
+    }
+
+    /// Reloads the policy folder when its files changed (or when `force`). A folder that fails
+    /// to load leaves the previous file policies in force. Returns whether it reloaded.
+    pub fn reload_files(&self, force: bool) -> Result<bool, String> {
+        let Some(dir) = &self.policy_dir else {
+            return Ok(false);
+        };
+        let fingerprint = fingerprint(dir);
+        if !force && self.state().file_fingerprint == Some(fingerprint) {
+            return Ok(false);
+        }
+        let result = match aegis_policy::load_policies(dir) {
+            Ok(set) => {
+                for warning in &set.warnings {
+                    tracing::warn!(%warning, "policy check");
+                }
+                let count = set.policies.len();
+                self.engine
+                    .set_file_policies(set.policies)
+                    .map(|_| count)
+                    .map_err(|e| format!("{}: {e}", dir.display()))
+            }
+            Err(errors) => Err(errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")),
+        };
+        let mut state = self.state();
+        state.file_fingerprint = Some(fingerprint);
+        match result {
+            Ok(count) => {
+                tracing::info!(dir = %dir.display(), policies = count, "loaded the policy folder");
+                state.file_error = None;
+                Ok(true)
+            }
+            Err(error) => {
+                tracing::error!(dir = %dir.display(), %error, "the policy folder does not load; the previous policies stay in force");
+                state.file_error = Some(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// Polls the policy folder until `stop` resolves.
+    pub async fn watch_files(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        if self.policy_dir.is_none() {
+            return;
+        }
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(POLICY_DIR_POLL) => {}
+            }
+            let service = Arc::clone(&self);
+            // Reading files is blocking I/O: keep it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || service.reload_files(false)).await;
+        }
+    }
+
+    /// Restores the emergency stop as the audit trail last recorded it (it survives restarts).
+    pub async fn restore_emergency_stop(&self) -> Result<(), String> {
+        let mut latest = None;
+        for action in [STOP_ACTION, RESUME_ACTION] {
+            let rows = self
+                .store
+                .list_policy_audit(&PolicyAuditQuery {
+                    action: Some(action.to_owned()),
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(row) = rows.into_iter().next() {
+                if latest.as_ref().is_none_or(|(id, _, _)| row.id > *id) {
+                    latest = Some((row.id, action, row.created_at));
+                }
+            }
+        }
+        if let Some((_, STOP_ACTION, since)) = latest {
+            self.engine.emergency_stop();
+            self.state().stopped_since = Some(since);
+            tracing::warn!(since = %since, "the emergency stop is on (restored from the audit trail)");
+        }
+        Ok(())
+    }
+
+    /// Switches the emergency stop and records who did it, and why, in the audit trail.
+    pub async fn set_emergency_stop(
+        &self,
+        on: bool,
+        user_id: Option<String>,
+        reason: Option<String>,
+        request_id: Option<String>,
+    ) -> Result<Option<DateTime<Utc>>, aegis_store::Error> {
+        let now = Utc::now();
+        let entry = NewPolicyAudit {
+            created_at: Some(now),
+            request_id,
+            policy_type: "self_healing".into(),
+            action: if on { STOP_ACTION } else { RESUME_ACTION }.into(),
+            resource: "*".into(),
+            user_id: user_id.clone(),
+            role: None,
+            decision: if on { "DENY" } else { "ALLOW" }.into(),
+            policy_id: None,
+            policy_name: None,
+            reason: format!(
+                "emergency stop {} by {}{}",
+                if on { "activated" } else { "released" },
+                user_id.as_deref().unwrap_or("an operator"),
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            ),
+            context: serde_json::json!({}),
+            evaluated_in_us: 0,
+        };
+        // Written directly, not queued: the switch must be on record before it answers.
+        self.store.append_policy_audit(&[entry]).await?;
+        if on {
+            self.engine.emergency_stop();
+            self.state().stopped_since.get_or_insert(now);
+        } else {
+            self.engine.resume();
+            self.state().stopped_since = None;
+        }
+        Ok(self.state().stopped_since)
+    }
+
+    /// Since when the emergency stop is on, if it is.
+    pub fn stopped_since(&self) -> Option<DateTime<Utc>> {
+        if self.engine.is_stopped() {
+            self.state().stopped_since
+        } else {
+            None
+        }
+    }
+
+    /// Queues `decision` for the audit trail; waits when the queue is full.
+    pub async fn record(&self, req: &Request, decision: &Decision, request_id: Option<String>) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let role = req.context.role.clone().or_else(|| {
+            (!req.context.roles.is_empty()).then(|| req.context.roles.join(","))
+        });
+        let matching: Vec<&str> = decision.matching().map(|p| p.id.as_str()).collect();
+        let entry = NewPolicyAudit {
+            created_at: None,
+            request_id,
+            policy_type: req.policy_type.as_str().to_owned(),
+            action: req.action.clone(),
+            resource: req.resource.clone(),
+            user_id: req.context.user_id.clone(),
+            role,
+            decision: decision.decision().to_owned(),
+            policy_id: decision.policy().map(|p| p.id.clone()),
+            policy_name: decision.policy().map(|p| p.name.clone()),
+            reason: decision.reason(),
+            context: serde_json::json!({
+                "metadata": req.context.metadata,
+                "time": req.context.time,
+                "matching": matching,
+                "generation": decision.generation(),
+            }),
+            evaluated_in_us: i64::try_from(decision.elapsed().as_micros()).unwrap_or(i64::MAX),
+        };
+        if audit.record(entry).await.is_err() {
+            tracing::error!("the decision audit writer has shut down; a decision went unrecorded");
+        }
+    }
+
+    /// What `/health` shows.
+    pub fn health(&self) -> PolicyHealth {
+        let snapshot = self.engine.snapshot();
+        let state = self.state();
+        let degraded = state.file_error.is_some() || state.database_error.is_some();
+        PolicyHealth {
+            status: if degraded { "degraded" } else { "ok" },
+            policies: snapshot.len(),
+            generation: snapshot.generation(),
+            emergency_stop: self.engine.is_stopped(),
+            policy_dir: self.policy_dir.as_ref().map(|d| d.display().to_string()),
+            file_error: state.file_error.clone(),
+            database_error: state.database_error.clone(),
+        }
+    }
+}
+
+/// A summary of the folder: every policy file's path and contents. Hashing contents (not
+/// modification times) catches ConfigMap swaps and `git checkout`s that keep times.
+fn fingerprint(dir: &Path) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    match aegis_policy::files::discover(dir) {
+        Ok(files) => {
+            for (path, _) in files {
+                path.hash(&mut hasher);
+                if let Ok(bytes) = std::fs::read(&path) {
+                    bytes.hash(&mut hasher);
+                }
+            }
+        }
+        Err(d) => d.to_string().hash(&mut hasher),
+    }
+    hasher.finish()
+}

@@ -1,0 +1,171 @@
+//! `/api/v1/policies`: policy CRUD; every change is a new version, old versions restore.
+
+use aegis_policy::PolicySpec;
+use aegis_store::{PolicyRecord, PolicyStore, PolicyVersion};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::policy_service::{to_policy, to_write};
+use crate::{ApiError, AppState, Json};
+
+/// A policy as the API shows it: the document plus its identity and version.
+fn view(record: &PolicyRecord) -> Value {
+    let mut body = match &record.body {
+        Value::Object(map) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    body.insert("id".into(), Value::String(record.id.clone()));
+    body.insert("version".into(), Value::from(record.version));
+    body.insert("source".into(), Value::String(record.source.clone()));
+    body.insert("created_at".into(), serde_json::json!(record.created_at));
+    body.insert("updated_at".into(), serde_json::json!(record.updated_at));
+    Value::Object(body)
+}
+
+/// Parses and validates a policy document; the fields the API adds are ignored on input so a
+/// client may send back what it read.
+fn parse(mut body: Value) -> Result<PolicySpec, ApiError> {
+    if let Value::Object(map) = &mut body {
+        for key in ["id", "version", "source", "created_at", "updated_at", "createdAt", "updatedAt"] {
+            map.remove(key);
+        }
+    }
+    let spec = PolicySpec::from_json(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid policy: {e}")))?;
+    if spec.name.trim().is_empty() {
+        return Err(ApiError::bad_request("invalid policy: `name` must not be empty"));
+    }
+    Ok(spec)
+}
+
+/// `If-Match: "3"` (or `3`): the version the client last read.
+fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request("`If-Match` must be a policy version, e.g. \"3\""))
+}
+
+async fn reload(state: &AppState) -> Result<(), ApiError> {
+    state
+        .policies()
+        .reload_database()
+        .await
+        .map_err(ApiError::internal)
+}
+
+#[derive(Serialize)]
+pub(super) struct PolicyList {
+    policies: Vec<Value>,
+    count: usize,
+}
+
+pub(super) async fn list(State(state): State<AppState>) -> Result<Json<PolicyList>, ApiError> {
+    let records = state.store().list_policies().await?;
+    let policies: Vec<Value> = records.iter().map(view).collect();
+    Ok(Json(PolicyList {
+        count: policies.len(),
+        policies,
+    }))
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Json(body): Json<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    let spec = parse(body)?;
+    let record = state
+        .store()
+        .create_policy(&to_write(&spec), "api", None)
+        .await?;
+    // Compile before answering, so a 201 means "in force".
+    to_policy(&record).map_err(ApiError::internal)?;
+    reload(&state).await?;
+    Ok((StatusCode::CREATED, Json(view(&record))))
+}
+
+pub(super) async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = state
+        .store()
+        .get_policy(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no policy with id `{id}`")))?;
+    Ok(Json(view(&record)))
+}
+
+pub(super) async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let expected = expected_version(&headers)?;
+    let spec = parse(body)?;
+    let record = state
+        .store()
+        .update_policy(&id, &to_write(&spec), expected, None)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no policy with id `{id}`")))?;
+    reload(&state).await?;
+    Ok(Json(view(&record)))
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store()
+        .delete_policy(&id, None)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no policy with id `{id}`")))?;
+    reload(&state).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+pub(super) struct History {
+    policy_id: String,
+    versions: Vec<PolicyVersion>,
+}
+
+pub(super) async fn versions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<History>, ApiError> {
+    let versions = state.store().policy_history(&id).await?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!("no policy with id `{id}`")));
+    }
+    Ok(Json(History {
+        policy_id: id,
+        versions,
+    }))
+}
+
+pub(super) async fn restore(
+    State(state): State<AppState>,
+    Path((id, version)): Path<(String, i64)>,
+) -> Result<Json<Value>, ApiError> {
+    let record = state
+        .store()
+        .restore_policy_version(&id, version, None)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("policy `{id}` has no version {version} to restore"))
+        })?;
+    reload(&state).await?;
+    Ok(Json(view(&record)))
+}

@@ -1,0 +1,248 @@
+//! `/api/v1/policy/*`: evaluate, the emergency stop, and the decision audit.
+
+use std::time::Instant;
+
+use aegis_core::metric_names;
+use aegis_policy::{PolicyType, Request};
+use aegis_store::{PolicyAuditQuery, PolicyAuditRow, PolicyStore};
+use axum::extract::{Query, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{ApiError, AppState, Json, RequestId};
+
+/// Longest action or resource accepted, in bytes.
+const MAX_NAME_LEN: usize = 512;
+/// Largest audit page.
+const MAX_PAGE: i64 = 1_000;
+/// Audit page size when none is asked for.
+const DEFAULT_PAGE: i64 = 100;
+
+#[derive(Serialize)]
+struct PolicyRef {
+    id: String,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct MatchingPolicy {
+    id: String,
+    name: String,
+    priority: i32,
+    effect: &'static str,
+}
+
+#[derive(Serialize)]
+pub(super) struct EvaluateResponse {
+    allowed: bool,
+    decision: &'static str,
+    reason: String,
+    policy: Option<PolicyRef>,
+    matching_policies: Vec<MatchingPolicy>,
+    kind: aegis_policy::DecisionKind,
+    emergency_stop: bool,
+    evaluated_in_us: u64,
+    evaluated_in_ns: u64,
+    evaluated_at: DateTime<Utc>,
+}
+
+pub(super) async fn evaluate(
+    State(state): State<AppState>,
+    request_id: Option<axum::Extension<RequestId>>,
+    Json(req): Json<Request>,
+) -> Result<Json<EvaluateResponse>, ApiError> {
+    for (field, value) in [("action", &req.action), ("resource", &req.resource)] {
+        if value.is_empty() || value.len() > MAX_NAME_LEN {
+            return Err(ApiError::bad_request(format!(
+                "`{field}` must be 1 to {MAX_NAME_LEN} bytes long"
+            )));
+        }
+    }
+    let service = state.policies();
+    // `context.time` asks "what if it were then?"; without it, now.
+    let at = req.context.time.unwrap_or_else(Utc::now);
+    let started = Instant::now();
+    let decision = service.engine().evaluate_at(&req, at);
+    metrics::histogram!(metric_names::POLICY_EVALUATION_DURATION_SECONDS)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(metric_names::POLICY_EVALUATIONS_TOTAL,
+        "type" => req.policy_type.as_str(), "decision" => decision.decision())
+    .increment(1);
+    service
+        .record(&req, &decision, request_id.map(|r| r.0.0.clone()))
+        .await;
+    let elapsed = decision.elapsed();
+    Ok(Json(EvaluateResponse {
+        allowed: decision.allowed(),
+        decision: decision.decision(),
+        reason: decision.reason(),
+        policy: decision.policy().map(|p| PolicyRef {
+            id: p.id.clone(),
+            name: p.name.clone(),
+        }),
+        matching_policies: decision
+            .matching()
+            .map(|p| MatchingPolicy {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                priority: p.priority,
+                effect: p.effect.as_decision(),
+            })
+            .collect(),
+        kind: decision.kind(),
+        emergency_stop: service.engine().is_stopped(),
+        evaluated_in_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        evaluated_in_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+        evaluated_at: at,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StopRequest {
+    /// Why, for the audit trail.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(super) struct StopStatus {
+    emergency_stop: bool,
+    since: Option<DateTime<Utc>>,
+}
+
+fn status(state: &AppState) -> StopStatus {
+    let since = state.policies().stopped_since();
+    StopStatus {
+        emergency_stop: state.policies().engine().is_stopped(),
+        since,
+    }
+}
+
+pub(super) async fn stop_status(State(state): State<AppState>) -> Json<StopStatus> {
+    Json(status(&state))
+}
+
+async fn switch(
+    state: &AppState,
+    on: bool,
+    request_id: Option<axum::Extension<RequestId>>,
+    body: axum::body::Bytes,
+) -> Result<Json<StopStatus>, ApiError> {
+    // The body is optional: an empty POST works from a pager at 3 a.m.
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<StopRequest>(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?
+            .reason
+    };
+    state
+        .policies()
+        .set_emergency_stop(on, None, reason, request_id.map(|r| r.0.0.clone()))
+        .await?;
+    Ok(Json(status(state)))
+}
+
+pub(super) async fn emergency_stop(
+    State(state): State<AppState>,
+    request_id: Option<axum::Extension<RequestId>>,
+    body: axum::body::Bytes,
+) -> Result<Json<StopStatus>, ApiError> {
+    switch(&state, true, request_id, body).await
+}
+
+pub(super) async fn resume(
+    State(state): State<AppState>,
+    request_id: Option<axum::Extension<RequestId>>,
+    body: axum::body::Bytes,
+) -> Result<Json<StopStatus>, ApiError> {
+    switch(&state, false, request_id, body).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditParams {
+    decision: Option<String>,
+    #[serde(rename = "type", alias = "policy_type")]
+    policy_type: Option<String>,
+    action: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+pub(super) struct AuditPage {
+    logs: Vec<PolicyAuditRow>,
+    next_cursor: Option<String>,
+}
+
+fn time_param(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "`{name}` must be an RFC 3339 time such as 2026-11-24T14:00:00Z, not `{v}`"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+pub(super) async fn audit_logs(
+    State(state): State<AppState>,
+    params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let decision = p
+        .decision
+        .map(|d| match d.to_ascii_uppercase().as_str() {
+            "ALLOW" => Ok("ALLOW".to_owned()),
+            "DENY" => Ok("DENY".to_owned()),
+            _ => Err(ApiError::bad_request(format!(
+                "`decision` must be ALLOW or DENY, not `{d}`"
+            ))),
+        })
+        .transpose()?;
+    let policy_type = p
+        .policy_type
+        .map(|t| {
+            t.parse::<PolicyType>()
+                .map(|t| t.as_str().to_owned())
+                .map_err(ApiError::bad_request)
+        })
+        .transpose()?;
+    let before_id = p
+        .cursor
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("`cursor` `{c}` is not one this API gave out")))
+        })
+        .transpose()?;
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "`limit` must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let query = PolicyAuditQuery {
+        decision,
+        policy_type,
+        action: p.action,
+        from: time_param("from", p.from.as_deref())?,
+        to: time_param("to", p.to.as_deref())?,
+        before_id,
+        limit,
+    };
+    let logs = state.store().list_policy_audit(&query).await?;
+    let next_cursor = if logs.len() as i64 == limit {
+        logs.last().map(|r| r.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(AuditPage { logs, next_cursor }))
+}
