@@ -1,5 +1,7 @@
 //! `aegis policy check` and `aegis policy test` as users run them.
 
+#![allow(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -25,7 +27,10 @@ fn example_policy_tests_pass() {
     let out = aegis(&["policy", "test", "examples/policies"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stdout.trim_end().ends_with("13 passed, 0 failed"), "{stdout}");
+    assert!(
+        stdout.trim_end().ends_with("13 passed, 0 failed"),
+        "{stdout}"
+    );
 
     let out = aegis(&["policy", "check", "examples/policies"]);
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
@@ -48,14 +53,24 @@ fn a_failing_case_is_reported_and_exits_1() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(stdout.contains("FAIL"), "{stdout}");
-    assert!(stdout.contains("expected ALLOW, got DENY (denied by policy `Deny User Delete Operations`"), "{stdout}");
-    assert!(stdout.trim_end().ends_with("1 passed, 1 failed"), "{stdout}");
+    assert!(
+        stdout.contains("expected ALLOW, got DENY (denied by policy `Deny User Delete Operations`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with("1 passed, 1 failed"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn a_broken_policy_file_exits_1_naming_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("good.yaml"), "name: a\ntype: self_healing\neffect: allow\nactions: [scale_up]\n").unwrap();
+    std::fs::write(
+        dir.path().join("good.yaml"),
+        "name: a\ntype: self_healing\neffect: allow\nactions: [scale_up]\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("broken.yaml"),
         "name: b\ntype: self_healing\neffect: allow\nactions: [restart_pod]\nconditions:\n  time: {start: \"09:00\", end: \"17:00\", timezone: Europe/Berlinn}\n",
@@ -66,7 +81,10 @@ fn a_broken_policy_file_exits_1_naming_file_and_line() {
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     let expected = format!("{}:6:", dir.path().join("broken.yaml").display());
     assert!(stderr.contains(&expected), "{stderr}");
-    assert!(stderr.contains("unknown timezone `Europe/Berlinn`"), "{stderr}");
+    assert!(
+        stderr.contains("unknown timezone `Europe/Berlinn`"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -81,6 +99,9 @@ fn shadowed_policies_are_warned_about() {
     let out = aegis(&["policy", "check", dir.path().to_str().unwrap()]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stderr.contains("warning: policy `scale` (priority 10) can never decide"), "{stderr}");
+    assert!(
+        stderr.contains("warning: policy `scale` (priority 10) can never decide"),
+        "{stderr}"
+    );
     assert!(stdout.contains("1 warnings"), "{stdout}");
 }

@@ -14,6 +14,8 @@ mod error;
 mod extract;
 mod middleware;
 mod policy_service;
+#[cfg(test)]
+mod policy_tests;
 mod routes;
 mod state;
 #[cfg(test)]
@@ -22,6 +24,6 @@ mod tests;
 pub use error::{ApiError, ErrorCode};
 pub use extract::Json;
 pub use middleware::{REQUEST_ID_HEADER, RequestId};
-pub use routes::app;
 pub use policy_service::{POLICY_DIR_POLL, PolicyHealth, PolicyService};
+pub use routes::app;
 pub use state::AppState;

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use aegis_policy::{Decision, Origin, Policy, PolicyEngine, PolicySpec, Request};
 use aegis_store::{
-    AuditLog, NewPolicyAudit, PolicyAuditQuery, PolicyAuditSender, PolicyStore, PolicyWrite,
-    Store,
+    AuditLog, NewPolicyAudit, PolicyAuditQuery, PolicyAuditSender, PolicyStore, PolicyWrite, Store,
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -64,8 +63,12 @@ pub struct PolicyService {
 
 /// Turns a stored policy into an engine policy.
 pub(crate) fn to_policy(record: &aegis_store::PolicyRecord) -> Result<Policy, String> {
-    let spec = PolicySpec::from_json(record.body.clone())
-        .map_err(|e| format!("stored policy `{}` ({}) is invalid: {e}", record.name, record.id))?;
+    let spec = PolicySpec::from_json(record.body.clone()).map_err(|e| {
+        format!(
+            "stored policy `{}` ({}) is invalid: {e}",
+            record.name, record.id
+        )
+    })?;
     Ok(Policy {
         id: record.id.clone(),
         spec,
@@ -146,7 +149,11 @@ impl PolicyService {
     /// Reloads the database's policies into the engine. On error the snapshot in force stays.
     pub async fn reload_database(&self) -> Result<(), String> {
         let result = async {
-            let records = self.store.list_policies().await.map_err(|e| e.to_string())?;
+            let records = self
+                .store
+                .list_policies()
+                .await
+                .map_err(|e| e.to_string())?;
             let policies = records
                 .iter()
                 .map(to_policy)
@@ -237,10 +244,10 @@ impl PolicyService {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-            if let Some(row) = rows.into_iter().next() {
-                if latest.as_ref().is_none_or(|(id, _, _)| row.id > *id) {
-                    latest = Some((row.id, action, row.created_at));
-                }
+            if let Some(row) = rows.into_iter().next()
+                && latest.as_ref().is_none_or(|(id, _, _)| row.id > *id)
+            {
+                latest = Some((row.id, action, row.created_at));
             }
         }
         if let Some((_, STOP_ACTION, since)) = latest {
@@ -306,9 +313,11 @@ impl PolicyService {
         let Some(audit) = &self.audit else {
             return;
         };
-        let role = req.context.role.clone().or_else(|| {
-            (!req.context.roles.is_empty()).then(|| req.context.roles.join(","))
-        });
+        let role = req
+            .context
+            .role
+            .clone()
+            .or_else(|| (!req.context.roles.is_empty()).then(|| req.context.roles.join(",")));
         let matching: Vec<&str> = decision.matching().map(|p| p.id.as_str()).collect();
         let entry = NewPolicyAudit {
             created_at: None,

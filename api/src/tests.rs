@@ -12,7 +12,7 @@ use tower::ServiceExt;
 
 use crate::{AppState, Json, app};
 
-async fn send(
+pub(crate) async fn send(
     router: Router,
     request: Request<Body>,
 ) -> (StatusCode, axum::http::HeaderMap, Value) {
@@ -24,11 +24,11 @@ async fn send(
     (status, headers, body)
 }
 
-fn get(path: &str) -> Request<Body> {
+pub(crate) fn get(path: &str) -> Request<Body> {
     Request::get(path).body(Body::empty()).unwrap()
 }
 
-fn assert_envelope(body: &Value, code: &str, headers: &axum::http::HeaderMap) {
+pub(crate) fn assert_envelope(body: &Value, code: &str, headers: &axum::http::HeaderMap) {
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(
         body["error"]["message"]

@@ -49,13 +49,13 @@ impl XorShift {
 fn policy(i: usize) -> (Policy, String) {
     let action = format!("act{}", i % ACTIONS);
     let env = format!("cluster:env{}*", (i / ACTIONS) % ENVS);
-    let deny = i % 10 == 0;
-    let roles: &[&str] = if i % 3 == 0 {
+    let deny = i.is_multiple_of(10);
+    let roles: &[&str] = if i.is_multiple_of(3) {
         &["service"]
     } else {
         &["user", "service"]
     };
-    let severity = i % 2 == 0;
+    let severity = i.is_multiple_of(2);
     let max_replicas = 5 + i % 10;
 
     let mut metadata = serde_json::Map::new();

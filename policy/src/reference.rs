@@ -47,10 +47,10 @@ fn verdict(policy: &Policy, req: &Request, at: DateTime<Utc>) -> Verdict {
     if !c.roles.is_empty() && !c.roles.iter().any(|r| req.context.has_role(r)) {
         return Verdict::NoMatch;
     }
-    if let Some(window) = &c.time {
-        if !window.contains(at) {
-            return Verdict::NoMatch;
-        }
+    if let Some(window) = &c.time
+        && !window.contains(at)
+    {
+        return Verdict::NoMatch;
     }
     for (key, condition) in &c.metadata {
         match condition.holds(lookup(&req.context.metadata, key)) {

@@ -102,10 +102,10 @@ impl Compiled {
         if !self.roles.is_empty() && !self.roles.iter().any(|r| req.context.has_role(r)) {
             return Ok(false);
         }
-        if let Some(window) = &self.time {
-            if !window.contains(at) {
-                return Ok(false);
-            }
+        if let Some(window) = &self.time
+            && !window.contains(at)
+        {
+            return Ok(false);
         }
         for (i, (key, condition)) in self.metadata.iter().enumerate() {
             match condition.holds(lookup(&req.context.metadata, key)) {

@@ -20,7 +20,10 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/api/v1/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
-        .route("/api/v1/policies", get(policies::list).post(policies::create))
+        .route(
+            "/api/v1/policies",
+            get(policies::list).post(policies::create),
+        )
         .route(
             "/api/v1/policies/{id}",
             get(policies::get)

@@ -29,14 +29,24 @@ fn view(record: &PolicyRecord) -> Value {
 /// client may send back what it read.
 fn parse(mut body: Value) -> Result<PolicySpec, ApiError> {
     if let Value::Object(map) = &mut body {
-        for key in ["id", "version", "source", "created_at", "updated_at", "createdAt", "updatedAt"] {
+        for key in [
+            "id",
+            "version",
+            "source",
+            "created_at",
+            "updated_at",
+            "createdAt",
+            "updatedAt",
+        ] {
             map.remove(key);
         }
     }
     let spec = PolicySpec::from_json(body)
         .map_err(|e| ApiError::bad_request(format!("invalid policy: {e}")))?;
     if spec.name.trim().is_empty() {
-        return Err(ApiError::bad_request("invalid policy: `name` must not be empty"));
+        return Err(ApiError::bad_request(
+            "invalid policy: `name` must not be empty",
+        ));
     }
     Ok(spec)
 }

@@ -219,8 +219,9 @@ pub(super) async fn audit_logs(
     let before_id = p
         .cursor
         .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| ApiError::bad_request(format!("`cursor` `{c}` is not one this API gave out")))
+            c.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!("`cursor` `{c}` is not one this API gave out"))
+            })
         })
         .transpose()?;
     let limit = p.limit.unwrap_or(DEFAULT_PAGE);

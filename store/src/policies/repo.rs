@@ -368,13 +368,13 @@ impl Store {
             let Some(current) = current else {
                 return Ok(None);
             };
-            if let Some(expected) = expected_version {
-                if expected != i64::from(current.version) {
-                    return Err(Error::Conflict(format!(
-                        "policy `{}` is at version {}, not {expected}; reload it and try again",
-                        current.name, current.version
-                    )));
-                }
+            if let Some(expected) = expected_version
+                && expected != i64::from(current.version)
+            {
+                return Err(Error::Conflict(format!(
+                    "policy `{}` is at version {}, not {expected}; reload it and try again",
+                    current.name, current.version
+                )));
             }
             // Both schemas keep versions as 32-bit integers.
             let version: i32 = current.version.saturating_add(1);
