@@ -136,7 +136,7 @@ impl PolicyStore for Store {
         let at = now();
         let body = body_text(write);
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.write_begin()).await?;
             sqlx::query(
                 "INSERT INTO policies (id, name, policy_type, effect, priority, enabled, body, \
                  version, source, created_at, updated_at) \
@@ -335,6 +335,16 @@ impl PolicyStore for Store {
 }
 
 impl Store {
+    /// How a write transaction starts. On SQLite, IMMEDIATE takes the write lock up front: a
+    /// deferred transaction that reads and then writes fails at once (not after the busy
+    /// timeout) when another connection, such as the audit writer, wrote in between.
+    fn write_begin(&self) -> &'static str {
+        match self.backend() {
+            crate::Backend::Sqlite => "BEGIN IMMEDIATE",
+            crate::Backend::Postgres => "BEGIN",
+        }
+    }
+
     /// Writes a new version of policy `id`: a replacement body (`Some`) or a delete (`None`).
     /// `include_deleted` lets a restore bring a deleted policy back.
     async fn write_version(
@@ -362,7 +372,7 @@ impl Store {
             }
         );
         let record = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.write_begin()).await?;
             let current: Option<PolicyRow> =
                 sqlx::query_as(&select).bind(id).fetch_optional(&mut *tx).await?;
             let Some(current) = current else {
