@@ -14,7 +14,11 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 
 #[test]
 fn evaluate_does_not_allocate() {
-    let _profiler = dhat::Profiler::builder().testing().build();
+    // The profile goes to the temporary folder, not into the source tree.
+    let _profiler = dhat::Profiler::builder()
+        .testing()
+        .file_name(std::env::temp_dir().join("aegis-policy-dhat-heap.json"))
+        .build();
     let policies: Vec<Policy> = (0..1_000)
         .map(|i| Policy {
             id: format!("p{i}"),
