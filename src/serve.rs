@@ -127,7 +127,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let watcher = {
         let mut stop_rx = stop_rx.clone();
-        tokio::spawn(Arc::clone(&policies).watch_files(async move {
+        tokio::spawn(Arc::clone(&policies).watch(async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         }))
     };

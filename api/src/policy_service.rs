@@ -14,7 +14,7 @@ use aegis_store::{
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// How often the policy folder is checked for changes.
+/// How often the policy folder and the database are checked for policy changes.
 pub const POLICY_DIR_POLL: Duration = Duration::from_secs(2);
 
 /// The audit actions that record the emergency stop being switched.
@@ -46,6 +46,7 @@ pub struct PolicyHealth {
 #[derive(Debug, Default)]
 struct SourceState {
     file_fingerprint: Option<u64>,
+    database_fingerprint: Option<(i64, i64)>,
     file_error: Option<String>,
     database_error: Option<String>,
     stopped_since: Option<DateTime<Utc>>,
@@ -149,6 +150,11 @@ impl PolicyService {
     /// Reloads the database's policies into the engine. On error the snapshot in force stays.
     pub async fn reload_database(&self) -> Result<(), String> {
         let result = async {
+            let fingerprint = self
+                .store
+                .policies_fingerprint()
+                .await
+                .map_err(|e| e.to_string())?;
             let records = self
                 .store
                 .list_policies()
@@ -161,6 +167,7 @@ impl PolicyService {
             self.engine
                 .set_database_policies(policies)
                 .map_err(|e| e.to_string())?;
+            self.state().database_fingerprint = Some(fingerprint);
             Ok::<_, String>(())
         }
         .await;
@@ -214,20 +221,36 @@ impl PolicyService {
         }
     }
 
-    /// Polls the policy folder until `stop` resolves.
-    pub async fn watch_files(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
-        if self.policy_dir.is_none() {
-            return;
+    /// Reloads the database's policies when another replica changed them.
+    pub async fn reload_database_if_changed(&self) -> Result<bool, String> {
+        let now = self
+            .store
+            .policies_fingerprint()
+            .await
+            .map_err(|e| e.to_string())?;
+        if self.state().database_fingerprint == Some(now) {
+            return Ok(false);
         }
+        self.reload_database().await.map(|()| true)
+    }
+
+    /// Until `stop` resolves, polls the policy folder and the database for changes made
+    /// elsewhere (a `git pull`, another replica's API call).
+    pub async fn watch(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 () = &mut stop => return,
                 () = tokio::time::sleep(POLICY_DIR_POLL) => {}
             }
-            let service = Arc::clone(&self);
-            // Reading files is blocking I/O: keep it off the async workers.
-            let _ = tokio::task::spawn_blocking(move || service.reload_files(false)).await;
+            if self.policy_dir.is_some() {
+                let service = Arc::clone(&self);
+                // Reading files is blocking I/O: keep it off the async workers.
+                let _ = tokio::task::spawn_blocking(move || service.reload_files(false)).await;
+            }
+            if let Err(error) = self.reload_database_if_changed().await {
+                tracing::warn!(%error, "checking the database for policy changes failed");
+            }
         }
     }
 

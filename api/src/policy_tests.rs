@@ -507,3 +507,37 @@ async fn a_broken_policy_folder_keeps_the_working_snapshot_and_shows_in_health()
     assert_eq!(health["status"], "ok", "{health}");
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_replica_picks_up_another_replicas_policy_change() {
+    for db in TestDb::both().await {
+        let (state_a, _, _wa) = state(&db).await;
+        let (_, replica_b, _wb) = state_again(&db).await;
+        assert_eq!(replica_b.reload_database_if_changed().await, Ok(false));
+        let freeze = json!({"name": "Freeze", "type": "self_healing", "effect": "deny", "priority": 900, "actions": ["*"]});
+        let (status, _, _) = send(
+            app(state_a),
+            json_request("POST", "/api/v1/policies", &freeze),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(
+            replica_b.reload_database_if_changed().await,
+            Ok(true),
+            "{}",
+            db.name()
+        );
+        let req: aegis_policy::Request = serde_json::from_value(scale_up("high")).unwrap();
+        let at = chrono::Utc::now();
+        assert_eq!(
+            replica_b
+                .engine()
+                .evaluate_at(&req, at)
+                .policy()
+                .unwrap()
+                .name,
+            "Freeze"
+        );
+        db.cleanup().await;
+    }
+}

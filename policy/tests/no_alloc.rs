@@ -63,10 +63,16 @@ fn evaluate_does_not_allocate() {
     let mut allowed = 0;
     for req in &requests {
         let d = snapshot.evaluate(req, at, false);
-        assert!(d.matching().count() <= 8, "keep the test on the common path");
+        assert!(
+            d.matching().count() <= 8,
+            "keep the test on the common path"
+        );
         allowed += usize::from(d.allowed());
     }
-    assert!(allowed > 0, "the test must exercise matches, not only misses");
+    assert!(
+        allowed > 0,
+        "the test must exercise matches, not only misses"
+    );
 
     let before = dhat::HeapStats::get();
     for _ in 0..1_000 {

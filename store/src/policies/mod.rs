@@ -175,6 +175,10 @@ pub trait PolicyStore {
         changed_by: Option<&str>,
     ) -> impl Future<Output = Result<Option<PolicyRecord>>> + Send;
 
+    /// A value that changes whenever any policy changes (count and sum of versions: versions
+    /// only grow, deletes included), so replicas notice each other's edits cheaply.
+    fn policies_fingerprint(&self) -> impl Future<Output = Result<(i64, i64)>> + Send;
+
     /// How many policies were ever created (deleted ones included).
     fn policies_ever_created(&self) -> impl Future<Output = Result<i64>> + Send;
 

@@ -251,6 +251,14 @@ impl PolicyStore for Store {
             .await
     }
 
+    async fn policies_fingerprint(&self) -> Result<(i64, i64)> {
+        // CAST keeps one result type on both backends (PostgreSQL's SUM of INTEGER is BIGINT,
+        // SQLite's is INTEGER).
+        let sql = "SELECT COUNT(*), CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM policies";
+        let row: (i64, i64) = with_pool!(self, pool => sqlx::query_as(sql).fetch_one(pool).await?);
+        Ok(row)
+    }
+
     async fn policies_ever_created(&self) -> Result<i64> {
         let sql = "SELECT COUNT(*) FROM policies";
         let n: i64 = with_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await?);
