@@ -191,6 +191,13 @@ async fn metrics_count_requests_by_route_template() {
     let router = app(AppState::new(db.store.clone(), ExecutorMode::DryRun).with_metrics(handle));
     send(router.clone(), get("/health")).await;
     send(router.clone(), get("/does/not/exist/42")).await;
+    let evaluate = Request::post("/api/v1/policy/evaluate")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            r#"{"action": "delete_user", "resource": "users:1", "type": "api_access"}"#,
+        ))
+        .unwrap();
+    send(router.clone(), evaluate).await;
     let response = router.oneshot(get("/metrics")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let text = String::from_utf8(
@@ -209,6 +216,15 @@ async fn metrics_count_requests_by_route_template() {
     );
     assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");
     assert!(!text.contains("/does/not/exist"), "{text}");
+    // Other tests share the process-wide recorder, so only presence is certain, not counts.
+    assert!(
+        text.contains(r#"aegis_policy_evaluations_total{type="api_access",decision="DENY"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("aegis_policy_evaluation_duration_seconds"),
+        "{text}"
+    );
     assert!(
         text.contains("aegis_http_request_duration_seconds"),
         "{text}"
