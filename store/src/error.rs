@@ -36,6 +36,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A value the caller passed is not acceptable (an unknown role).
+    #[error("{0}")]
+    Invalid(String),
     /// The change conflicts with the stored state (a duplicate name, a stale version).
     #[error("{0}")]
     Conflict(String),

@@ -11,12 +11,23 @@
 //! Both backends are covered by the same tests; `testing` (feature `testing`) gives other
 //! crates a fresh SQLite file and a fresh PostgreSQL schema per test.
 
+/// Runs `$body` with `$pool` bound to whichever pool the store has.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store.pool() {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
 mod audit;
 mod error;
 mod policies;
 mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod users;
 
 pub use audit::{
     AuditLog, AuditReceipt, AuditTable, AuditWriterOptions, AuditWriterStats, BrokenRow,
@@ -28,3 +39,7 @@ pub use policies::{
     PolicyAuditQuery, PolicyAuditRow, PolicyRecord, PolicyStore, PolicyVersion, PolicyWrite,
 };
 pub use store::{Backend, DatabaseHealth, Store, StoreOptions, redact_url};
+pub use users::{
+    NewRefreshToken, NewUser, ROLES, RotateOutcome, ServiceTokenRecord, UserPatch, UserRecord,
+    UserStore,
+};

@@ -5,18 +5,8 @@ use chrono::{DateTime, Utc};
 use super::{
     PolicyAuditQuery, PolicyAuditRow, PolicyRecord, PolicyStore, PolicyVersion, PolicyWrite,
 };
-use crate::store::{Pool, Store};
+use crate::store::Store;
 use crate::{Error, Result};
-
-/// Runs `$body` with `$pool` bound to whichever pool the store has.
-macro_rules! with_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store.pool() {
-            Pool::Sqlite($pool) => $body,
-            Pool::Postgres($pool) => $body,
-        }
-    };
-}
 
 #[derive(sqlx::FromRow)]
 struct PolicyRow {
@@ -346,7 +336,7 @@ impl Store {
     /// How a write transaction starts. On SQLite, IMMEDIATE takes the write lock up front: a
     /// deferred transaction that reads and then writes fails at once (not after the busy
     /// timeout) when another connection, such as the audit writer, wrote in between.
-    fn write_begin(&self) -> &'static str {
+    pub(crate) fn write_begin(&self) -> &'static str {
         match self.backend() {
             crate::Backend::Sqlite => "BEGIN IMMEDIATE",
             crate::Backend::Postgres => "BEGIN",
