@@ -10,6 +10,7 @@
 //!
 //! The layer is thin: parse, authorize, call the domain crate, map errors to JSON.
 
+pub mod auth;
 mod error;
 mod extract;
 mod middleware;

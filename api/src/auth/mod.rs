@@ -1,0 +1,39 @@
+//! Authentication: passwords (argon2id), JWT access tokens with rotating keys, opaque refresh
+//! and service tokens, and the [`Caller`] every protected handler sees.
+
+mod caller;
+mod jwt;
+mod password;
+mod secrets;
+
+pub use caller::{Caller, CallerKind};
+pub use jwt::{AccessClaims, JwtError, JwtKey, JwtKeys};
+pub use password::{PasswordHasher, check_password_rules, normalise_email};
+pub use secrets::{hash_token, random_token};
+
+use std::time::Duration;
+
+/// Token lifetimes and issuer settings.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Signing and verification keys; the first signs.
+    pub keys: JwtKeys,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_ttl: Duration,
+    /// A static bearer token accepted on the ingest endpoints (role `service`).
+    pub ingest_token: Option<String>,
+}
+
+impl AuthSettings {
+    /// 15-minute access tokens, 7-day refresh tokens (the figures).
+    pub fn new(keys: JwtKeys) -> Self {
+        Self {
+            keys,
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+            ingest_token: None,
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Password hashing (argon2id at OWASP parameters) and the password rules.
+
+use argon2::password_hash::{PasswordHash, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+/// Shortest accepted password.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+/// Longest accepted password (bounds the hashing work an attacker can ask for).
+pub const MAX_PASSWORD_BYTES: usize = 256;
+
+/// Hashes and verifies passwords; verifying for an unknown account costs the same as for a
+/// known one (a dummy hash is verified), so timing does not reveal which emails exist.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    params: Params,
+    dummy: String,
+}
+
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHasher")
+            .field("m_cost_kib", &self.params.m_cost())
+            .field("t_cost", &self.params.t_cost())
+            .field("p_cost", &self.params.p_cost())
+            .finish()
+    }
+}
+
+impl PasswordHasher {
+    /// OWASP's argon2id recommendation: m = 19 MiB, t = 2, p = 1.
+    pub fn owasp() -> Result<Self, String> {
+        Self::with_params(19 * 1024, 2, 1)
+    }
+
+    /// Custom costs (tests use cheap ones).
+    pub fn with_params(m_cost_kib: u32, t_cost: u32, p_cost: u32) -> Result<Self, String> {
+        let params =
+            Params::new(m_cost_kib, t_cost, p_cost, None).map_err(|e| format!("argon2 parameters: {e}"))?;
+        let mut hasher = Self { params, dummy: String::new() };
+        hasher.dummy = hasher.hash("dummy password for unknown accounts")?;
+        Ok(hasher)
+    }
+
+    fn argon2(&self) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    }
+
+    /// Hashes `password` with a fresh random salt; returns the PHC string.
+    pub fn hash(&self, password: &str) -> Result<String, String> {
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| format!("random salt: {e}"))?;
+        let salt = SaltString::encode_b64(&salt).map_err(|e| format!("salt: {e}"))?;
+        argon2::PasswordHasher::hash_password(&self.argon2(), password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| format!("hashing: {e}"))
+    }
+
+    /// True when `password` matches `phc`; with `None` (unknown account) verifies against a
+    /// dummy hash and returns false, taking the same time.
+    pub fn verify(&self, password: &str, phc: Option<&str>) -> bool {
+        let target = phc.unwrap_or(&self.dummy);
+        let matches = PasswordHash::new(target)
+            .map(|parsed| self.argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+            .unwrap_or(false);
+        matches && phc.is_some()
+    }
+}
+
+/// Lower-cased, trimmed email, or why it is not one.
+pub fn normalise_email(email: &str) -> Result<String, String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && local.len() <= 64
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains("..")
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(email)
+    } else {
+        Err(format!("`{email}` is not an email address"))
+    }
+}
+
+/// The password rules, with a message that says what to change.
+pub fn check_password_rules(password: &str, email: &str) -> Result<(), String> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(format!(
+            "password must be at least {MIN_PASSWORD_CHARS} characters long (it has {chars}); a passphrase of a few words works well"
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(format!("password must be at most {MAX_PASSWORD_BYTES} bytes long"));
+    }
+    let mut distinct: Vec<char> = password.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 4 {
+        return Err("password must use at least 4 different characters".to_owned());
+    }
+    let lower = password.to_lowercase();
+    let local = email.split('@').next().unwrap_or_default();
+    if lower == email || (local.len() >= 4 && lower.contains(local)) {
+        return Err("password must not contain your email address".to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_verify_and_unknown_accounts_never_match() {
+        let h = PasswordHasher::with_params(1024, 1, 1).unwrap();
+        let phc = h.hash("correct horse battery").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{phc}");
+        assert!(h.verify("correct horse battery", Some(&phc)));
+        assert!(!h.verify("wrong horse battery", Some(&phc)));
+        assert!(!h.verify("dummy password for unknown accounts", None));
+        assert!(!h.verify("x", Some("not a phc string")));
+    }
+
+    #[test]
+    fn owasp_parameters() {
+        let h = PasswordHasher::owasp().unwrap();
+        assert!(h.dummy.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", h.dummy);
+    }
+
+    #[test]
+    fn rules_and_emails() {
+        assert_eq!(normalise_email("  Ada@Example.COM ").unwrap(), "ada@example.com");
+        for bad in ["ada", "@example.com", "ada@example", "ada@.com", "a da@example.com"] {
+            assert!(normalise_email(bad).is_err(), "{bad}");
+        }
+        assert!(check_password_rules("short", "a@b.co").unwrap_err().contains("at least 12"));
+        assert!(check_password_rules("aaaaaaaaaaaaaaa", "a@b.co").unwrap_err().contains("4 different"));
+        assert!(check_password_rules("my-adalovelace-pw", "adalovelace@b.co").unwrap_err().contains("email"));
+        assert!(check_password_rules("correct horse battery", "ada@b.co").is_ok());
+    }
+}
