@@ -15,6 +15,7 @@ mod error;
 mod extract;
 mod middleware;
 mod policy_service;
+pub mod ratelimit;
 #[cfg(test)]
 mod policy_tests;
 mod routes;

@@ -14,6 +14,13 @@ pub const KEYS: &[&str] = &[
     "database_url",
     "database_max_connections",
     "jwt_secret",
+    "jwt_previous_secrets",
+    "jwt_issuer",
+    "jwt_audience",
+    "rate_limit_per_minute",
+    "login_limit_per_account_per_minute",
+    "login_limit_per_ip_per_minute",
+    "cors_allowed_origins",
     "redis_url",
     "prometheus_url",
     "loki_url",
@@ -83,6 +90,17 @@ fn set(config: &mut Config, key: &str, raw: &str) -> Result<(), String> {
         "database_url" => config.database_url = raw.trim().to_owned(),
         "database_max_connections" => config.database_max_connections = parse(raw)?,
         "jwt_secret" => config.jwt_secret = optional(raw).map(Secret::new),
+        "jwt_previous_secrets" => {
+            config.jwt_previous_secrets = parse_list(raw).into_iter().map(Secret::new).collect();
+        }
+        "jwt_issuer" => config.jwt_issuer = raw.trim().to_owned(),
+        "jwt_audience" => config.jwt_audience = raw.trim().to_owned(),
+        "rate_limit_per_minute" => config.rate_limit_per_minute = parse(raw)?,
+        "login_limit_per_account_per_minute" => {
+            config.login_limit_per_account_per_minute = parse(raw)?;
+        }
+        "login_limit_per_ip_per_minute" => config.login_limit_per_ip_per_minute = parse(raw)?,
+        "cors_allowed_origins" => config.cors_allowed_origins = parse_list(raw),
         "redis_url" => config.redis_url = optional(raw),
         "prometheus_url" => config.prometheus_url = optional(raw),
         "loki_url" => config.loki_url = optional(raw),

@@ -69,6 +69,22 @@ pub struct Config {
     /// HMAC key for JWT access tokens (at least 32 bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_secret: Option<Secret>,
+    /// Former JWT secrets that still verify (not sign) tokens, so a key rotates without
+    /// logging everyone out (comma-separated in the environment).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jwt_previous_secrets: Vec<Secret>,
+    /// `iss` of issued tokens, required on presented ones.
+    pub jwt_issuer: String,
+    /// `aud` of issued tokens, required on presented ones.
+    pub jwt_audience: String,
+    /// Requests per minute per caller (user, service token or client IP) and route.
+    pub rate_limit_per_minute: u32,
+    /// Login attempts per minute per account.
+    pub login_limit_per_account_per_minute: u32,
+    /// Login attempts per minute per client IP.
+    pub login_limit_per_ip_per_minute: u32,
+    /// Origins allowed by CORS (`https://ui.example.com`; `*` for any); none when empty.
+    pub cors_allowed_origins: Vec<String>,
     /// Redis for shared rate limits across replicas (`redis://HOST:PORT`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
@@ -127,6 +143,13 @@ impl Default for Config {
             database_url: "sqlite://./aegis-data/aegis.db".to_owned(),
             database_max_connections: 10,
             jwt_secret: None,
+            jwt_previous_secrets: Vec::new(),
+            jwt_issuer: "aegis".to_owned(),
+            jwt_audience: "aegis-api".to_owned(),
+            rate_limit_per_minute: 600,
+            login_limit_per_account_per_minute: 10,
+            login_limit_per_ip_per_minute: 60,
+            cors_allowed_origins: Vec::new(),
             redis_url: None,
             prometheus_url: None,
             loki_url: None,
@@ -276,6 +299,40 @@ impl Config {
         ] {
             if secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
                 return Err(invalid(key, "must be at least 32 bytes long".into()));
+            }
+        }
+        if self.jwt_previous_secrets.iter().any(|s| s.expose().len() < 32) {
+            return Err(invalid(
+                "jwt_previous_secrets",
+                "every secret must be at least 32 bytes long".into(),
+            ));
+        }
+        if !self.jwt_previous_secrets.is_empty() && self.jwt_secret.is_none() {
+            return Err(invalid(
+                "jwt_previous_secrets",
+                "needs jwt_secret (the key that signs)".into(),
+            ));
+        }
+        for (key, value) in [("jwt_issuer", &self.jwt_issuer), ("jwt_audience", &self.jwt_audience)] {
+            if value.trim().is_empty() {
+                return Err(invalid(key, "must not be empty".into()));
+            }
+        }
+        for (key, value) in [
+            ("rate_limit_per_minute", self.rate_limit_per_minute),
+            ("login_limit_per_account_per_minute", self.login_limit_per_account_per_minute),
+            ("login_limit_per_ip_per_minute", self.login_limit_per_ip_per_minute),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        for origin in &self.cors_allowed_origins {
+            if origin != "*" && url::Url::parse(origin).is_err() {
+                return Err(invalid(
+                    "cors_allowed_origins",
+                    format!("`{origin}` is not an origin such as `https://ui.example.com`"),
+                ));
             }
         }
         if self.executor_mode == ExecutorMode::Kubernetes

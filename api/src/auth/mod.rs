@@ -13,6 +13,8 @@ pub use secrets::{hash_token, random_token};
 
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 /// Token lifetimes and issuer settings.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
@@ -36,4 +38,30 @@ impl AuthSettings {
             ingest_token: None,
         }
     }
+}
+
+/// Everything authentication needs at run time.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// Keys, lifetimes, the ingest token.
+    pub settings: AuthSettings,
+    /// Password hashing.
+    pub hasher: PasswordHasher,
+}
+
+impl Auth {
+    /// Auth with a random signing key (tokens die with the process) and OWASP hashing.
+    pub fn ephemeral() -> Result<Self, String> {
+        let keys = JwtKeys::new(vec![JwtKey::random("ephemeral")?], "aegis", "aegis-api")?;
+        Ok(Self {
+            settings: AuthSettings::new(keys),
+            hasher: PasswordHasher::owasp()?,
+        })
+    }
+}
+
+/// A key id derived from the secret, so every replica given the same secret agrees on it
+/// without configuring ids.
+pub fn derived_kid(secret: &[u8]) -> String {
+    format!("k{}", &hex::encode(Sha256::digest(secret))[..12])
 }

@@ -13,7 +13,8 @@ pub const MAX_PASSWORD_BYTES: usize = 256;
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
-    dummy: String,
+    /// Computed on first use: building a hasher stays cheap.
+    dummy: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -36,9 +37,10 @@ impl PasswordHasher {
     pub fn with_params(m_cost_kib: u32, t_cost: u32, p_cost: u32) -> Result<Self, String> {
         let params =
             Params::new(m_cost_kib, t_cost, p_cost, None).map_err(|e| format!("argon2 parameters: {e}"))?;
-        let mut hasher = Self { params, dummy: String::new() };
-        hasher.dummy = hasher.hash("dummy password for unknown accounts")?;
-        Ok(hasher)
+        Ok(Self {
+            params,
+            dummy: Default::default(),
+        })
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -58,7 +60,10 @@ impl PasswordHasher {
     /// True when `password` matches `phc`; with `None` (unknown account) verifies against a
     /// dummy hash and returns false, taking the same time.
     pub fn verify(&self, password: &str, phc: Option<&str>) -> bool {
-        let target = phc.unwrap_or(&self.dummy);
+        let dummy = self
+            .dummy
+            .get_or_init(|| self.hash("dummy password for unknown accounts").unwrap_or_default());
+        let target = phc.unwrap_or(dummy);
         let matches = PasswordHash::new(target)
             .map(|parsed| self.argon2().verify_password(password.as_bytes(), &parsed).is_ok())
             .unwrap_or(false);
@@ -129,7 +134,8 @@ mod tests {
     #[test]
     fn owasp_parameters() {
         let h = PasswordHasher::owasp().unwrap();
-        assert!(h.dummy.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", h.dummy);
+        let phc = h.hash("correct horse battery").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
     }
 
     #[test]
