@@ -10,14 +10,15 @@
 //!
 //! The layer is thin: parse, authorize, call the domain crate, map errors to JSON.
 
+mod access;
 pub mod auth;
 mod error;
 mod extract;
 mod middleware;
 mod policy_service;
-pub mod ratelimit;
 #[cfg(test)]
 mod policy_tests;
+pub mod ratelimit;
 mod routes;
 mod state;
 #[cfg(test)]

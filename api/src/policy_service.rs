@@ -332,7 +332,13 @@ impl PolicyService {
     }
 
     /// Queues `decision` for the audit trail; waits when the queue is full.
-    pub async fn record(&self, req: &Request, decision: &Decision, request_id: Option<String>) {
+    pub async fn record(
+        &self,
+        req: &Request,
+        decision: &Decision,
+        request_id: Option<String>,
+        asked_by: Option<&str>,
+    ) {
         let Some(audit) = &self.audit else {
             return;
         };
@@ -359,6 +365,7 @@ impl PolicyService {
                 "time": req.context.time,
                 "matching": matching,
                 "generation": decision.generation(),
+                "asked_by": asked_by,
             }),
             evaluated_in_us: i64::try_from(decision.elapsed().as_micros()).unwrap_or(i64::MAX),
         };

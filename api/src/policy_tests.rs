@@ -9,7 +9,25 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::tests::{assert_envelope, get, send};
+use crate::tests::{assert_envelope, bearer, test_auth};
+
+/// Sends `request` as an admin unless it already says who it is.
+async fn send(
+    router: axum::Router,
+    mut request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    if !request.headers().contains_key(header::AUTHORIZATION) {
+        request.headers_mut().insert(
+            header::AUTHORIZATION,
+            bearer("admin-1", &["admin"]).parse().unwrap(),
+        );
+    }
+    crate::tests::send(router, request).await
+}
+
+fn get(path: &str) -> Request<Body> {
+    crate::tests::get(path)
+}
 use crate::{AppState, PolicyService, app};
 
 fn json_request(method: &str, path: &str, body: &Value) -> Request<Body> {
@@ -33,15 +51,16 @@ fn empty(method: &str, path: &str) -> Request<Body> {
 async fn state(db: &TestDb) -> (AppState, Arc<PolicyService>, PolicyAuditWriter) {
     let writer = PolicyAuditWriter::spawn(db.store.clone(), AuditWriterOptions::default());
     let service = Arc::new(PolicyService::new(db.store.clone()).with_audit(writer.sender()));
-    assert_eq!(service.install_defaults_if_new().await.unwrap(), 4);
+    assert_eq!(service.install_defaults_if_new().await.unwrap(), 8);
     assert_eq!(
         service.install_defaults_if_new().await.unwrap(),
         0,
         "only on first start"
     );
     service.reload_database().await.unwrap();
-    let state =
-        AppState::new(db.store.clone(), ExecutorMode::DryRun).with_policies(Arc::clone(&service));
+    let state = AppState::new(db.store.clone(), ExecutorMode::DryRun)
+        .with_auth(test_auth())
+        .with_policies(Arc::clone(&service));
     (state, service, writer)
 }
 
@@ -121,7 +140,7 @@ async fn crud_versions_and_restore_change_decisions_at_once() {
         let (state, _, _writer) = state(&db).await;
         let router = app(state);
         let (_, _, list) = send(router.clone(), get("/api/v1/policies")).await;
-        assert_eq!(list["count"], 4, "{list}");
+        assert_eq!(list["count"], 8, "{list}");
 
         let freeze = json!({"name": "Freeze Production", "type": "self_healing", "effect": "deny", "priority": 500,
                             "actions": ["*"], "resources": ["cluster:production"]});
@@ -398,8 +417,9 @@ async fn state_again(db: &TestDb) -> (AppState, Arc<PolicyService>, PolicyAuditW
     let service = Arc::new(PolicyService::new(db.store.clone()).with_audit(writer.sender()));
     service.reload_database().await.unwrap();
     service.restore_emergency_stop().await.unwrap();
-    let state =
-        AppState::new(db.store.clone(), ExecutorMode::DryRun).with_policies(Arc::clone(&service));
+    let state = AppState::new(db.store.clone(), ExecutorMode::DryRun)
+        .with_auth(test_auth())
+        .with_policies(Arc::clone(&service));
     (state, service, writer)
 }
 
@@ -450,15 +470,18 @@ async fn a_broken_policy_folder_keeps_the_working_snapshot_and_shows_in_health()
     let service = Arc::new(
         PolicyService::new(db.store.clone()).with_policy_dir(Some(dir.path().to_path_buf())),
     );
+    // The defaults give the admin access to the evaluate endpoint.
+    service.install_defaults_if_new().await.unwrap();
+    service.reload_database().await.unwrap();
     assert_eq!(service.reload_files(false), Ok(true));
     assert_eq!(
         service.reload_files(false),
         Ok(false),
         "unchanged files are not reloaded"
     );
-    let router =
-        app(AppState::new(db.store.clone(), ExecutorMode::DryRun)
-            .with_policies(Arc::clone(&service)));
+    let router = app(AppState::new(db.store.clone(), ExecutorMode::DryRun)
+        .with_auth(test_auth())
+        .with_policies(Arc::clone(&service)));
     let rollback =
         json!({"action": "rollback_deployment", "resource": "x", "type": "self_healing"});
     let (_, _, body) = send(

@@ -188,7 +188,11 @@ mod tests {
 
     #[tokio::test]
     async fn memory_budget_is_per_key_and_class() {
-        let l = Limiter::in_memory(Limits { api_per_minute: 3, login_account_per_minute: 1, login_ip_per_minute: 2 });
+        let l = Limiter::in_memory(Limits {
+            api_per_minute: 3,
+            login_account_per_minute: 1,
+            login_ip_per_minute: 2,
+        });
         for _ in 0..3 {
             assert_eq!(l.check(Class::Api, "alice /x").await, Ok(()));
         }
@@ -201,8 +205,12 @@ mod tests {
 
     #[tokio::test]
     async fn redis_budget_is_shared_between_limiters() {
-        let limits = Limits { api_per_minute: 5, ..Limits::default() };
-        let url = std::env::var("AEGIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let limits = Limits {
+            api_per_minute: 5,
+            ..Limits::default()
+        };
+        let url = std::env::var("AEGIS_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let a = Limiter::with_redis(limits, &url).await.unwrap();
         let b = Limiter::with_redis(limits, &url).await.unwrap();
         let key = format!("test-{}", uuid::Uuid::new_v4());

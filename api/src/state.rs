@@ -8,6 +8,8 @@ use aegis_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::PolicyService;
+use crate::auth::Auth;
+use crate::ratelimit::{Limiter, Limits};
 
 /// Shared state of the API; every field is a cheap handle, so cloning per request is cheap.
 #[derive(Debug, Clone)]
@@ -18,6 +20,9 @@ pub struct AppState {
     started: Instant,
     max_body_bytes: usize,
     policies: Arc<PolicyService>,
+    auth: Arc<Auth>,
+    limiter: Limiter,
+    cors_origins: Vec<String>,
 }
 
 impl AppState {
@@ -29,6 +34,9 @@ impl AppState {
     pub fn new(store: Store, executor_mode: ExecutorMode) -> Self {
         Self {
             policies: Arc::new(PolicyService::new(store.clone())),
+            auth: Arc::new(Auth::ephemeral()),
+            limiter: Limiter::in_memory(Limits::default()),
+            cors_origins: Vec::new(),
             store,
             executor_mode,
             metrics: None,
@@ -54,6 +62,42 @@ impl AppState {
     /// The policy engine and its sources.
     pub fn policies(&self) -> &Arc<PolicyService> {
         &self.policies
+    }
+
+    /// Uses `auth` (keys, lifetimes, password hashing).
+    #[must_use]
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = Arc::new(auth);
+        self
+    }
+
+    /// Authentication settings.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// Uses `limiter` for rate limits.
+    #[must_use]
+    pub fn with_limiter(mut self, limiter: Limiter) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The rate limiter.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// Allows CORS from these origins (`*` for any).
+    #[must_use]
+    pub fn with_cors_origins(mut self, origins: Vec<String>) -> Self {
+        self.cors_origins = origins;
+        self
+    }
+
+    /// Origins allowed by CORS.
+    pub fn cors_origins(&self) -> &[String] {
+        &self.cors_origins
     }
 
     /// Sets the request body limit in bytes.

@@ -188,11 +188,15 @@ async fn metrics_count_requests_by_route_template() {
         .install_recorder()
         .unwrap();
     let db = TestDb::sqlite().await;
-    let router = app(AppState::new(db.store.clone(), ExecutorMode::DryRun).with_metrics(handle));
+    let router = app(AppState::new(db.store.clone(), ExecutorMode::DryRun)
+        .with_metrics(handle)
+        .with_auth(test_auth()));
     send(router.clone(), get("/health")).await;
     send(router.clone(), get("/does/not/exist/42")).await;
+    // No policies are installed: the access check itself denies (and is counted).
     let evaluate = Request::post("/api/v1/policy/evaluate")
         .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, bearer("u1", &["user"]))
         .body(Body::from(
             r#"{"action": "delete_user", "resource": "users:1", "type": "api_access"}"#,
         ))
@@ -230,4 +234,30 @@ async fn metrics_count_requests_by_route_template() {
         "{text}"
     );
     db.cleanup().await;
+}
+
+/// Auth for tests: a fixed key, so tokens can be minted without the state, and cheap password
+/// hashing (the OWASP cost is covered by its own test).
+pub(crate) fn test_auth() -> crate::auth::Auth {
+    let key =
+        crate::auth::JwtKey::new("test", b"0123456789abcdef0123456789abcdef".to_vec()).unwrap();
+    crate::auth::Auth {
+        settings: crate::auth::AuthSettings::new(crate::auth::JwtKeys::single(
+            key,
+            "aegis",
+            "aegis-api",
+        )),
+        hasher: crate::auth::PasswordHasher::with_params(1024, 1, 1).unwrap(),
+    }
+}
+
+/// A bearer header value for a caller with `roles`, signed with [`test_auth`]'s key.
+pub(crate) fn bearer(id: &str, roles: &[&str]) -> String {
+    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+    let (token, _) = test_auth()
+        .settings
+        .keys
+        .issue(id, &roles, std::time::Duration::from_secs(600))
+        .unwrap();
+    format!("Bearer {token}")
 }

@@ -40,7 +40,11 @@ mod tests {
                 "Allow Auto-Scale",
                 "Deny Destructive Actions During Peak Hours",
                 "Deny User Delete Operations",
-                "Admin Full Access"
+                "Admin Full Access",
+                "Everyone Manages Themselves",
+                "Users Read Detections",
+                "Services Send Telemetry",
+                "Auditors Read Audit Trails",
             ]
         );
         let policies: Vec<Policy> = specs

@@ -301,7 +301,11 @@ impl Config {
                 return Err(invalid(key, "must be at least 32 bytes long".into()));
             }
         }
-        if self.jwt_previous_secrets.iter().any(|s| s.expose().len() < 32) {
+        if self
+            .jwt_previous_secrets
+            .iter()
+            .any(|s| s.expose().len() < 32)
+        {
             return Err(invalid(
                 "jwt_previous_secrets",
                 "every secret must be at least 32 bytes long".into(),
@@ -313,15 +317,24 @@ impl Config {
                 "needs jwt_secret (the key that signs)".into(),
             ));
         }
-        for (key, value) in [("jwt_issuer", &self.jwt_issuer), ("jwt_audience", &self.jwt_audience)] {
+        for (key, value) in [
+            ("jwt_issuer", &self.jwt_issuer),
+            ("jwt_audience", &self.jwt_audience),
+        ] {
             if value.trim().is_empty() {
                 return Err(invalid(key, "must not be empty".into()));
             }
         }
         for (key, value) in [
             ("rate_limit_per_minute", self.rate_limit_per_minute),
-            ("login_limit_per_account_per_minute", self.login_limit_per_account_per_minute),
-            ("login_limit_per_ip_per_minute", self.login_limit_per_ip_per_minute),
+            (
+                "login_limit_per_account_per_minute",
+                self.login_limit_per_account_per_minute,
+            ),
+            (
+                "login_limit_per_ip_per_minute",
+                self.login_limit_per_ip_per_minute,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1".into()));

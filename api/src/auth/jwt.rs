@@ -23,7 +23,9 @@ pub struct JwtKey {
 
 impl std::fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("JwtKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -44,11 +46,16 @@ impl JwtKey {
         Ok(Self { kid, secret })
     }
 
-    /// A key with a random secret (when none is configured: tokens die with the process).
-    pub fn random(kid: impl Into<String>) -> Result<Self, String> {
-        let mut secret = vec![0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| format!("random key: {e}"))?;
-        Self::new(kid, secret)
+    /// A key with a random 256-bit secret (when none is configured: tokens die with the
+    /// process).
+    pub fn random(kid: impl Into<String>) -> Self {
+        let mut secret = Vec::with_capacity(32);
+        secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+        secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+        Self {
+            kid: kid.into(),
+            secret,
+        }
     }
 }
 
@@ -102,7 +109,10 @@ pub struct JwtKeys {
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtKeys")
-            .field("kids", &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .field(
+                "kids",
+                &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+            )
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .finish()
@@ -127,13 +137,27 @@ impl JwtKeys {
         })
     }
 
+    /// A set of one key.
+    pub fn single(key: JwtKey, issuer: &str, audience: &str) -> Self {
+        Self {
+            keys: vec![key],
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        }
+    }
+
     /// The signing key's id.
     pub fn signing_kid(&self) -> &str {
         self.keys.first().map_or("", |k| k.kid.as_str())
     }
 
     /// Issues an access token for `sub` with `roles`, valid for `ttl`.
-    pub fn issue(&self, sub: &str, roles: &[String], ttl: Duration) -> Result<(String, AccessClaims), JwtError> {
+    pub fn issue(
+        &self,
+        sub: &str,
+        roles: &[String],
+        ttl: Duration,
+    ) -> Result<(String, AccessClaims), JwtError> {
         let key = self.keys.first().ok_or(JwtError::UnknownKey)?;
         let now = Utc::now().timestamp();
         let claims = AccessClaims {
@@ -157,10 +181,17 @@ impl JwtKeys {
     pub fn verify(&self, token: &str) -> Result<AccessClaims, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
         if header.alg != ALGORITHM {
-            return Err(JwtError::Invalid(format!("algorithm {:?} is not accepted", header.alg)));
+            return Err(JwtError::Invalid(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
         }
         let kid = header.kid.ok_or(JwtError::UnknownKey)?;
-        let key = self.keys.iter().find(|k| k.kid == kid).ok_or(JwtError::UnknownKey)?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or(JwtError::UnknownKey)?;
         let mut validation = Validation::new(ALGORITHM);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
@@ -168,9 +199,13 @@ impl JwtKeys {
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        jsonwebtoken::decode::<AccessClaims>(token, &DecodingKey::from_secret(&key.secret), &validation)
-            .map(|data| data.claims)
-            .map_err(|e| JwtError::Invalid(e.to_string()))
+        jsonwebtoken::decode::<AccessClaims>(
+            token,
+            &DecodingKey::from_secret(&key.secret),
+            &validation,
+        )
+        .map(|data| data.claims)
+        .map_err(|e| JwtError::Invalid(e.to_string()))
     }
 }
 
@@ -182,7 +217,12 @@ mod tests {
     use super::*;
 
     fn keys(kid: &str, secret: &[u8]) -> JwtKeys {
-        JwtKeys::new(vec![JwtKey::new(kid, secret.to_vec()).unwrap()], "aegis", "aegis-api").unwrap()
+        JwtKeys::new(
+            vec![JwtKey::new(kid, secret.to_vec()).unwrap()],
+            "aegis",
+            "aegis-api",
+        )
+        .unwrap()
     }
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -191,37 +231,53 @@ mod tests {
     #[test]
     fn round_trip_and_rotation() {
         let old = keys("k1", SECRET);
-        let (token, claims) = old.issue("u1", &["admin".into()], Duration::from_secs(60)).unwrap();
+        let (token, claims) = old
+            .issue("u1", &["admin".into()], Duration::from_secs(60))
+            .unwrap();
         assert_eq!(old.verify(&token).unwrap(), claims);
         // After rotation (k2 signs, k1 still verifies) old tokens keep working.
         let rotated = JwtKeys::new(
-            vec![JwtKey::new("k2", OTHER.to_vec()).unwrap(), JwtKey::new("k1", SECRET.to_vec()).unwrap()],
+            vec![
+                JwtKey::new("k2", OTHER.to_vec()).unwrap(),
+                JwtKey::new("k1", SECRET.to_vec()).unwrap(),
+            ],
             "aegis",
             "aegis-api",
         )
         .unwrap();
         assert_eq!(rotated.verify(&token).unwrap().sub, "u1");
         let (new, _) = rotated.issue("u2", &[], Duration::from_secs(60)).unwrap();
-        assert_eq!(jsonwebtoken::decode_header(&new).unwrap().kid.as_deref(), Some("k2"));
+        assert_eq!(
+            jsonwebtoken::decode_header(&new).unwrap().kid.as_deref(),
+            Some("k2")
+        );
         assert_eq!(old.verify(&new), Err(JwtError::UnknownKey));
     }
 
     #[test]
     fn refuses_none_wrong_key_tampering_expiry_and_audience() {
         let k = keys("k1", SECRET);
-        let (token, _) = k.issue("u1", &["user".into()], Duration::from_secs(60)).unwrap();
+        let (token, _) = k
+            .issue("u1", &["user".into()], Duration::from_secs(60))
+            .unwrap();
         let parts: Vec<&str> = token.split('.').collect();
 
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
         assert!(k.verify(&format!("{none_header}.{}.", parts[1])).is_err());
 
-        assert!(matches!(keys("k1", OTHER).verify(&token), Err(JwtError::Invalid(_))));
+        assert!(matches!(
+            keys("k1", OTHER).verify(&token),
+            Err(JwtError::Invalid(_))
+        ));
 
         let mut payload: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         payload["roles"] = serde_json::json!(["admin"]);
         let forged = URL_SAFE_NO_PAD.encode(payload.to_string());
-        assert!(matches!(k.verify(&format!("{}.{forged}.{}", parts[0], parts[2])), Err(JwtError::Invalid(_))));
+        assert!(matches!(
+            k.verify(&format!("{}.{forged}.{}", parts[0], parts[2])),
+            Err(JwtError::Invalid(_))
+        ));
 
         let (expired, _) = k.issue("u1", &[], Duration::from_secs(0)).unwrap();
         let mut claims = k.verify(&expired).unwrap();
@@ -229,16 +285,23 @@ mod tests {
         claims.nbf -= 7200;
         let mut header = Header::new(ALGORITHM);
         header.kid = Some("k1".into());
-        let stale = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+        let stale =
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap();
         assert!(matches!(k.verify(&stale), Err(JwtError::Invalid(_))));
 
-        let other_aud = JwtKeys::new(vec![JwtKey::new("k1", SECRET.to_vec()).unwrap()], "aegis", "someone-else").unwrap();
+        let other_aud = JwtKeys::new(
+            vec![JwtKey::new("k1", SECRET.to_vec()).unwrap()],
+            "aegis",
+            "someone-else",
+        )
+        .unwrap();
         let (foreign, _) = other_aud.issue("u1", &[], Duration::from_secs(60)).unwrap();
         assert!(matches!(k.verify(&foreign), Err(JwtError::Invalid(_))));
 
         let mut hs512 = Header::new(Algorithm::HS512);
         hs512.kid = Some("k1".into());
-        let wrong_alg = jsonwebtoken::encode(&hs512, &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+        let wrong_alg =
+            jsonwebtoken::encode(&hs512, &claims, &EncodingKey::from_secret(SECRET)).unwrap();
         assert!(matches!(k.verify(&wrong_alg), Err(JwtError::Invalid(_))));
         assert_eq!(k.verify("not.a.jwt"), Err(JwtError::Malformed));
         assert!(JwtKey::new("k", b"short".to_vec()).is_err());

@@ -51,12 +51,12 @@ pub struct Auth {
 
 impl Auth {
     /// Auth with a random signing key (tokens die with the process) and OWASP hashing.
-    pub fn ephemeral() -> Result<Self, String> {
-        let keys = JwtKeys::new(vec![JwtKey::random("ephemeral")?], "aegis", "aegis-api")?;
-        Ok(Self {
+    pub fn ephemeral() -> Self {
+        let keys = JwtKeys::single(JwtKey::random("ephemeral"), "aegis", "aegis-api");
+        Self {
             settings: AuthSettings::new(keys),
-            hasher: PasswordHasher::owasp()?,
-        })
+            hasher: PasswordHasher::owasp(),
+        }
     }
 }
 

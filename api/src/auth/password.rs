@@ -28,15 +28,18 @@ impl std::fmt::Debug for PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// OWASP's argon2id recommendation: m = 19 MiB, t = 2, p = 1.
-    pub fn owasp() -> Result<Self, String> {
-        Self::with_params(19 * 1024, 2, 1)
+    /// OWASP's argon2id recommendation: m = 19 MiB, t = 2, p = 1 (argon2's defaults).
+    pub fn owasp() -> Self {
+        Self {
+            params: Params::default(),
+            dummy: Default::default(),
+        }
     }
 
     /// Custom costs (tests use cheap ones).
     pub fn with_params(m_cost_kib: u32, t_cost: u32, p_cost: u32) -> Result<Self, String> {
-        let params =
-            Params::new(m_cost_kib, t_cost, p_cost, None).map_err(|e| format!("argon2 parameters: {e}"))?;
+        let params = Params::new(m_cost_kib, t_cost, p_cost, None)
+            .map_err(|e| format!("argon2 parameters: {e}"))?;
         Ok(Self {
             params,
             dummy: Default::default(),
@@ -60,12 +63,17 @@ impl PasswordHasher {
     /// True when `password` matches `phc`; with `None` (unknown account) verifies against a
     /// dummy hash and returns false, taking the same time.
     pub fn verify(&self, password: &str, phc: Option<&str>) -> bool {
-        let dummy = self
-            .dummy
-            .get_or_init(|| self.hash("dummy password for unknown accounts").unwrap_or_default());
+        let dummy = self.dummy.get_or_init(|| {
+            self.hash("dummy password for unknown accounts")
+                .unwrap_or_default()
+        });
         let target = phc.unwrap_or(dummy);
         let matches = PasswordHash::new(target)
-            .map(|parsed| self.argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+            .map(|parsed| {
+                self.argon2()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
             .unwrap_or(false);
         matches && phc.is_some()
     }
@@ -100,7 +108,9 @@ pub fn check_password_rules(password: &str, email: &str) -> Result<(), String> {
         ));
     }
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(format!("password must be at most {MAX_PASSWORD_BYTES} bytes long"));
+        return Err(format!(
+            "password must be at most {MAX_PASSWORD_BYTES} bytes long"
+        ));
     }
     let mut distinct: Vec<char> = password.chars().collect();
     distinct.sort_unstable();
@@ -133,20 +143,41 @@ mod tests {
 
     #[test]
     fn owasp_parameters() {
-        let h = PasswordHasher::owasp().unwrap();
+        let h = PasswordHasher::owasp();
         let phc = h.hash("correct horse battery").unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
     }
 
     #[test]
     fn rules_and_emails() {
-        assert_eq!(normalise_email("  Ada@Example.COM ").unwrap(), "ada@example.com");
-        for bad in ["ada", "@example.com", "ada@example", "ada@.com", "a da@example.com"] {
+        assert_eq!(
+            normalise_email("  Ada@Example.COM ").unwrap(),
+            "ada@example.com"
+        );
+        for bad in [
+            "ada",
+            "@example.com",
+            "ada@example",
+            "ada@.com",
+            "a da@example.com",
+        ] {
             assert!(normalise_email(bad).is_err(), "{bad}");
         }
-        assert!(check_password_rules("short", "a@b.co").unwrap_err().contains("at least 12"));
-        assert!(check_password_rules("aaaaaaaaaaaaaaa", "a@b.co").unwrap_err().contains("4 different"));
-        assert!(check_password_rules("my-adalovelace-pw", "adalovelace@b.co").unwrap_err().contains("email"));
+        assert!(
+            check_password_rules("short", "a@b.co")
+                .unwrap_err()
+                .contains("at least 12")
+        );
+        assert!(
+            check_password_rules("aaaaaaaaaaaaaaa", "a@b.co")
+                .unwrap_err()
+                .contains("4 different")
+        );
+        assert!(
+            check_password_rules("my-adalovelace-pw", "adalovelace@b.co")
+                .unwrap_err()
+                .contains("email")
+        );
         assert!(check_password_rules("correct horse battery", "ada@b.co").is_ok());
     }
 }

@@ -9,6 +9,7 @@ use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Caller;
 use crate::{ApiError, AppState, Json, RequestId};
 
 /// Longest action or resource accepted, in bytes.
@@ -48,6 +49,7 @@ pub(super) struct EvaluateResponse {
 
 pub(super) async fn evaluate(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     request_id: Option<axum::Extension<RequestId>>,
     Json(req): Json<Request>,
 ) -> Result<Json<EvaluateResponse>, ApiError> {
@@ -69,7 +71,12 @@ pub(super) async fn evaluate(
         "type" => req.policy_type.as_str(), "decision" => decision.decision())
     .increment(1);
     service
-        .record(&req, &decision, request_id.map(|r| r.0.0.clone()))
+        .record(
+            &req,
+            &decision,
+            request_id.map(|r| r.0.0.clone()),
+            caller.as_ref().map(|c| c.id.as_str()),
+        )
         .await;
     let elapsed = decision.elapsed();
     Ok(Json(EvaluateResponse {

@@ -1,0 +1,253 @@
+//! The front door of every matched route: authenticate, rate-limit, authorise.
+//!
+//! 1. Authenticate: `Authorization: Bearer` with a JWT access token (user), a service token
+//!    (`aegs_…`), or the static ingest token on ingest routes. A presented but invalid token
+//!    is 401 at once; no token leaves the request anonymous.
+//! 2. Rate-limit per caller (or client IP when anonymous) and route: 429 with `Retry-After`.
+//! 3. Authorise: public routes pass; every other route needs a caller and an ALLOW from the
+//!    policy engine for the `api_access` request (action `METHOD /route/template`, resource
+//!    the path, the caller's id and roles as context). A DENY is 403 with the deciding
+//!    policy's reason, and is written to the policy audit log (so are ALLOWs of requests that
+//!    change something).
+
+use std::net::SocketAddr;
+
+use aegis_core::metric_names;
+use aegis_policy::{Context, PolicyType, Request as PolicyRequest};
+use aegis_store::UserStore;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::{Method, header};
+
+use crate::auth::{Caller, CallerKind, hash_token};
+use crate::ratelimit::Class;
+use crate::{ApiError, AppState, RequestId};
+
+/// Routes anyone may call. Everything else needs a caller and a policy ALLOW.
+const PUBLIC: &[&str] = &[
+    "/health",
+    "/api/v1/health",
+    "/metrics",
+    "/api/v1/auth/signup",
+    "/api/v1/auth/login",
+    "/api/v1/auth/refresh",
+    "/api/v1/auth/logout",
+    "/api/v1/openapi.json",
+];
+
+/// Routes that take the static ingest token.
+const INGEST: &[&str] = &["/api/v1/write", "/loki/api/v1/push"];
+
+/// Probes must never be throttled.
+const UNLIMITED: &[&str] = &["/health", "/api/v1/health", "/metrics"];
+
+fn is_public(route: &str) -> bool {
+    PUBLIC.contains(&route) || route.starts_with("/docs")
+}
+
+/// The client's address as the listener saw it (no proxy headers are trusted).
+pub(crate) fn client_ip(req: &Request) -> String {
+    ip_of(req.extensions())
+}
+
+fn ip_of(extensions: &http::Extensions) -> String {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+}
+
+/// The client's IP address as an extractor (`unknown` without connection info).
+pub(crate) struct ClientIp(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(ip_of(&parts.extensions)))
+    }
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn unauthenticated(message: &str) -> ApiError {
+    metrics::counter!(metric_names::AUTH_ATTEMPTS_TOTAL, "result" => "invalid_token").increment(1);
+    ApiError::unauthenticated(message.to_owned())
+}
+
+async fn authenticate(
+    state: &AppState,
+    token: Option<&str>,
+    route: &str,
+) -> Result<Option<Caller>, ApiError> {
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    let auth = state.auth();
+    if token.starts_with("aegs_") {
+        let record = state.store().use_service_token(&hash_token(token)).await?;
+        return match record {
+            Some(t) => Ok(Some(Caller {
+                id: format!("service-token:{}", t.id),
+                roles: vec![t.role],
+                kind: CallerKind::Service,
+            })),
+            None => Err(unauthenticated(
+                "the service token is unknown, revoked or expired",
+            )),
+        };
+    }
+    if INGEST.contains(&route)
+        && auth
+            .settings
+            .ingest_token
+            .as_deref()
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+    {
+        return Ok(Some(Caller {
+            id: "ingest-token".to_owned(),
+            roles: vec!["service".to_owned()],
+            kind: CallerKind::Service,
+        }));
+    }
+    match auth.settings.keys.verify(token) {
+        Ok(claims) => Ok(Some(Caller {
+            id: claims.sub,
+            roles: claims.roles,
+            kind: CallerKind::User,
+        })),
+        Err(error) => {
+            tracing::debug!(%error, "bearer token refused");
+            Err(unauthenticated(
+                "the access token is invalid or expired; log in again or refresh it",
+            ))
+        }
+    }
+}
+
+/// Compares secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The middleware; see the module documentation.
+pub(crate) async fn access(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
+
+    // Everything needed from the request, taken before the first await: a borrowed request
+    // would make this future not `Send`.
+    let token = bearer(&req).map(str::to_owned);
+    let asked = Asked {
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+    };
+    let ip = client_ip(&req);
+
+    let caller = authenticate(&state, token.as_deref(), &route).await?;
+
+    if !UNLIMITED.contains(&route.as_str()) {
+        let who = caller
+            .as_ref()
+            .map_or_else(|| format!("ip:{ip}"), |c| c.id.clone());
+        if let Err(retry_after) = state
+            .limiter()
+            .check(Class::Api, &format!("{who} {} {route}", asked.method))
+            .await
+        {
+            return Err(ApiError::rate_limited(retry_after));
+        }
+    }
+
+    if !is_public(&route) {
+        let Some(caller) = &caller else {
+            return Err(ApiError::unauthenticated(
+                "this endpoint needs a bearer token",
+            ));
+        };
+        authorize(&state, &asked, &route, caller).await?;
+    }
+    if let Some(caller) = caller {
+        req.extensions_mut().insert(caller);
+    }
+    Ok(next.run(req).await)
+}
+
+/// The parts of a request authorisation looks at.
+struct Asked {
+    method: Method,
+    path: String,
+    request_id: Option<String>,
+}
+
+async fn authorize(
+    state: &AppState,
+    req: &Asked,
+    route: &str,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    let policy_request = PolicyRequest {
+        action: format!("{} {route}", req.method),
+        resource: req.path.clone(),
+        policy_type: PolicyType::ApiAccess,
+        context: Context {
+            user_id: Some(caller.id.clone()),
+            role: None,
+            roles: caller.roles.clone(),
+            metadata: serde_json::Map::from_iter([
+                (
+                    "method".to_owned(),
+                    serde_json::Value::from(req.method.as_str()),
+                ),
+                ("route".to_owned(), serde_json::Value::from(route)),
+            ]),
+            time: None,
+        },
+    };
+    let service = state.policies();
+    let decision = service.engine().evaluate(&policy_request);
+    metrics::histogram!(metric_names::POLICY_EVALUATION_DURATION_SECONDS)
+        .record(decision.elapsed().as_secs_f64());
+    metrics::counter!(metric_names::POLICY_EVALUATIONS_TOTAL,
+        "type" => "api_access", "decision" => decision.decision())
+    .increment(1);
+    let reads = matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    // The evaluate endpoint records its own decision; auditing the access check as well would
+    // double the audit volume of the busiest endpoint for no information.
+    if !decision.allowed() || (!reads && route != "/api/v1/policy/evaluate") {
+        service
+            .record(
+                &policy_request,
+                &decision,
+                req.request_id.clone(),
+                Some(&caller.id),
+            )
+            .await;
+    }
+    if decision.allowed() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "{}: {}",
+            decision.decision(),
+            decision.reason()
+        )))
+    }
+}
