@@ -12,6 +12,8 @@
 
 mod access;
 pub mod auth;
+#[cfg(test)]
+mod auth_tests;
 mod error;
 mod extract;
 mod middleware;
