@@ -34,6 +34,7 @@ const PUBLIC: &[&str] = &[
     "/api/v1/auth/refresh",
     "/api/v1/auth/logout",
     "/api/v1/openapi.json",
+    "/api/v1/openapi-ui.json",
 ];
 
 /// Routes that take the static ingest token.

@@ -30,5 +30,5 @@ pub use error::{ApiError, ErrorCode};
 pub use extract::Json;
 pub use middleware::{REQUEST_ID_HEADER, RequestId};
 pub use policy_service::{POLICY_DIR_POLL, PolicyHealth, PolicyService};
-pub use routes::app;
+pub use routes::{app, openapi_json};
 pub use state::AppState;

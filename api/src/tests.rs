@@ -261,3 +261,56 @@ pub(crate) fn bearer(id: &str, roles: &[&str]) -> String {
         .unwrap();
     format!("Bearer {token}")
 }
+
+#[tokio::test]
+async fn security_headers_cors_and_the_openapi_document() {
+    let db = TestDb::sqlite().await;
+    let state = AppState::new(db.store.clone(), ExecutorMode::DryRun)
+        .with_cors_origins(vec!["https://ui.example.com".to_owned()]);
+    let (status, headers, _) = send(app(state.clone()), get("/health")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+
+    let preflight = Request::builder()
+        .method("OPTIONS")
+        .uri("/api/v1/policy/evaluate")
+        .header(header::ORIGIN, "https://ui.example.com")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .body(Body::empty())
+        .unwrap();
+    let (_, headers, _) = send(app(state.clone()), preflight).await;
+    assert_eq!(
+        headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://ui.example.com"
+    );
+    let foreign = Request::get("/health")
+        .header(header::ORIGIN, "https://evil.example.com")
+        .body(Body::empty())
+        .unwrap();
+    let (_, headers, _) = send(app(state.clone()), foreign).await;
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+
+    let (status, _, doc) = send(app(state.clone()), get("/api/v1/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    for path in [
+        "/api/v1/auth/login",
+        "/api/v1/users/{id}",
+        "/api/v1/policy/evaluate",
+        "/api/v1/policies/{id}/versions",
+        "/health",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    let docs = app(state).oneshot(get("/docs/")).await.unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    db.cleanup().await;
+}

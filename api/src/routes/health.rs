@@ -37,6 +37,7 @@ struct ExecutorHealth {
 /// Component status: 200 with `status: ok` when everything works, 503 with
 /// `status: degraded` (and the failing component's error) when not, so a load balancer or
 /// readiness probe can act on the status code alone.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "all components ok", body = Object), (status = 503, description = "the database is down", body = Object)))]
 pub(super) async fn health(State(state): State<AppState>) -> Response {
     let database = match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.store().health()).await
     {

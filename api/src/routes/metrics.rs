@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use crate::{ApiError, AppState};
 
 /// The Prometheus text exposition of every Aegis metric.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     match state.metrics() {
         Some(handle) => (

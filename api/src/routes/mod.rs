@@ -3,6 +3,7 @@
 mod auth;
 mod health;
 mod metrics;
+mod openapi;
 mod policies;
 mod policy;
 mod service_tokens;
@@ -13,13 +14,16 @@ use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
+pub use openapi::openapi_json;
+
 use crate::AppState;
 use crate::access::access;
-use crate::middleware::{record_metrics, request_context};
+use crate::middleware::{record_metrics, request_context, security_headers};
 
 /// Builds the whole HTTP API over `state`.
 pub fn app(state: AppState) -> Router {
     let max_body = state.max_body_bytes();
+    let cors_origins = state.cors_origins().to_vec();
     Router::new()
         .route("/health", get(health::health))
         .route("/api/v1/health", get(health::health))
@@ -64,14 +68,54 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/policy/resume", post(policy::resume))
         .route("/api/v1/policy/audit/logs", get(policy::audit_logs))
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new("/docs").url("/api/v1/openapi.json", {
+                use utoipa::OpenApi;
+                openapi::ApiDoc::openapi()
+            }),
+        )
         // Only matched routes pass the front door; unknown paths are plain 404s.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), access))
         .with_state(state)
         // Layers run bottom-up on the way in: request id and envelope first, so everything
         // below (limits, panics, metrics) answers in the error envelope with the id.
         .layer(axum::middleware::from_fn(record_metrics))
+        .layer(axum::middleware::from_fn(security_headers))
+        .layer(cors(&cors_origins))
         .layer(CatchPanicLayer::new())
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(axum::middleware::from_fn(request_context))
+}
+
+/// CORS for the configured origins; none configured means no cross-origin access at all.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use http::{HeaderName, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(600));
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        let list: Vec<http::HeaderValue> = origins
+            .iter()
+            .filter_map(|o| o.trim_end_matches('/').parse().ok())
+            .collect();
+        layer.allow_origin(AllowOrigin::list(list))
+    }
 }

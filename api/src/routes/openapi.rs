@@ -1,0 +1,80 @@
+//! The OpenAPI document (`/api/v1/openapi.json`), generated from the handlers' annotations,
+//! and Swagger UI at `/docs`.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{auth, health, metrics, policies, policy, service_tokens, users};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT access token or aegs_ service token")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every endpoint Aegis serves.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Aegis",
+        description = "Policy-driven self-healing infrastructure: ingest, detect, decide, remediate, audit. \
+                       Errors are always `{\"error\": {\"code\", \"message\", \"request_id\"}}`."
+    ),
+    modifiers(&BearerAuth),
+    paths(
+        health::health,
+        metrics::metrics,
+        auth::signup,
+        auth::login,
+        auth::refresh,
+        auth::logout,
+        users::list,
+        users::get,
+        users::update,
+        users::delete,
+        users::me,
+        users::update_me,
+        service_tokens::create,
+        service_tokens::list,
+        service_tokens::revoke,
+        policies::list,
+        policies::create,
+        policies::get,
+        policies::update,
+        policies::delete,
+        policies::versions,
+        policies::restore,
+        policy::evaluate,
+        policy::stop_status,
+        policy::emergency_stop,
+        policy::resume,
+        policy::audit_logs,
+    ),
+    tags(
+        (name = "operations", description = "health and metrics"),
+        (name = "auth", description = "signup, login, token refresh and logout"),
+        (name = "users", description = "user management and the caller's own account"),
+        (name = "service tokens", description = "bearer tokens for machines"),
+        (name = "policies", description = "policy CRUD with versions"),
+        (name = "policy", description = "evaluation, emergency stop, decision audit"),
+    )
+)]
+pub(crate) struct ApiDoc;
+
+/// The document as JSON text.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"cannot render the OpenAPI document: {e}\"}}"))
+}
