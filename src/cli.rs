@@ -40,6 +40,13 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Manage user accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Print the OpenAPI document of the HTTP API (JSON).
+    Openapi,
     /// Check the audit trail.
     Audit {
         #[command(subcommand)]
@@ -74,6 +81,28 @@ enum PolicyCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user (the first admin, for instance); the password comes from standard input
+    /// with `--password-stdin`, or from a prompt.
+    Create {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// `admin`, `user`, `auditor` or `service` (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Recompute the audit hash chains; exit 1 naming the first broken row.
     Verify(ConfigArgs),
@@ -101,7 +130,14 @@ pub fn run(cli: Cli) -> ExitCode {
                 } => policy_cmd::test(path, policies.as_deref(), *verbose),
             };
         }
+        Command::Openapi => {
+            println!("{}", aegis_api::openapi_json());
+            return ExitCode::SUCCESS;
+        }
         Command::Serve(args)
+        | Command::User {
+            command: UserCommand::Create { config: args, .. },
+        }
         | Command::Config {
             command: ConfigCommand::Print(args),
         }
@@ -143,7 +179,19 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Audit {
                 command: AuditCommand::Verify(_),
             } => audit_verify(&loaded.config).await,
-            Command::Config { .. } | Command::Policy { .. } => Ok(ExitCode::SUCCESS),
+            Command::User {
+                command:
+                    UserCommand::Create {
+                        email,
+                        roles,
+                        name,
+                        password_stdin,
+                        ..
+                    },
+            } => user_create(&loaded.config, &email, roles, name, password_stdin).await,
+            Command::Config { .. } | Command::Policy { .. } | Command::Openapi => {
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {
@@ -205,4 +253,79 @@ async fn audit_verify(config: &Config) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `aegis user create`: validates like signup, hashes at OWASP cost, stores the user.
+async fn user_create(
+    config: &Config,
+    email: &str,
+    roles: Vec<String>,
+    name: Option<String>,
+    password_stdin: bool,
+) -> anyhow::Result<ExitCode> {
+    use aegis_store::UserStore;
+    let email = match aegis_api::auth::normalise_email(email) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: --email: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if let Some(bad) = roles
+        .iter()
+        .find(|r| !aegis_store::ROLES.contains(&r.as_str()))
+    {
+        eprintln!(
+            "error: --role: unknown role `{bad}`; roles are {}",
+            aegis_store::ROLES.join(", ")
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let password = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        rpassword::prompt_password(format!("password for {email}: "))
+            .context("reading the password")?
+    };
+    if let Err(e) = aegis_api::auth::check_password_rules(&password, &email) {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    let store = open_store(config).await?;
+    let hasher = aegis_api::auth::PasswordHasher::owasp();
+    let password_hash = tokio::task::spawn_blocking(move || hasher.hash(&password))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let result = store
+        .create_user(
+            &aegis_store::NewUser {
+                email: email.clone(),
+                name,
+                password_hash,
+                roles,
+            },
+            Some("cli"),
+        )
+        .await;
+    store.close().await;
+    match result {
+        Ok(user) => {
+            println!(
+                "created {} ({}) with roles {}",
+                user.email,
+                user.id,
+                user.roles.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(aegis_store::Error::Conflict(message)) => {
+            eprintln!("error: {message}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

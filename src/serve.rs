@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aegis_api::auth::{Auth, AuthSettings, JwtKey, JwtKeys, PasswordHasher, derived_kid};
+use aegis_api::ratelimit::{Limiter, Limits};
 use aegis_api::{AppState, PolicyService, app};
 use aegis_core::metric_names as m;
 use aegis_store::{AuditWriterOptions, PolicyAuditWriter};
@@ -104,10 +106,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::error!(dir = %dir.display(), "AEGIS_POLICY_DIR did not load; see /health");
         }
     }
+    let auth = build_auth(&config)?;
+    bootstrap_admin(&config, &store, &auth).await?;
+    let limits = Limits {
+        api_per_minute: config.rate_limit_per_minute,
+        login_account_per_minute: config.login_limit_per_account_per_minute,
+        login_ip_per_minute: config.login_limit_per_ip_per_minute,
+    };
+    let limiter = match &config.redis_url {
+        Some(url) => Limiter::with_redis(limits, url).await.map_err(|e| {
+            anyhow::anyhow!("AEGIS_REDIS_URL {}: {e}", aegis_store::redact_url(url))
+        })?,
+        None => Limiter::in_memory(limits),
+    };
     let state = AppState::new(store.clone(), config.executor_mode)
         .with_metrics(handle)
         .with_max_body_bytes(config.max_body_bytes)
-        .with_policies(Arc::clone(&policies));
+        .with_policies(Arc::clone(&policies))
+        .with_auth(auth)
+        .with_limiter(limiter)
+        .with_cors_origins(config.cors_allowed_origins.clone());
 
     let addr = config.listen.0;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -137,7 +155,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         }
     };
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(graceful);
+    // Connection info gives the rate limiter and login limits the client's address.
+    let server = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(graceful);
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
     let signals = async move {
         shutdown_signal().await;
@@ -161,5 +184,76 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(decisions_recorded = written, "decision audit flushed");
     store.close().await;
     tracing::info!("aegis stopped");
+    Ok(())
+}
+
+/// Signing keys from the configuration: `jwt_secret` signs, `jwt_previous_secrets` still
+/// verify. Without a secret, a random key: tokens then die with the process (fine for a
+/// laptop, wrong for replicas, so it is logged).
+pub(crate) fn build_auth(config: &Config) -> anyhow::Result<Auth> {
+    let mut keys = Vec::new();
+    match &config.jwt_secret {
+        Some(secret) => {
+            let bytes = secret.expose().as_bytes();
+            keys.push(JwtKey::new(derived_kid(bytes), bytes.to_vec()).map_err(anyhow::Error::msg)?);
+            for old in &config.jwt_previous_secrets {
+                let bytes = old.expose().as_bytes();
+                keys.push(
+                    JwtKey::new(derived_kid(bytes), bytes.to_vec()).map_err(anyhow::Error::msg)?,
+                );
+            }
+        }
+        None => {
+            tracing::warn!(
+                "AEGIS_JWT_SECRET is not set: using a random signing key; tokens stop working when aegis restarts and are not accepted by other replicas"
+            );
+            keys.push(JwtKey::random("ephemeral"));
+        }
+    }
+    let keys =
+        JwtKeys::new(keys, &config.jwt_issuer, &config.jwt_audience).map_err(anyhow::Error::msg)?;
+    let mut settings = AuthSettings::new(keys);
+    settings.ingest_token = config.ingest_token.as_ref().map(|t| t.expose().to_owned());
+    Ok(Auth {
+        settings,
+        hasher: PasswordHasher::owasp(),
+    })
+}
+
+/// Creates the admin of `admin_email`/`admin_password` when no account has that email.
+async fn bootstrap_admin(
+    config: &Config,
+    store: &aegis_store::Store,
+    auth: &Auth,
+) -> anyhow::Result<()> {
+    use aegis_store::UserStore;
+    let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) else {
+        return Ok(());
+    };
+    let email = aegis_api::auth::normalise_email(email)
+        .map_err(|e| anyhow::anyhow!("AEGIS_ADMIN_EMAIL: {e}"))?;
+    if store.user_by_email(&email).await?.is_some() {
+        tracing::info!(%email, "the bootstrap admin exists already; AEGIS_ADMIN_PASSWORD is not applied again");
+        return Ok(());
+    }
+    aegis_api::auth::check_password_rules(password.expose(), &email)
+        .map_err(|e| anyhow::anyhow!("AEGIS_ADMIN_PASSWORD: {e}"))?;
+    let hasher = auth.hasher.clone();
+    let secret = password.expose().to_owned();
+    let password_hash = tokio::task::spawn_blocking(move || hasher.hash(&secret))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    store
+        .create_user(
+            &aegis_store::NewUser {
+                email: email.clone(),
+                name: Some("Administrator".to_owned()),
+                password_hash,
+                roles: vec!["admin".to_owned()],
+            },
+            Some("bootstrap"),
+        )
+        .await?;
+    tracing::info!(%email, "created the bootstrap admin");
     Ok(())
 }
