@@ -88,7 +88,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest,
+#[utoipa::path(post, operation_id = "auth_signup", path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest,
     responses((status = 201, body = UserView), (status = 400), (status = 409)))]
 pub(crate) async fn signup(
     State(state): State<AppState>,
@@ -171,7 +171,7 @@ fn tokens(
 
 const BAD_LOGIN: &str = "invalid email or password";
 
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+#[utoipa::path(post, operation_id = "auth_login", path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenResponse), (status = 401), (status = 429)))]
 pub(crate) async fn login(
     State(state): State<AppState>,
@@ -205,7 +205,7 @@ pub(crate) async fn login(
     Ok(Json(issue(&state, &user).await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+#[utoipa::path(post, operation_id = "auth_refresh", path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenResponse), (status = 401)))]
 pub(crate) async fn refresh(
     State(state): State<AppState>,
@@ -249,7 +249,7 @@ pub(crate) async fn refresh(
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
+#[utoipa::path(post, operation_id = "auth_logout", path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204)))]
 pub(crate) async fn logout(
     State(state): State<AppState>,

@@ -78,3 +78,9 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
     };
     (status, Json(body)).into_response()
 }
+
+/// The same answer under the API prefix.
+#[utoipa::path(get, path = "/api/v1/health", tag = "operations", responses((status = 200, description = "all components ok", body = Object), (status = 503, description = "the database is down", body = Object)))]
+pub(super) async fn health_v1(state: State<AppState>) -> Response {
+    health(state).await
+}

@@ -26,7 +26,7 @@ pub fn app(state: AppState) -> Router {
     let cors_origins = state.cors_origins().to_vec();
     Router::new()
         .route("/health", get(health::health))
-        .route("/api/v1/health", get(health::health))
+        .route("/api/v1/health", get(health::health_v1))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/auth/signup", post(auth::signup))
         .route("/api/v1/auth/login", post(auth::login))

@@ -34,6 +34,7 @@ impl Modify for BearerAuth {
     modifiers(&BearerAuth),
     paths(
         health::health,
+        health::health_v1,
         metrics::metrics,
         auth::signup,
         auth::login,

@@ -79,7 +79,7 @@ pub(super) struct PolicyList {
     count: usize,
 }
 
-#[utoipa::path(get, path = "/api/v1/policies", tag = "policies", responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(get, operation_id = "policy_list", path = "/api/v1/policies", tag = "policies", responses((status = 200, body = Object)), security(("bearer" = [])))]
 pub(super) async fn list(State(state): State<AppState>) -> Result<Json<PolicyList>, ApiError> {
     let records = state.store().list_policies().await?;
     let policies: Vec<Value> = records.iter().map(view).collect();
@@ -89,7 +89,7 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<PolicyLis
     }))
 }
 
-#[utoipa::path(post, path = "/api/v1/policies", tag = "policies", request_body = Object, responses((status = 201, body = Object), (status = 400), (status = 409)), security(("bearer" = [])))]
+#[utoipa::path(post, operation_id = "policy_create", path = "/api/v1/policies", tag = "policies", request_body = Object, responses((status = 201, body = Object), (status = 400), (status = 409)), security(("bearer" = [])))]
 pub(super) async fn create(
     State(state): State<AppState>,
     Json(body): Json<Value>,
@@ -105,7 +105,7 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(view(&record))))
 }
 
-#[utoipa::path(get, path = "/api/v1/policies/{id}", tag = "policies", params(("id" = String, Path)), responses((status = 200, body = Object), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(get, operation_id = "policy_get", path = "/api/v1/policies/{id}", tag = "policies", params(("id" = String, Path)), responses((status = 200, body = Object), (status = 404)), security(("bearer" = [])))]
 pub(super) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -118,7 +118,7 @@ pub(super) async fn get(
     Ok(Json(view(&record)))
 }
 
-#[utoipa::path(put, path = "/api/v1/policies/{id}", tag = "policies", params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "the version last read")), request_body = Object, responses((status = 200, body = Object), (status = 404), (status = 409)), security(("bearer" = [])))]
+#[utoipa::path(put, operation_id = "policy_update", path = "/api/v1/policies/{id}", tag = "policies", params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "the version last read")), request_body = Object, responses((status = 200, body = Object), (status = 404), (status = 409)), security(("bearer" = [])))]
 pub(super) async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -136,7 +136,7 @@ pub(super) async fn update(
     Ok(Json(view(&record)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/policies/{id}", tag = "policies", params(("id" = String, Path)), responses((status = 204), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(delete, operation_id = "policy_delete", path = "/api/v1/policies/{id}", tag = "policies", params(("id" = String, Path)), responses((status = 204), (status = 404)), security(("bearer" = [])))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -156,7 +156,7 @@ pub(super) struct History {
     versions: Vec<PolicyVersion>,
 }
 
-#[utoipa::path(get, path = "/api/v1/policies/{id}/versions", tag = "policies", params(("id" = String, Path)), responses((status = 200, body = Object), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(get, operation_id = "policy_versions", path = "/api/v1/policies/{id}/versions", tag = "policies", params(("id" = String, Path)), responses((status = 200, body = Object), (status = 404)), security(("bearer" = [])))]
 pub(super) async fn versions(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -171,7 +171,7 @@ pub(super) async fn versions(
     }))
 }
 
-#[utoipa::path(post, path = "/api/v1/policies/{id}/versions/{version}/restore", tag = "policies", params(("id" = String, Path), ("version" = i64, Path)), responses((status = 200, body = Object), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(post, operation_id = "policy_restore", path = "/api/v1/policies/{id}/versions/{version}/restore", tag = "policies", params(("id" = String, Path), ("version" = i64, Path)), responses((status = 200, body = Object), (status = 404)), security(("bearer" = [])))]
 pub(super) async fn restore(
     State(state): State<AppState>,
     Path((id, version)): Path<(String, i64)>,

@@ -47,7 +47,7 @@ pub(super) struct EvaluateResponse {
     evaluated_at: DateTime<Utc>,
 }
 
-#[utoipa::path(post, path = "/api/v1/policy/evaluate", tag = "policy", request_body = Object, responses((status = 200, body = Object), (status = 400)), security(("bearer" = [])))]
+#[utoipa::path(post, operation_id = "policy_evaluate", path = "/api/v1/policy/evaluate", tag = "policy", request_body = Object, responses((status = 200, body = Object), (status = 400)), security(("bearer" = [])))]
 pub(super) async fn evaluate(
     State(state): State<AppState>,
     caller: Option<Caller>,
@@ -127,7 +127,7 @@ fn status(state: &AppState) -> StopStatus {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/policy/emergency-stop", tag = "policy", responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(get, operation_id = "policy_stop_status", path = "/api/v1/policy/emergency-stop", tag = "policy", responses((status = 200, body = Object)), security(("bearer" = [])))]
 pub(super) async fn stop_status(State(state): State<AppState>) -> Json<StopStatus> {
     Json(status(&state))
 }
@@ -153,7 +153,7 @@ async fn switch(
     Ok(Json(status(state)))
 }
 
-#[utoipa::path(post, path = "/api/v1/policy/emergency-stop", tag = "policy", request_body(content = Object, description = "optional `{\"reason\": \"...\"}`"), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(post, operation_id = "policy_emergency_stop", path = "/api/v1/policy/emergency-stop", tag = "policy", request_body(content = Object, description = "optional `{\"reason\": \"...\"}`"), responses((status = 200, body = Object)), security(("bearer" = [])))]
 pub(super) async fn emergency_stop(
     State(state): State<AppState>,
     request_id: Option<axum::Extension<RequestId>>,
@@ -162,7 +162,7 @@ pub(super) async fn emergency_stop(
     switch(&state, true, request_id, body).await
 }
 
-#[utoipa::path(post, path = "/api/v1/policy/resume", tag = "policy", request_body(content = Object, description = "optional `{\"reason\": \"...\"}`"), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(post, operation_id = "policy_resume", path = "/api/v1/policy/resume", tag = "policy", request_body(content = Object, description = "optional `{\"reason\": \"...\"}`"), responses((status = 200, body = Object)), security(("bearer" = [])))]
 pub(super) async fn resume(
     State(state): State<AppState>,
     request_id: Option<axum::Extension<RequestId>>,
@@ -204,7 +204,7 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, 
         .transpose()
 }
 
-#[utoipa::path(get, path = "/api/v1/policy/audit/logs", tag = "policy", params(("decision" = Option<String>, Query), ("type" = Option<String>, Query), ("action" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, body = Object), (status = 400)), security(("bearer" = [])))]
+#[utoipa::path(get, operation_id = "policy_audit_logs", path = "/api/v1/policy/audit/logs", tag = "policy", params(("decision" = Option<String>, Query), ("type" = Option<String>, Query), ("action" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, body = Object), (status = 400)), security(("bearer" = [])))]
 pub(super) async fn audit_logs(
     State(state): State<AppState>,
     params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,

@@ -33,7 +33,7 @@ pub(crate) struct CreatedServiceToken {
     record: ServiceTokenRecord,
 }
 
-#[utoipa::path(post, path = "/api/v1/service-tokens", tag = "service tokens", request_body = CreateServiceToken,
+#[utoipa::path(post, operation_id = "service_token_create", path = "/api/v1/service-tokens", tag = "service tokens", request_body = CreateServiceToken,
     responses((status = 201, body = CreatedServiceToken), (status = 400)), security(("bearer" = [])))]
 pub(crate) async fn create(
     State(state): State<AppState>,
@@ -71,7 +71,7 @@ pub(crate) async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/service-tokens", tag = "service tokens",
+#[utoipa::path(get, operation_id = "service_token_list", path = "/api/v1/service-tokens", tag = "service tokens",
     responses((status = 200, body = Object)), security(("bearer" = [])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
@@ -80,7 +80,7 @@ pub(crate) async fn list(
     Ok(Json(serde_json::json!({ "service_tokens": tokens })))
 }
 
-#[utoipa::path(delete, path = "/api/v1/service-tokens/{id}", tag = "service tokens",
+#[utoipa::path(delete, operation_id = "service_token_revoke", path = "/api/v1/service-tokens/{id}", tag = "service tokens",
     responses((status = 204), (status = 404)), security(("bearer" = [])))]
 pub(crate) async fn revoke(
     State(state): State<AppState>,

@@ -13,6 +13,7 @@ use crate::{ApiError, AppState, Json};
 const MAX_PAGE: i64 = 500;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// The `next_cursor` of the previous page.
@@ -27,7 +28,7 @@ pub(crate) struct UserPage {
     next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ListParams),
+#[utoipa::path(get, operation_id = "user_list", path = "/api/v1/users", tag = "users", params(ListParams),
     responses((status = 200, body = UserPage), (status = 401), (status = 403)), security(("bearer" = [])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
@@ -58,7 +59,7 @@ async fn found(state: &AppState, id: &str) -> Result<aegis_store::UserRecord, Ap
         .ok_or_else(|| ApiError::not_found(format!("no user with id `{id}`")))
 }
 
-#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
+#[utoipa::path(get, operation_id = "user_get", path = "/api/v1/users/{id}", tag = "users",
     responses((status = 200, body = UserView), (status = 404)), security(("bearer" = [])))]
 pub(crate) async fn get(
     State(state): State<AppState>,
@@ -106,7 +107,7 @@ fn check_roles(roles: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", request_body = AdminPatch,
+#[utoipa::path(patch, operation_id = "user_update", path = "/api/v1/users/{id}", tag = "users", request_body = AdminPatch,
     responses((status = 200, body = UserView), (status = 404)), security(("bearer" = [])))]
 pub(crate) async fn update(
     State(state): State<AppState>,
@@ -139,7 +140,7 @@ pub(crate) async fn update(
     Ok(Json(UserView::from(&user)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users",
+#[utoipa::path(delete, operation_id = "user_delete", path = "/api/v1/users/{id}", tag = "users",
     responses((status = 204), (status = 403), (status = 404)), security(("bearer" = [])))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
@@ -162,7 +163,7 @@ fn own_id(caller: &Caller) -> Result<&str, ApiError> {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/users/me", tag = "users",
+#[utoipa::path(get, operation_id = "user_me", path = "/api/v1/users/me", tag = "users",
     responses((status = 200, body = UserView), (status = 401)), security(("bearer" = [])))]
 pub(crate) async fn me(
     State(state): State<AppState>,
@@ -187,7 +188,7 @@ pub(crate) struct SelfPatch {
     current_password: Option<String>,
 }
 
-#[utoipa::path(patch, path = "/api/v1/users/me", tag = "users", request_body = SelfPatch,
+#[utoipa::path(patch, operation_id = "user_update_me", path = "/api/v1/users/me", tag = "users", request_body = SelfPatch,
     responses((status = 200, body = UserView), (status = 400), (status = 401)), security(("bearer" = [])))]
 pub(crate) async fn update_me(
     State(state): State<AppState>,
