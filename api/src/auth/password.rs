@@ -1,6 +1,7 @@
 //! Password hashing (argon2id at OWASP parameters) and the password rules.
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier, SaltString};
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 
 /// Shortest accepted password.
@@ -13,6 +14,9 @@ pub const MAX_PASSWORD_BYTES: usize = 256;
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
+    /// At most one hash per CPU at a time: more only adds queueing inside the CPU, and each
+    /// hash holds 19 MiB, so a login flood must not be able to allocate without bound.
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
     /// Computed on first use: building a hasher stays cheap.
     dummy: std::sync::Arc<std::sync::OnceLock<String>>,
 }
@@ -32,6 +36,7 @@ impl PasswordHasher {
     pub fn owasp() -> Self {
         Self {
             params: Params::default(),
+            permits: cpu_permits(),
             dummy: Default::default(),
         }
     }
@@ -42,6 +47,7 @@ impl PasswordHasher {
             .map_err(|e| format!("argon2 parameters: {e}"))?;
         Ok(Self {
             params,
+            permits: cpu_permits(),
             dummy: Default::default(),
         })
     }
@@ -54,8 +60,8 @@ impl PasswordHasher {
     pub fn hash(&self, password: &str) -> Result<String, String> {
         let mut salt = [0u8; 16];
         getrandom::fill(&mut salt).map_err(|e| format!("random salt: {e}"))?;
-        let salt = SaltString::encode_b64(&salt).map_err(|e| format!("salt: {e}"))?;
-        argon2::PasswordHasher::hash_password(&self.argon2(), password.as_bytes(), &salt)
+        self.argon2()
+            .hash_password_with_salt(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| format!("hashing: {e}"))
     }
@@ -76,6 +82,33 @@ impl PasswordHasher {
             })
             .unwrap_or(false);
         matches && phc.is_some()
+    }
+}
+
+fn cpu_permits() -> std::sync::Arc<tokio::sync::Semaphore> {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    std::sync::Arc::new(tokio::sync::Semaphore::new(cpus))
+}
+
+impl PasswordHasher {
+    /// [`Self::hash`] on the blocking pool, at most one per CPU at a time.
+    pub async fn hash_async(&self, password: String) -> Result<String, String> {
+        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+        let hasher = self.clone();
+        tokio::task::spawn_blocking(move || hasher.hash(&password))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// [`Self::verify`] on the blocking pool, at most one per CPU at a time.
+    pub async fn verify_async(&self, password: String, phc: Option<String>) -> bool {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
+        let hasher = self.clone();
+        tokio::task::spawn_blocking(move || hasher.verify(&password, phc.as_deref()))
+            .await
+            .unwrap_or(false)
     }
 }
 

@@ -79,15 +79,6 @@ fn auth_metric(result: &'static str) {
     metrics::counter!(metric_names::AUTH_ATTEMPTS_TOTAL, "result" => result).increment(1);
 }
 
-/// Hashing costs ~20-50 ms of CPU: keep it off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)
-}
-
 #[utoipa::path(post, operation_id = "auth_signup", path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest,
     responses((status = 201, body = UserView), (status = 400), (status = 409)))]
 pub(crate) async fn signup(
@@ -105,10 +96,11 @@ pub(crate) async fn signup(
             "`name` may be at most 200 characters",
         ));
     }
-    let hasher = state.auth().hasher.clone();
-    let password = body.password;
-    let password_hash = blocking(move || hasher.hash(&password))
-        .await?
+    let password_hash = state
+        .auth()
+        .hasher
+        .hash_async(body.password)
+        .await
         .map_err(ApiError::internal)?;
     let user = state
         .store()
@@ -190,10 +182,8 @@ pub(crate) async fn login(
         }
     }
     let user = state.store().user_by_email(&email).await?;
-    let hasher = state.auth().hasher.clone();
     let phc = user.as_ref().map(|u| u.password_hash.clone());
-    let password = body.password;
-    let verified = blocking(move || hasher.verify(&password, phc.as_deref())).await?;
+    let verified = state.auth().hasher.verify_async(body.password, phc).await;
     let user = match user {
         Some(u) if verified && u.is_active => u,
         _ => {
