@@ -255,6 +255,7 @@ async fn crud_versions_and_restore_change_decisions_at_once() {
             ["create", "update", "restore", "delete"],
             "{history}"
         );
+        assert_eq!(history["versions"][1]["changed_by"], "admin-1", "{history}");
         db.cleanup().await;
     }
 }
@@ -407,6 +408,7 @@ async fn emergency_stop_denies_self_healing_survives_restart_and_resumes() {
                 .contains("incident 42"),
             "{page}"
         );
+        assert_eq!(page["logs"][0]["user_id"], "admin-1", "{page}");
         db.cleanup().await;
     }
 }

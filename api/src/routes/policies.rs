@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::auth::Caller;
 use crate::policy_service::{to_policy, to_write};
 use crate::{ApiError, AppState, Json};
 
@@ -65,6 +66,11 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         .ok_or_else(|| ApiError::bad_request("`If-Match` must be a policy version, e.g. \"3\""))
 }
 
+/// Who made a change, for the version history.
+fn by(caller: Option<&Caller>) -> Option<&str> {
+    caller.map(|c| c.id.as_str())
+}
+
 async fn reload(state: &AppState) -> Result<(), ApiError> {
     state
         .policies()
@@ -92,12 +98,13 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<PolicyLis
 #[utoipa::path(post, operation_id = "policy_create", path = "/api/v1/policies", tag = "policies", request_body = Object, responses((status = 201, body = Object), (status = 400), (status = 409)), security(("bearer" = [])))]
 pub(super) async fn create(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     Json(body): Json<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     let spec = parse(body)?;
     let record = state
         .store()
-        .create_policy(&to_write(&spec), "api", None)
+        .create_policy(&to_write(&spec), "api", by(caller.as_ref()))
         .await?;
     // Compile before answering, so a 201 means "in force".
     to_policy(&record).map_err(ApiError::internal)?;
@@ -121,6 +128,7 @@ pub(super) async fn get(
 #[utoipa::path(put, operation_id = "policy_update", path = "/api/v1/policies/{id}", tag = "policies", params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "the version last read")), request_body = Object, responses((status = 200, body = Object), (status = 404), (status = 409)), security(("bearer" = [])))]
 pub(super) async fn update(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     Json(body): Json<Value>,
@@ -129,7 +137,7 @@ pub(super) async fn update(
     let spec = parse(body)?;
     let record = state
         .store()
-        .update_policy(&id, &to_write(&spec), expected, None)
+        .update_policy(&id, &to_write(&spec), expected, by(caller.as_ref()))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no policy with id `{id}`")))?;
     reload(&state).await?;
@@ -139,11 +147,12 @@ pub(super) async fn update(
 #[utoipa::path(delete, operation_id = "policy_delete", path = "/api/v1/policies/{id}", tag = "policies", params(("id" = String, Path)), responses((status = 204), (status = 404)), security(("bearer" = [])))]
 pub(super) async fn delete(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state
         .store()
-        .delete_policy(&id, None)
+        .delete_policy(&id, by(caller.as_ref()))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no policy with id `{id}`")))?;
     reload(&state).await?;
@@ -174,11 +183,12 @@ pub(super) async fn versions(
 #[utoipa::path(post, operation_id = "policy_restore", path = "/api/v1/policies/{id}/versions/{version}/restore", tag = "policies", params(("id" = String, Path), ("version" = i64, Path)), responses((status = 200, body = Object), (status = 404)), security(("bearer" = [])))]
 pub(super) async fn restore(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     Path((id, version)): Path<(String, i64)>,
 ) -> Result<Json<Value>, ApiError> {
     let record = state
         .store()
-        .restore_policy_version(&id, version, None)
+        .restore_policy_version(&id, version, by(caller.as_ref()))
         .await?
         .ok_or_else(|| {
             ApiError::not_found(format!("policy `{id}` has no version {version} to restore"))

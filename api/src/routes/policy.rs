@@ -134,6 +134,7 @@ pub(super) async fn stop_status(State(state): State<AppState>) -> Json<StopStatu
 
 async fn switch(
     state: &AppState,
+    caller: Option<Caller>,
     on: bool,
     request_id: Option<axum::Extension<RequestId>>,
     body: axum::body::Bytes,
@@ -148,7 +149,12 @@ async fn switch(
     };
     state
         .policies()
-        .set_emergency_stop(on, None, reason, request_id.map(|r| r.0.0.clone()))
+        .set_emergency_stop(
+            on,
+            caller.map(|c| c.id),
+            reason,
+            request_id.map(|r| r.0.0.clone()),
+        )
         .await?;
     Ok(Json(status(state)))
 }
@@ -156,19 +162,21 @@ async fn switch(
 #[utoipa::path(post, operation_id = "policy_emergency_stop", path = "/api/v1/policy/emergency-stop", tag = "policy", request_body(content = Object, description = "optional `{\"reason\": \"...\"}`"), responses((status = 200, body = Object)), security(("bearer" = [])))]
 pub(super) async fn emergency_stop(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     request_id: Option<axum::Extension<RequestId>>,
     body: axum::body::Bytes,
 ) -> Result<Json<StopStatus>, ApiError> {
-    switch(&state, true, request_id, body).await
+    switch(&state, caller, true, request_id, body).await
 }
 
 #[utoipa::path(post, operation_id = "policy_resume", path = "/api/v1/policy/resume", tag = "policy", request_body(content = Object, description = "optional `{\"reason\": \"...\"}`"), responses((status = 200, body = Object)), security(("bearer" = [])))]
 pub(super) async fn resume(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     request_id: Option<axum::Extension<RequestId>>,
     body: axum::body::Bytes,
 ) -> Result<Json<StopStatus>, ApiError> {
-    switch(&state, false, request_id, body).await
+    switch(&state, caller, false, request_id, body).await
 }
 
 #[derive(Debug, Deserialize)]
