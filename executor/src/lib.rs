@@ -1,4 +1,19 @@
-//! Aegis executor: guarded (signature, allowlist, rate limit, cooldown, idempotency), audited Kubernetes remediation in dry-run or live mode.
+//! Aegis executor: remediations exactly as kubectl performs them, through the `kube` client,
+//! or a dry run that says what it would have done.
 //!
-//! This crate is part of the promised workspace layout; its contents arrive with
-//! the executor and audit issue. It depends only on `aegis-core`, so the crate graph stays one-way.
+//! - [`ActionRequest`]: the signed body of `POST /executor/execute`, validated strictly.
+//! - [`signature`]: `X-Aegis-Signature`, HMAC-SHA256 of the exact body bytes.
+//! - [`Executor`]: `restart_pod` (`kubectl rollout restart`, or deleting a controller-owned
+//!   pod), `scale_deployment` (scale subresource within [`ScaleLimits`]) and
+//!   `rollback_deployment` (`kubectl rollout undo`), each ending in an [`Outcome`].
+//!
+//! The guards that decide whether an action may run at all (signature, replay, allowlist,
+//! policy, rate, cooldown, blast radius) and the audit trail live with the HTTP endpoint;
+//! this crate only talks to the cluster.
+
+mod cluster;
+mod request;
+pub mod signature;
+
+pub use cluster::{Executor, Outcome, ScaleLimits, Status};
+pub use request::{Action, ActionRequest, InvalidRequest, Params, TargetKind, namespace_allowed};
