@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_api::auth::{Auth, AuthSettings, JwtKey, JwtKeys, PasswordHasher, derived_kid};
+use aegis_api::executor_service::{ExecutorService, ExecutorSettings};
 use aegis_api::ratelimit::{Limiter, Limits};
 use aegis_api::{AppState, PolicyService, app};
 use aegis_core::metric_names as m;
@@ -112,6 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         api_per_minute: config.rate_limit_per_minute,
         login_account_per_minute: config.login_limit_per_account_per_minute,
         login_ip_per_minute: config.login_limit_per_ip_per_minute,
+        action_per_minute: config.executor_rate_limit_per_minute,
     };
     let limiter = match &config.redis_url {
         Some(url) => Limiter::with_redis(limits, url).await.map_err(|e| {
@@ -119,13 +121,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })?,
         None => Limiter::in_memory(limits),
     };
+    let executor = build_executor(&config, limiter.clone()).await?;
+    let interrupted = executor
+        .reconcile(&store)
+        .await
+        .context("reconciling interrupted actions")?;
+    if !interrupted.is_empty() {
+        tracing::warn!(
+            count = interrupted.len(),
+            "actions interrupted by the last stop are marked unknown in the audit trail"
+        );
+    }
     let state = AppState::new(store.clone(), config.executor_mode)
         .with_metrics(handle)
         .with_max_body_bytes(config.max_body_bytes)
         .with_policies(Arc::clone(&policies))
         .with_auth(auth)
         .with_limiter(limiter)
-        .with_cors_origins(config.cors_allowed_origins.clone());
+        .with_cors_origins(config.cors_allowed_origins.clone())
+        .with_executor(executor);
 
     let addr = config.listen.0;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -256,4 +270,33 @@ async fn bootstrap_admin(
         .await?;
     tracing::info!(%email, "created the bootstrap admin");
     Ok(())
+}
+
+/// The executor of `executor_mode` with its guard settings.
+async fn build_executor(config: &Config, limiter: Limiter) -> anyhow::Result<ExecutorService> {
+    let executor = match config.executor_mode {
+        aegis_core::ExecutorMode::DryRun => aegis_executor::Executor::DryRun,
+        aegis_core::ExecutorMode::Kubernetes => {
+            aegis_executor::Executor::connect(config.kubeconfig_path.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("AEGIS_EXECUTOR_MODE=kubernetes: {e}"))?
+        }
+    };
+    let settings = ExecutorSettings {
+        secret: config
+            .action_secret
+            .as_ref()
+            .map(|s| s.expose().as_bytes().to_vec()),
+        require_signature: config.require_action_signature,
+        allowed_namespaces: config.allowed_namespaces.clone(),
+        scale: aegis_executor::ScaleLimits {
+            min_replicas: config.executor_min_replicas,
+            max_replicas: config.executor_max_replicas,
+            max_step: config.executor_max_scale_step,
+        },
+        cooldown: Duration::from_secs(config.executor_cooldown_secs),
+        blast_radius: i64::from(config.executor_blast_radius),
+        blast_window: Duration::from_secs(config.executor_blast_window_secs),
+    };
+    Ok(ExecutorService::new(executor, settings, limiter))
 }

@@ -35,6 +35,8 @@ const PUBLIC: &[&str] = &[
     "/api/v1/auth/logout",
     "/api/v1/openapi.json",
     "/api/v1/openapi-ui.json",
+    // Authenticated by its signature (and, when a token is sent, the caller's roles).
+    "/executor/execute",
 ];
 
 /// Routes that take the static ingest token.

@@ -518,6 +518,7 @@ async fn login_attempts_and_requests_are_rate_limited() {
         api_per_minute: 1_000,
         login_account_per_minute: 3,
         login_ip_per_minute: 100,
+        ..Limits::default()
     };
     let f = fixture(&db, limits).await;
     for _ in 0..3 {

@@ -15,6 +15,9 @@ pub mod auth;
 #[cfg(test)]
 mod auth_tests;
 mod error;
+pub mod executor_service;
+#[cfg(test)]
+mod executor_tests;
 mod extract;
 mod middleware;
 mod policy_service;

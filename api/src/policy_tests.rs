@@ -51,7 +51,7 @@ fn empty(method: &str, path: &str) -> Request<Body> {
 async fn state(db: &TestDb) -> (AppState, Arc<PolicyService>, PolicyAuditWriter) {
     let writer = PolicyAuditWriter::spawn(db.store.clone(), AuditWriterOptions::default());
     let service = Arc::new(PolicyService::new(db.store.clone()).with_audit(writer.sender()));
-    assert_eq!(service.install_defaults_if_new().await.unwrap(), 8);
+    assert_eq!(service.install_defaults_if_new().await.unwrap(), 9);
     assert_eq!(
         service.install_defaults_if_new().await.unwrap(),
         0,
@@ -140,7 +140,7 @@ async fn crud_versions_and_restore_change_decisions_at_once() {
         let (state, _, _writer) = state(&db).await;
         let router = app(state);
         let (_, _, list) = send(router.clone(), get("/api/v1/policies")).await;
-        assert_eq!(list["count"], 8, "{list}");
+        assert_eq!(list["count"], 9, "{list}");
 
         let freeze = json!({"name": "Freeze Production", "type": "self_healing", "effect": "deny", "priority": 500,
                             "actions": ["*"], "resources": ["cluster:production"]});

@@ -21,6 +21,8 @@ pub enum Class {
     LoginAccount,
     /// Login attempts per client IP.
     LoginIp,
+    /// Executor actions per action and namespace.
+    Action,
 }
 
 impl Class {
@@ -29,6 +31,7 @@ impl Class {
             Self::Api => "api",
             Self::LoginAccount => "login_account",
             Self::LoginIp => "login_ip",
+            Self::Action => "action",
         }
     }
 }
@@ -42,6 +45,8 @@ pub struct Limits {
     pub login_account_per_minute: u32,
     /// Login attempts per client IP.
     pub login_ip_per_minute: u32,
+    /// Executor actions per action and namespace.
+    pub action_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -50,6 +55,7 @@ impl Default for Limits {
             api_per_minute: 600,
             login_account_per_minute: 10,
             login_ip_per_minute: 60,
+            action_per_minute: 10,
         }
     }
 }
@@ -58,6 +64,7 @@ struct Memory {
     api: DefaultKeyedRateLimiter<String>,
     login_account: DefaultKeyedRateLimiter<String>,
     login_ip: DefaultKeyedRateLimiter<String>,
+    action: DefaultKeyedRateLimiter<String>,
     checks: AtomicU64,
 }
 
@@ -97,6 +104,7 @@ impl Limiter {
                 api: RateLimiter::keyed(quota(limits.api_per_minute)),
                 login_account: RateLimiter::keyed(quota(limits.login_account_per_minute)),
                 login_ip: RateLimiter::keyed(quota(limits.login_ip_per_minute)),
+                action: RateLimiter::keyed(quota(limits.action_per_minute)),
                 checks: AtomicU64::new(0),
             }),
             redis: None,
@@ -124,6 +132,7 @@ impl Limiter {
             Class::Api => self.limits.api_per_minute,
             Class::LoginAccount => self.limits.login_account_per_minute,
             Class::LoginIp => self.limits.login_ip_per_minute,
+            Class::Action => self.limits.action_per_minute,
         }
     }
 
@@ -146,12 +155,14 @@ impl Limiter {
             Class::Api => &m.api,
             Class::LoginAccount => &m.login_account,
             Class::LoginIp => &m.login_ip,
+            Class::Action => &m.action,
         };
         // Forget idle keys now and then, so memory follows active callers, not all callers.
         if m.checks.fetch_add(1, Ordering::Relaxed) % 65_536 == 65_535 {
             m.api.retain_recent();
             m.login_account.retain_recent();
             m.login_ip.retain_recent();
+            m.action.retain_recent();
         }
         let owned = key.to_owned();
         limiter.check_key(&owned).map_err(|not_until| {
@@ -192,6 +203,7 @@ mod tests {
             api_per_minute: 3,
             login_account_per_minute: 1,
             login_ip_per_minute: 2,
+            action_per_minute: 1,
         });
         for _ in 0..3 {
             assert_eq!(l.check(Class::Api, "alice /x").await, Ok(()));

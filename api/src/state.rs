@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::PolicyService;
 use crate::auth::Auth;
+use crate::executor_service::{ExecutorService, ExecutorSettings};
 use crate::ratelimit::{Limiter, Limits};
 
 /// Shared state of the API; every field is a cheap handle, so cloning per request is cheap.
@@ -23,6 +24,7 @@ pub struct AppState {
     auth: Arc<Auth>,
     limiter: Limiter,
     cors_origins: Vec<String>,
+    executor: Arc<ExecutorService>,
 }
 
 impl AppState {
@@ -37,6 +39,11 @@ impl AppState {
             auth: Arc::new(Auth::ephemeral()),
             limiter: Limiter::in_memory(Limits::default()),
             cors_origins: Vec::new(),
+            executor: Arc::new(ExecutorService::new(
+                aegis_executor::Executor::DryRun,
+                ExecutorSettings::default(),
+                Limiter::in_memory(Limits::default()),
+            )),
             store,
             executor_mode,
             metrics: None,
@@ -98,6 +105,18 @@ impl AppState {
     /// Origins allowed by CORS.
     pub fn cors_origins(&self) -> &[String] {
         &self.cors_origins
+    }
+
+    /// Uses `executor` (mode, guards) for `/executor/*`.
+    #[must_use]
+    pub fn with_executor(mut self, executor: ExecutorService) -> Self {
+        self.executor = Arc::new(executor);
+        self
+    }
+
+    /// The executor and its guards.
+    pub fn executor(&self) -> &ExecutorService {
+        &self.executor
     }
 
     /// Sets the request body limit in bytes.

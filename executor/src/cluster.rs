@@ -461,3 +461,28 @@ async fn rollout_undo(
         json!({"revision": revision}),
     )
 }
+
+impl Executor {
+    /// A client for the cluster of `kubeconfig`, or the in-cluster service account (and the
+    /// usual kubeconfig lookup) when `None`.
+    pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<Self, String> {
+        let config = match kubeconfig {
+            Some(path) => {
+                let file = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| format!("cannot read kubeconfig `{}`: {e}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(
+                    file,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .map_err(|e| format!("kubeconfig `{}`: {e}", path.display()))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| format!("no kubeconfig and no in-cluster service account: {e}"))?,
+        };
+        kube::Client::try_from(config)
+            .map(Self::Kubernetes)
+            .map_err(|e| format!("kubernetes client: {e}"))
+    }
+}

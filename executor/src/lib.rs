@@ -14,6 +14,8 @@
 mod cluster;
 mod request;
 pub mod signature;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use cluster::{Executor, Outcome, ScaleLimits, Status};
 pub use request::{Action, ActionRequest, InvalidRequest, Params, TargetKind, namespace_allowed};

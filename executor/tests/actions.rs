@@ -3,8 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
 
-#[path = "support/mod.rs"]
-mod fake_kube;
+use aegis_executor::testing as fake_kube;
 
 use aegis_executor::{ActionRequest, Executor, ScaleLimits, Status};
 use serde_json::json;

@@ -45,6 +45,7 @@ mod tests {
                 "Users Read Detections",
                 "Services Send Telemetry",
                 "Auditors Read Audit Trails",
+                "Allow Service Remediation",
             ]
         );
         let policies: Vec<Policy> = specs

@@ -108,6 +108,20 @@ pub struct Config {
     pub action_secret: Option<Secret>,
     /// `dry-run` (record what would be done) or `kubernetes` (do it).
     pub executor_mode: ExecutorMode,
+    /// Fewest replicas `scale_deployment` may leave.
+    pub executor_min_replicas: i32,
+    /// Most replicas `scale_deployment` may ask for.
+    pub executor_max_replicas: i32,
+    /// Largest replica change in one action.
+    pub executor_max_scale_step: i32,
+    /// Seconds before the same target may be acted on again.
+    pub executor_cooldown_secs: u64,
+    /// Most actions per namespace within `executor_blast_window_secs`.
+    pub executor_blast_radius: u32,
+    /// The blast-radius window, in seconds.
+    pub executor_blast_window_secs: u64,
+    /// Actions per minute per action and namespace.
+    pub executor_rate_limit_per_minute: u32,
     /// Kafka bootstrap servers (`host:port`, comma-separated in the environment).
     pub kafka_brokers: Vec<String>,
     /// Kafka topics to consume (comma-separated in the environment).
@@ -159,6 +173,13 @@ impl Default for Config {
             require_action_signature: true,
             action_secret: None,
             executor_mode: ExecutorMode::DryRun,
+            executor_min_replicas: 1,
+            executor_max_replicas: 50,
+            executor_max_scale_step: 10,
+            executor_cooldown_secs: 300,
+            executor_blast_radius: 5,
+            executor_blast_window_secs: 600,
+            executor_rate_limit_per_minute: 10,
             kafka_brokers: Vec::new(),
             kafka_topics: Vec::new(),
             kafka_group: "aegis".to_owned(),
@@ -355,6 +376,32 @@ impl Config {
             return Err(invalid(
                 "action_secret",
                 "must be set when executor_mode is `kubernetes` and require_action_signature is true".into(),
+            ));
+        }
+        if self.executor_min_replicas < 0 || self.executor_max_replicas < self.executor_min_replicas
+        {
+            return Err(invalid(
+                "executor_max_replicas",
+                format!(
+                    "must be at least executor_min_replicas ({}), which must not be negative",
+                    self.executor_min_replicas
+                ),
+            ));
+        }
+        if self.executor_max_scale_step < 1 {
+            return Err(invalid(
+                "executor_max_scale_step",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.executor_blast_radius < 1 || self.executor_rate_limit_per_minute < 1 {
+            return Err(invalid(
+                if self.executor_blast_radius < 1 {
+                    "executor_blast_radius"
+                } else {
+                    "executor_rate_limit_per_minute"
+                },
+                "must be at least 1".into(),
             ));
         }
         if !self.kafka_topics.is_empty() && self.kafka_brokers.is_empty() {

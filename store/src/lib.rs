@@ -23,6 +23,7 @@ macro_rules! with_pool {
 
 mod audit;
 mod error;
+mod executor;
 mod policies;
 mod store;
 #[cfg(any(test, feature = "testing"))]
@@ -35,6 +36,7 @@ pub use audit::{
     WriterClosed,
 };
 pub use error::{Error, Result};
+pub use executor::{ActionAuditQuery, ActionAuditRow, ExecutorStore, PendingIntent};
 pub use policies::{
     PolicyAuditQuery, PolicyAuditRow, PolicyRecord, PolicyStore, PolicyVersion, PolicyWrite,
 };

@@ -1,6 +1,7 @@
 //! The router and its endpoints.
 
 mod auth;
+mod executor;
 mod health;
 mod metrics;
 mod openapi;
@@ -68,6 +69,12 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/policy/resume", post(policy::resume))
         .route("/api/v1/policy/audit/logs", get(policy::audit_logs))
+        .route("/executor/execute", post(executor::execute))
+        .route(
+            "/executor/generate-signature",
+            post(executor::generate_signature),
+        )
+        .route("/audit/logs", get(executor::audit_logs))
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/docs").url("/api/v1/openapi.json", {
                 use utoipa::OpenApi;

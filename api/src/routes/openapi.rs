@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, health, metrics, policies, policy, service_tokens, users};
+use super::{auth, executor, health, metrics, policies, policy, service_tokens, users};
 
 struct BearerAuth;
 
@@ -61,6 +61,9 @@ impl Modify for BearerAuth {
         policy::emergency_stop,
         policy::resume,
         policy::audit_logs,
+        executor::execute,
+        executor::generate_signature,
+        executor::audit_logs,
     ),
     tags(
         (name = "operations", description = "health and metrics"),
@@ -69,6 +72,7 @@ impl Modify for BearerAuth {
         (name = "service tokens", description = "bearer tokens for machines"),
         (name = "policies", description = "policy CRUD with versions"),
         (name = "policy", description = "evaluation, emergency stop, decision audit"),
+        (name = "executor", description = "signed remediation requests and the action audit"),
     )
 )]
 pub(crate) struct ApiDoc;

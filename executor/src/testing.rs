@@ -1,4 +1,4 @@
-//! A small Kubernetes API server for tests: the real REST paths of deployments, their scale
+//! A small Kubernetes API server for tests (feature `testing`): the real REST paths of deployments, their scale
 //! subresource, replica sets and pods; state that changes like a cluster's (a template
 //! change makes a new ReplicaSet revision); Kubernetes `Status` errors; and a record of every
 //! call (method, path and query, content type, body).
@@ -6,7 +6,6 @@
 #![allow(
     clippy::unwrap_used,
     clippy::panic,
-    dead_code,
     missing_docs,
     reason = "test fixture; fields are described on the types"
 )]

@@ -1,0 +1,437 @@
+//! [`ExecutorService`]: the guards in front of the executor and the audit around it.
+//!
+//! Order of checks for `POST /executor/execute` (each refusal is answered in the error
+//! envelope and written to the action audit chain with status `denied`):
+//! signature (401) → body (400) → timestamp within ±300 s (401) → idempotency key (the first
+//! answer again) → nonce never seen (409) → namespace allowlist, exact (403) → policy
+//! `self_healing` evaluation (403) → rate per action and namespace (429) → cooldown per target
+//! (429) → blast radius per namespace (429). Then an `intent` row is committed, the action
+//! runs (or is dry-run), and a `result` row is written.
+
+use std::time::{Duration, Instant};
+
+use aegis_core::metric_names;
+use aegis_executor::{
+    ActionRequest, Executor, Outcome, ScaleLimits, Status, namespace_allowed, signature,
+};
+use aegis_policy::{Context, PolicyType, Request as PolicyRequest};
+use aegis_store::{AuditLog, ExecutorStore, NewActionAudit, Store};
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::ApiError;
+use crate::auth::Caller;
+use crate::policy_service::PolicyService;
+use crate::ratelimit::{Class, Limiter};
+
+/// How far a request's timestamp may be from the clock.
+pub const MAX_SKEW: Duration = Duration::from_secs(300);
+/// How long nonces are remembered (beyond any timestamp that could still pass).
+pub const NONCE_MEMORY: Duration = Duration::from_secs(900);
+
+/// The executor's guard settings.
+#[derive(Debug, Clone)]
+pub struct ExecutorSettings {
+    /// HMAC key of `X-Aegis-Signature`.
+    pub secret: Option<Vec<u8>>,
+    /// Whether requests must be signed.
+    pub require_signature: bool,
+    /// Namespaces actions may touch (exact names).
+    pub allowed_namespaces: Vec<String>,
+    /// Scale bounds.
+    pub scale: ScaleLimits,
+    /// No second action on the same target within this window.
+    pub cooldown: Duration,
+    /// At most this many actions per namespace within `blast_window`.
+    pub blast_radius: i64,
+    /// The blast-radius window.
+    pub blast_window: Duration,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            require_signature: true,
+            allowed_namespaces: vec!["default".to_owned(), "production".to_owned()],
+            scale: ScaleLimits::default(),
+            cooldown: Duration::from_secs(300),
+            blast_radius: 5,
+            blast_window: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The answer to an executed (or dry-run) action.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecuteResponse {
+    /// The action's id.
+    pub id: String,
+    /// `succeeded`, `dry_run`, `failed` or `denied`.
+    pub status: &'static str,
+    /// The id of the `result` row in the action audit chain.
+    pub audit_id: i64,
+    /// In words.
+    pub message: String,
+    /// What the API answered, replicas before/after, revisions.
+    pub details: Value,
+}
+
+/// The executor, its guards and its audit.
+#[derive(Debug)]
+pub struct ExecutorService {
+    executor: Executor,
+    settings: ExecutorSettings,
+    limiter: Limiter,
+}
+
+fn audit_entry(
+    action_id: &str,
+    phase: &str,
+    req: Option<&ActionRequest>,
+    status: &str,
+    actor: Option<&str>,
+    reason: String,
+    details: Value,
+) -> NewActionAudit {
+    NewActionAudit {
+        created_at: None,
+        action_id: action_id.to_owned(),
+        phase: phase.to_owned(),
+        action: req.map_or("unparseable", |r| r.action.as_str()).to_owned(),
+        namespace: req.map_or_else(String::new, |r| r.namespace.clone()),
+        target: req.map_or_else(String::new, |r| r.target.clone()),
+        status: status.to_owned(),
+        actor: actor.map(str::to_owned),
+        reason: Some(reason),
+        details,
+    }
+}
+
+impl ExecutorService {
+    /// A service over `executor` with `settings`; `limiter` budgets actions per namespace.
+    pub fn new(executor: Executor, settings: ExecutorSettings, limiter: Limiter) -> Self {
+        Self {
+            executor,
+            settings,
+            limiter,
+        }
+    }
+
+    /// `dry-run` or `kubernetes`.
+    pub fn mode(&self) -> &'static str {
+        match self.executor {
+            Executor::DryRun => "dry-run",
+            Executor::Kubernetes(_) => "kubernetes",
+        }
+    }
+
+    /// Signs `body` for manual use; `None` without a secret.
+    pub fn sign(&self, body: &[u8]) -> Option<String> {
+        self.settings
+            .secret
+            .as_deref()
+            .map(|s| signature::sign(s, body))
+    }
+
+    /// Writes a `denied` row for a refused request and returns the refusal.
+    async fn refuse(
+        &self,
+        store: &Store,
+        req: Option<&ActionRequest>,
+        actor: Option<&str>,
+        error: ApiError,
+    ) -> ApiError {
+        let action_id = uuid::Uuid::now_v7().to_string();
+        let entry = audit_entry(
+            &action_id,
+            "result",
+            req,
+            "denied",
+            actor,
+            error.message().to_owned(),
+            json!({"http_status": error.status().as_u16(), "code": error.code()}),
+        );
+        if let Err(e) = store.append_action_audit(&[entry]).await {
+            tracing::error!(error = %e, "writing the audit row of a refused action failed");
+        }
+        metrics::counter!(metric_names::ACTIONS_TOTAL,
+            "action" => req.map_or("unparseable", |r| r.action.as_str()).to_owned(),
+            "namespace" => req.map_or_else(String::new, |r| r.namespace.clone()),
+            "status" => "denied")
+        .increment(1);
+        error
+    }
+
+    /// Checks the signature of the exact `body` bytes.
+    pub fn check_signature(&self, body: &[u8], header: Option<&str>) -> Result<(), ApiError> {
+        if !self.settings.require_signature {
+            return Ok(());
+        }
+        let Some(secret) = self.settings.secret.as_deref() else {
+            return Err(ApiError::unauthenticated(
+                "signed requests are refused: AEGIS_ACTION_SECRET is not set",
+            ));
+        };
+        match header {
+            None => Err(ApiError::unauthenticated(
+                "missing X-Aegis-Signature (hex HMAC-SHA256 of the body)",
+            )),
+            Some(sig) if signature::verify(secret, body, sig) => Ok(()),
+            Some(_) => Err(ApiError::unauthenticated(
+                "X-Aegis-Signature does not match the body",
+            )),
+        }
+    }
+
+    /// The whole guarded path; see the module documentation.
+    pub async fn execute(
+        &self,
+        store: &Store,
+        policies: &PolicyService,
+        caller: Option<&Caller>,
+        body: &[u8],
+        signature_header: Option<&str>,
+    ) -> Result<(axum::http::StatusCode, ExecuteResponse), ApiError> {
+        let actor = caller.map(|c| c.id.as_str());
+        let parsed = ActionRequest::parse(body);
+        if let Err(e) = self.check_signature(body, signature_header) {
+            return Err(self.refuse(store, parsed.as_ref().ok(), actor, e).await);
+        }
+        let req = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(self
+                    .refuse(store, None, actor, ApiError::bad_request(e.0))
+                    .await);
+            }
+        };
+        let skew = (Utc::now() - req.timestamp).abs();
+        if skew > chrono::Duration::from_std(MAX_SKEW).unwrap_or_default() {
+            let e = ApiError::unauthenticated(format!(
+                "`timestamp` is {}s away from the server's clock; at most {}s is accepted",
+                skew.num_seconds(),
+                MAX_SKEW.as_secs()
+            ));
+            return Err(self.refuse(store, Some(&req), actor, e).await);
+        }
+        if let Some(key) = &req.idempotency_key {
+            if let Some(answer) = store.idempotent_answer(key).await? {
+                let response: ExecuteResponse = serde_json::from_value::<StoredAnswer>(answer)
+                    .map(StoredAnswer::into_response)
+                    .map_err(ApiError::internal)?;
+                return Ok((http_status(&response), response));
+            }
+        }
+        let expires = Utc::now() + chrono::Duration::from_std(NONCE_MEMORY).unwrap_or_default();
+        if !store.remember_nonce(&req.nonce, expires).await? {
+            let e = ApiError::conflict(format!(
+                "nonce `{}` was already used: a replayed request",
+                req.nonce
+            ));
+            return Err(self.refuse(store, Some(&req), actor, e).await);
+        }
+        if !namespace_allowed(&req.namespace, &self.settings.allowed_namespaces) {
+            let e = ApiError::forbidden(format!(
+                "namespace `{}` is not in AEGIS_ALLOWED_NAMESPACES ({})",
+                req.namespace,
+                self.settings.allowed_namespaces.join(", ")
+            ));
+            return Err(self.refuse(store, Some(&req), actor, e).await);
+        }
+        let decision = policies.engine().evaluate(&policy_request(&req, caller));
+        if !decision.allowed() {
+            let e = ApiError::forbidden(format!("policy: {}", decision.reason()));
+            return Err(self.refuse(store, Some(&req), actor, e).await);
+        }
+        let budget_key = format!("{} {}", req.action.as_str(), req.namespace);
+        if let Err(retry) = self.limiter.check(Class::Action, &budget_key).await {
+            let e = ApiError::rate_limited(retry);
+            return Err(self.refuse(store, Some(&req), actor, e).await);
+        }
+        let now = Utc::now();
+        let cooldown = chrono::Duration::from_std(self.settings.cooldown).unwrap_or_default();
+        if let Some(last) = store
+            .last_action_on(&req.namespace, &req.target, now - cooldown)
+            .await?
+        {
+            let wait = (last + cooldown - now).num_seconds().max(1) as u64;
+            let e = ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                crate::ErrorCode::RateLimited,
+                format!(
+                    "cooldown: {}/{} was acted on at {last}; next action in {wait}s",
+                    req.namespace, req.target
+                ),
+            )
+            .with_retry_after(wait);
+            return Err(self.refuse(store, Some(&req), actor, e).await);
+        }
+        let window = chrono::Duration::from_std(self.settings.blast_window).unwrap_or_default();
+        let recent = store
+            .intents_in_namespace_since(&req.namespace, now - window)
+            .await?;
+        if recent >= self.settings.blast_radius {
+            let e = ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                crate::ErrorCode::RateLimited,
+                format!(
+                    "blast radius: {recent} actions in `{}` within {}s (limit {})",
+                    req.namespace,
+                    self.settings.blast_window.as_secs(),
+                    self.settings.blast_radius
+                ),
+            )
+            .with_retry_after(60);
+            return Err(self.refuse(store, Some(&req), actor, e).await);
+        }
+
+        // Intent first, committed, so a crash during the call is visible afterwards.
+        let action_id = uuid::Uuid::now_v7().to_string();
+        let intent = audit_entry(
+            &action_id,
+            "intent",
+            Some(&req),
+            "pending",
+            actor,
+            req.reason.clone().unwrap_or_default(),
+            json!({"params": req.params, "decision": decision.reason(), "mode": self.mode(),
+                   "policy": decision.policy().map(|p| &p.name)}),
+        );
+        store.append_action_audit(&[intent]).await?;
+
+        let started = Instant::now();
+        let outcome: Outcome = self.executor.execute(&req, self.settings.scale).await;
+        let elapsed = started.elapsed();
+        metrics::histogram!(metric_names::ACTION_DURATION_SECONDS, "action" => req.action.as_str())
+            .record(elapsed.as_secs_f64());
+        metrics::counter!(metric_names::ACTIONS_TOTAL, "action" => req.action.as_str(),
+            "namespace" => req.namespace.clone(), "status" => outcome.status.as_str())
+        .increment(1);
+
+        let result = audit_entry(
+            &action_id,
+            "result",
+            Some(&req),
+            outcome.status.as_str(),
+            actor,
+            outcome.message.clone(),
+            json!({"details": outcome.details, "duration_ms": elapsed.as_millis() as u64}),
+        );
+        let receipts = store.append_action_audit(&[result]).await?;
+        let response = ExecuteResponse {
+            id: action_id.clone(),
+            status: outcome.status.as_str(),
+            audit_id: receipts.first().map_or(0, |r| r.id),
+            message: outcome.message,
+            details: outcome.details,
+        };
+        if let Some(key) = &req.idempotency_key {
+            let stored = serde_json::to_value(&response).map_err(ApiError::internal)?;
+            store
+                .save_idempotent_answer(key, &action_id, response.status, &stored)
+                .await?;
+        }
+        Ok((http_status(&response), response))
+    }
+
+    /// Marks intents that never got a result (a crash between the two) as `unknown`; returns
+    /// them. They are reported, never retried: the cluster may or may not have changed.
+    pub async fn reconcile(
+        &self,
+        store: &Store,
+    ) -> Result<Vec<aegis_store::PendingIntent>, aegis_store::Error> {
+        let pending = store.pending_intents().await?;
+        let entries: Vec<NewActionAudit> = pending
+            .iter()
+            .map(|p| NewActionAudit {
+                created_at: None,
+                action_id: p.action_id.clone(),
+                phase: "result".to_owned(),
+                action: p.action.clone(),
+                namespace: p.namespace.clone(),
+                target: p.target.clone(),
+                status: "unknown".to_owned(),
+                actor: Some("aegis".to_owned()),
+                reason: Some("aegis stopped between intent and result; check the target by hand, the action is not retried".to_owned()),
+                details: json!({"intent_at": p.created_at}),
+            })
+            .collect();
+        store.append_action_audit(&entries).await?;
+        for p in &pending {
+            tracing::warn!(action_id = %p.action_id, action = %p.action, namespace = %p.namespace, target = %p.target,
+                intent_at = %p.created_at, "an action was interrupted between intent and result; marked unknown");
+        }
+        Ok(pending)
+    }
+}
+
+fn http_status(response: &ExecuteResponse) -> axum::http::StatusCode {
+    match response.status {
+        "denied" => axum::http::StatusCode::FORBIDDEN,
+        "failed" => axum::http::StatusCode::BAD_GATEWAY,
+        _ => axum::http::StatusCode::OK,
+    }
+}
+
+/// An idempotent answer as stored.
+#[derive(serde::Deserialize)]
+struct StoredAnswer {
+    id: String,
+    status: String,
+    audit_id: i64,
+    message: String,
+    details: Value,
+}
+
+impl StoredAnswer {
+    fn into_response(self) -> ExecuteResponse {
+        let status = match self.status.as_str() {
+            "succeeded" => Status::Succeeded.as_str(),
+            "dry_run" => Status::DryRun.as_str(),
+            "denied" => Status::Denied.as_str(),
+            _ => Status::Failed.as_str(),
+        };
+        ExecuteResponse {
+            id: self.id,
+            status,
+            audit_id: self.audit_id,
+            message: self.message,
+            details: self.details,
+        }
+    }
+}
+
+/// The `self_healing` question for a request: action as named, resource
+/// `cluster:NAMESPACE/KIND/NAME`, the caller's roles (a signed request without a token is the
+/// `service` role, as the self-healing loop is).
+pub fn policy_request(req: &ActionRequest, caller: Option<&Caller>) -> PolicyRequest {
+    let (kind, name) = req.target_parts();
+    let kind = match kind {
+        aegis_executor::TargetKind::Deployment => "deployment",
+        aegis_executor::TargetKind::Pod => "pod",
+    };
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("namespace".into(), json!(req.namespace));
+    metadata.insert("target".into(), json!(name));
+    metadata.insert("kind".into(), json!(kind));
+    if let Some(r) = req.params.replicas {
+        metadata.insert("replicas".into(), json!(r));
+    }
+    if let Some(r) = req.params.revision {
+        metadata.insert("revision".into(), json!(r));
+    }
+    PolicyRequest {
+        action: req.action.as_str().to_owned(),
+        resource: format!("cluster:{}/{kind}/{name}", req.namespace),
+        policy_type: PolicyType::SelfHealing,
+        context: Context {
+            user_id: Some(caller.map_or_else(|| "ai-engine".to_owned(), |c| c.id.clone())),
+            role: None,
+            roles: caller.map_or_else(|| vec!["service".to_owned()], |c| c.roles.clone()),
+            metadata,
+            time: None,
+        },
+    }
+}
