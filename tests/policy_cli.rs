@@ -28,7 +28,7 @@ fn example_policy_tests_pass() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(
-        stdout.trim_end().ends_with("20 passed, 0 failed"),
+        stdout.trim_end().ends_with("22 passed, 0 failed"),
         "{stdout}"
     );
 
