@@ -38,6 +38,8 @@ pub struct Cluster {
     pub calls: Vec<Call>,
     /// Deployment names whose next write answers with this status code.
     pub fail_writes: BTreeMap<String, u16>,
+    /// Writes never answer (a cluster that hangs mid-action).
+    pub hang_writes: bool,
 }
 
 pub type Shared = Arc<Mutex<Cluster>>;
@@ -151,8 +153,15 @@ async fn deployment(
     Path((ns, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
+    let hang = {
+        let mut c = s.lock().unwrap();
+        record(&mut c, &method, &uri, &headers, &body);
+        c.hang_writes && method == Method::PATCH
+    };
+    if hang {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
     let mut c = s.lock().unwrap();
-    record(&mut c, &method, &uri, &headers, &body);
     if !c.deployments.contains_key(&name) {
         return not_found("deployments.apps", &name);
     }
@@ -199,8 +208,15 @@ async fn scale(
     Path((ns, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
+    let hang = {
+        let mut c = s.lock().unwrap();
+        record(&mut c, &method, &uri, &headers, &body);
+        c.hang_writes && method == Method::PATCH
+    };
+    if hang {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
     let mut c = s.lock().unwrap();
-    record(&mut c, &method, &uri, &headers, &body);
     let Some(d) = c.deployments.get_mut(&name) else {
         return not_found("deployments.apps", &name);
     };
@@ -319,4 +335,13 @@ pub fn cluster_with_api() -> Cluster {
         "spec": {"containers": [{"name": "x", "image": "busybox"}]}}),
     );
     c
+}
+
+/// A kubeconfig file content that points at the fake server `url`.
+pub fn kubeconfig(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
+         contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
+         current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+    )
 }
