@@ -216,13 +216,13 @@ impl ExecutorService {
             ));
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
-        if let Some(key) = &req.idempotency_key {
-            if let Some(answer) = store.idempotent_answer(key).await? {
-                let response: ExecuteResponse = serde_json::from_value::<StoredAnswer>(answer)
-                    .map(StoredAnswer::into_response)
-                    .map_err(ApiError::internal)?;
-                return Ok((http_status(&response), response));
-            }
+        if let Some(key) = &req.idempotency_key
+            && let Some(answer) = store.idempotent_answer(key).await?
+        {
+            let response: ExecuteResponse = serde_json::from_value::<StoredAnswer>(answer)
+                .map(StoredAnswer::into_response)
+                .map_err(ApiError::internal)?;
+            return Ok((http_status(&response), response));
         }
         let expires = Utc::now() + chrono::Duration::from_std(NONCE_MEMORY).unwrap_or_default();
         if !store.remember_nonce(&req.nonce, expires).await? {
