@@ -72,6 +72,13 @@ async fn shutdown_signal() {
 /// finish (up to `shutdown_timeout_secs`), flushes and closes the database.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
+    // With Loki configured, every action audit row is also queued for it, in the same
+    // transaction as the row.
+    let store = if config.loki_url.is_some() {
+        store.with_audit_outbox()
+    } else {
+        store
+    };
     let schema_version = store
         .schema_version()
         .await
@@ -157,6 +164,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
+    let loki = match &config.loki_url {
+        Some(url) => {
+            let pusher = aegis_api::loki_outbox::LokiPusher::new(store.clone(), url)
+                .map_err(|e| anyhow::anyhow!("AEGIS_LOKI_URL: {e}"))?;
+            let mut stop_rx = stop_rx.clone();
+            Some(tokio::spawn(pusher.run(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })))
+        }
+        None => None,
+    };
     let watcher = {
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(Arc::clone(&policies).watch(async move {
@@ -192,6 +210,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; closing them"),
     }
     watcher.abort();
+    if let Some(loki) = loki {
+        // The pusher stops at its next pause; rows not yet accepted stay queued for the next
+        // start.
+        let _ = tokio::time::timeout(Duration::from_secs(5), loki).await;
+    }
     // Every decision made before the listener closed reaches the audit trail.
     drop(policies);
     let written = audit_writer.shutdown(grace).await;

@@ -19,6 +19,7 @@ pub mod executor_service;
 #[cfg(test)]
 mod executor_tests;
 mod extract;
+pub mod loki_outbox;
 mod middleware;
 mod policy_service;
 #[cfg(test)]

@@ -24,6 +24,7 @@ macro_rules! with_pool {
 mod audit;
 mod error;
 mod executor;
+mod outbox;
 mod policies;
 mod store;
 #[cfg(any(test, feature = "testing"))]
@@ -37,6 +38,7 @@ pub use audit::{
 };
 pub use error::{Error, Result};
 pub use executor::{ActionAuditQuery, ActionAuditRow, ExecutorStore, PendingIntent};
+pub use outbox::{Outbox, OutboxRow};
 pub use policies::{
     PolicyAuditQuery, PolicyAuditRow, PolicyRecord, PolicyStore, PolicyVersion, PolicyWrite,
 };

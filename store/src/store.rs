@@ -65,6 +65,8 @@ pub struct Store {
     /// Serialises chain appends inside this process, one lock per audit table, so
     /// concurrent writers queue here instead of contending on the database lock.
     pub(crate) chain_locks: Arc<[tokio::sync::Mutex<()>; 2]>,
+    /// Whether action audit rows are also queued in `audit_outbox` for Loki.
+    pub(crate) outbox: bool,
 }
 
 /// What `/health` reports about the database.
@@ -107,8 +109,17 @@ impl Store {
         Ok(Self {
             pool,
             url: redacted.into(),
+            outbox: false,
             chain_locks: Arc::new([tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())]),
         })
+    }
+
+    /// Also queue every action audit row in `audit_outbox` (same transaction), for the Loki
+    /// pusher.
+    #[must_use]
+    pub fn with_audit_outbox(mut self) -> Self {
+        self.outbox = true;
+        self
     }
 
     /// Which backend this store uses.

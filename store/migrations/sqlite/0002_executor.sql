@@ -17,3 +17,17 @@ CREATE TABLE executor_idempotency (
 );
 
 CREATE INDEX action_audit_logs_target ON action_audit_logs (namespace, target, created_at);
+
+-- Audit rows waiting to be pushed to Loki (when AEGIS_LOKI_URL is set). Written in the same
+-- transaction as the audit row, so Loki being down delays rows but loses none.
+CREATE TABLE audit_outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    audit_table     TEXT NOT NULL,
+    audit_id        INTEGER NOT NULL,
+    line            TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    sent_at         TEXT
+);
+CREATE INDEX audit_outbox_due ON audit_outbox (sent_at, next_attempt_at);

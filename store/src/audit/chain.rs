@@ -108,6 +108,27 @@ impl Layout {
         row.finish()
     }
 
+    /// The row as one JSON log line for Loki: every column, the id and both hashes.
+    fn line(&self, id: i64, values: &[Value], prev_hash: &str, hash: &str) -> String {
+        let mut row = serde_json::Map::new();
+        row.insert("table".into(), self.name().into());
+        row.insert("id".into(), id.into());
+        for ((name, _), value) in self.columns.iter().zip(values) {
+            let v = match value {
+                Value::Text(v) => serde_json::Value::from(v.as_str()),
+                Value::OptText(v) => v
+                    .as_deref()
+                    .map_or(serde_json::Value::Null, serde_json::Value::from),
+                Value::Int(v) => serde_json::Value::from(*v),
+                Value::Time(v) => serde_json::Value::from(v.to_rfc3339()),
+            };
+            row.insert((*name).into(), v);
+        }
+        row.insert("prev_hash".into(), prev_hash.into());
+        row.insert("hash".into(), hash.into());
+        serde_json::Value::Object(row).to_string()
+    }
+
     fn insert_sql(&self) -> String {
         let cols: Vec<&str> = self.columns.iter().map(|(n, _)| *n).collect();
         format!(
@@ -171,7 +192,7 @@ const VERIFY_PAGE: i64 = 2_000;
 /// Chains `rows` after the table's last row and inserts them on `$tx`. One body for both
 /// backends: the SQL is the same, only the driver types differ.
 macro_rules! append_on {
-    ($tx:expr, $layout:expr, $rows:expr, $db:ty) => {{
+    ($tx:expr, $layout:expr, $rows:expr, $db:ty, $outbox:expr) => {{
         let layout: &Layout = $layout;
         let last: Option<(i64, String)> = sqlx::query_as(&format!(
             "SELECT id, hash FROM {} ORDER BY id DESC LIMIT 1",
@@ -208,6 +229,23 @@ macro_rules! append_on {
                 },
             );
             insert.build().execute(&mut *$tx).await?;
+            if $outbox {
+                // Same transaction as the audit rows: an outbox row exists exactly when its
+                // audit row does.
+                let now = Utc::now();
+                let mut queue = QueryBuilder::<$db>::new(
+                    "INSERT INTO audit_outbox (audit_table, audit_id, line, created_at, attempts, next_attempt_at) ",
+                );
+                queue.push_values(chained.iter(), |mut b, (row_id, values, prev_hash, hash)| {
+                    b.push_bind(layout.name());
+                    b.push_bind(*row_id);
+                    b.push_bind(layout.line(*row_id, values, prev_hash, hash));
+                    b.push_bind(now);
+                    b.push_bind(0_i32);
+                    b.push_bind(now);
+                });
+                queue.build().execute(&mut *$tx).await?;
+            }
         }
         receipts
     }};
@@ -305,12 +343,13 @@ impl Store {
             return Ok(Vec::new());
         }
         let _serialised = self.chain_locks[layout.lock_index()].lock().await;
+        let outbox = self.outbox && layout.table == AuditTable::Action;
         match self.pool() {
             Pool::Sqlite(pool) => {
                 // IMMEDIATE takes the write lock up front, so reading the last hash and
                 // inserting after it cannot interleave with another writer.
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let receipts = append_on!(tx, layout, rows, sqlx::Sqlite);
+                let receipts = append_on!(tx, layout, rows, sqlx::Sqlite, outbox);
                 tx.commit().await?;
                 Ok(receipts)
             }
@@ -322,7 +361,7 @@ impl Store {
                     .bind(layout.advisory_key())
                     .execute(&mut *tx)
                     .await?;
-                let receipts = append_on!(tx, layout, rows, sqlx::Postgres);
+                let receipts = append_on!(tx, layout, rows, sqlx::Postgres, outbox);
                 tx.commit().await?;
                 Ok(receipts)
             }
