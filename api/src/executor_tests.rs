@@ -214,13 +214,8 @@ async fn every_refusal_has_its_status_and_an_audit_row() {
             let b = json!({"action": "restart_pod", "namespace": ns, "target": "web", "params": {},
                 "timestamp": chrono::Utc::now(), "nonce": format!("ns-{ns}")})
             .to_string();
-            // `Production` and `production ` are not even namespace names: 400 or 403, never allowed.
-            let expected = if ns == "kube-system" {
-                StatusCode::FORBIDDEN
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            cases.push(("namespace", signed(&b), expected));
+            // The allowlist is exact: no case folding, no trimming.
+            cases.push(("namespace", signed(&b), StatusCode::FORBIDDEN));
         }
         cases.push((
             "policy deny",
@@ -285,7 +280,8 @@ async fn every_refusal_has_its_status_and_an_audit_row() {
             "away from the server's clock",
             "already used",
             "not in AEGIS_ALLOWED_NAMESPACES",
-            "namespace name",
+            "`Production` is not in",
+            "`production ` is not in",
             "policy: denied by policy `no rollbacks of payments`",
             "cooldown",
             "too many requests",
