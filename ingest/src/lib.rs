@@ -1,4 +1,41 @@
-//! Aegis ingest: Prometheus remote write 1.0/2.0, Loki push, Kafka and pull mode, decoded into Arrow record batches behind a bounded queue.
+//! Aegis ingest: what Prometheus and Loki clients send, turned into Arrow record batches.
 //!
-//! This crate is part of the promised workspace layout; its contents arrive with
-//! the ingest issue. It depends only on `aegis-core`, so the crate graph stays one-way.
+//! - [`remote_write`]: Prometheus remote write 1.0 and 2.0, decoded from the request buffer
+//!   without copying strings ([`remote_write::decode_v1`], [`remote_write::decode_v2`]), with
+//!   snappy bodies inflated only after their declared size passed the limit.
+//! - [`SeriesRegistry`]: label sets to stable series ids; names and values interned once.
+//! - [`samples_to_batch`]: sample columns to an Arrow `RecordBatch` (`series_id`,
+//!   `timestamp_ms`, `value`).
+//!
+//! The HTTP endpoints, Loki push, Kafka and pull mode build on these (issue 5, in progress).
+
+mod batch;
+mod registry;
+pub mod remote_write;
+mod wire;
+
+pub use batch::{sample_schema, samples_to_batch};
+pub use registry::{SeriesLimits, SeriesRegistry};
+pub use wire::encode;
+
+/// Why a body was refused; each maps to a 4xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not valid protobuf or snappy (400).
+    #[error("malformed body: {0}")]
+    Malformed(&'static str),
+    /// Valid encoding, invalid content (400).
+    #[error("invalid body: {0}")]
+    Invalid(String),
+    /// A label or series limit (400).
+    #[error("limit exceeded: {0}")]
+    Limit(String),
+    /// Larger than allowed once decompressed (413).
+    #[error("the body inflates to {size} bytes; at most {max} are accepted")]
+    TooLarge {
+        /// Declared decompressed size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+}
