@@ -40,7 +40,17 @@ pub struct SeriesRegistry {
     series: Vec<Labels>,
     strings: std::collections::HashSet<Arc<str>, foldhash::fast::FixedState>,
     hasher: foldhash::fast::FixedState,
+    /// The encoded label bytes of a 1.0 series to its id: a series seen before is found with
+    /// one hash and one comparison of its wire bytes, without parsing its labels again.
+    raw: HashMap<Box<[u8]>, u32, foldhash::fast::FixedState>,
+    /// A 2.0 series' label text (name, 0xff, value, 0xfe, ...) to its id: 0xff and 0xfe
+    /// never occur in UTF-8, so the key is unambiguous, and a known key needs no parsing.
+    by_text: HashMap<Box<[u8]>, u32, foldhash::fast::FixedState>,
 }
+
+/// Most entries of the wire-bytes cache (about 0.5 KiB each); beyond it, series are still
+/// resolved, through their parsed labels.
+const RAW_CACHE_MAX: usize = 262_144;
 
 impl SeriesRegistry {
     /// An empty registry.
@@ -70,6 +80,33 @@ impl SeriesRegistry {
         let owned: Arc<str> = Arc::from(s);
         self.strings.insert(Arc::clone(&owned));
         owned
+    }
+
+    /// The series whose encoded labels are exactly `raw`, if it was seen before.
+    #[inline]
+    pub fn resolve_raw(&self, raw: &[u8]) -> Option<u32> {
+        self.raw.get(raw).copied()
+    }
+
+    /// Remembers that the encoded labels `raw` belong to series `id` (already resolved and
+    /// checked through [`Self::resolve`]).
+    pub fn remember_raw(&mut self, raw: &[u8], id: u32) {
+        if self.raw.len() < RAW_CACHE_MAX {
+            self.raw.insert(raw.into(), id);
+        }
+    }
+
+    /// The series whose label text key (see the field's documentation) is `key`.
+    #[inline]
+    pub fn resolve_text(&self, key: &[u8]) -> Option<u32> {
+        self.by_text.get(key).copied()
+    }
+
+    /// Remembers the label text key of `series` (already resolved and checked).
+    pub fn remember_text(&mut self, key: &[u8], series: u32) {
+        if self.by_text.len() < RAW_CACHE_MAX {
+            self.by_text.insert(key.into(), series);
+        }
     }
 
     /// The id of `labels` (sorted by name, checked against `limits`), registering it when new.

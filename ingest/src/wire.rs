@@ -21,6 +21,18 @@ impl<'a> Reader<'a> {
         Self { buf, pos: 0 }
     }
 
+    /// Bytes consumed so far.
+    #[inline]
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// The underlying message.
+    #[inline]
+    pub(crate) fn buf(&self) -> &'a [u8] {
+        self.buf
+    }
+
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()

@@ -94,19 +94,23 @@ pub fn decode_v1(
                 labels.clear();
                 samples.clear();
                 let mut ts = Reader::new(r.bytes()?);
+                // The wire bytes of the labels, when they are contiguous (as every sender
+                // writes them): the key of the registry's fast path.
+                let (mut first, mut last, mut contiguous) = (None::<usize>, 0usize, true);
+                let mut label_msgs: SmallVec<[&[u8]; 32]> = SmallVec::new();
                 while let Some((f, w)) = ts.field()? {
                     match (f, w) {
                         (1, LEN) => {
-                            let mut l = Reader::new(ts.bytes()?);
-                            let (mut name, mut value) = ("", "");
-                            while let Some((lf, lw)) = l.field()? {
-                                match (lf, lw) {
-                                    (1, LEN) => name = l.str()?,
-                                    (2, LEN) => value = l.str()?,
-                                    (_, lw) => l.skip(lw)?,
-                                }
+                            // The field key is one byte for field 1 / wire type 2.
+                            let start = ts.pos() - 1;
+                            match first {
+                                None => first = Some(start),
+                                Some(_) if start != last => contiguous = false,
+                                Some(_) => {}
                             }
-                            labels.push((name, value));
+                            // Parsed only when the series is not known yet (below).
+                            label_msgs.push(ts.bytes()?);
+                            last = ts.pos();
                         }
                         (2, LEN) => samples.push(sample(ts.bytes()?)?),
                         (3, LEN) => {
@@ -123,8 +127,33 @@ pub fn decode_v1(
                 if samples.is_empty() {
                     continue;
                 }
-                ensure_sorted(&mut labels);
-                let id = registry.resolve(&labels, limits)?;
+                let raw = match (first, contiguous) {
+                    (Some(start), true) => ts.buf().get(start..last),
+                    _ => None,
+                };
+                let id = match raw.and_then(|raw| registry.resolve_raw(raw)) {
+                    Some(id) => id,
+                    None => {
+                        for msg in &label_msgs {
+                            let mut l = Reader::new(msg);
+                            let (mut name, mut value) = ("", "");
+                            while let Some((lf, lw)) = l.field()? {
+                                match (lf, lw) {
+                                    (1, LEN) => name = l.str()?,
+                                    (2, LEN) => value = l.str()?,
+                                    (_, lw) => l.skip(lw)?,
+                                }
+                            }
+                            labels.push((name, value));
+                        }
+                        ensure_sorted(&mut labels);
+                        let id = registry.resolve(&labels, limits)?;
+                        if let Some(raw) = raw {
+                            registry.remember_raw(raw, id);
+                        }
+                        id
+                    }
+                };
                 for &(value, t) in &samples {
                     out.series_id.push(id);
                     out.timestamp_ms.push(t);
@@ -171,11 +200,13 @@ pub fn decode_v2(
 ) -> Result<WriteStats, DecodeError> {
     // Symbols come first on the wire from well-behaved senders, but protobuf does not promise
     // field order: collect them in one pass, then read the series in a second.
-    let mut symbols: Vec<&str> = Vec::new();
+    // Raw bytes: UTF-8 is checked only for series not seen before (a known series' bytes were
+    // checked when it was first seen).
+    let mut symbols: Vec<&[u8]> = Vec::new();
     let mut r = Reader::new(buf);
     while let Some((field, wt)) = r.field()? {
         match (field, wt) {
-            (4, LEN) => symbols.push(r.str()?),
+            (4, LEN) => symbols.push(r.bytes()?),
             (_, wt) => r.skip(wt)?,
         }
     }
@@ -184,7 +215,7 @@ pub fn decode_v2(
             "the first symbol must be the empty string".into(),
         ));
     }
-    let symbol = |i: u32| -> Result<&str, DecodeError> {
+    let raw_symbol = |i: u32| -> Result<&[u8], DecodeError> {
         symbols.get(i as usize).copied().ok_or_else(|| {
             DecodeError::Invalid(format!(
                 "symbol reference {i} is outside the table of {}",
@@ -192,7 +223,11 @@ pub fn decode_v2(
             ))
         })
     };
-
+    let symbol = |i: u32| -> Result<&str, DecodeError> {
+        std::str::from_utf8(raw_symbol(i)?)
+            .map_err(|_| DecodeError::Malformed("symbol is not UTF-8"))
+    };
+    let mut key: Vec<u8> = Vec::with_capacity(1024);
     let mut stats = WriteStats::default();
     let mut r = Reader::new(buf);
     let mut label_refs: SmallVec<[u32; 64]> = SmallVec::new();
@@ -227,7 +262,7 @@ pub fn decode_v2(
                 (_, w) => ts.skip(w)?,
             }
         }
-        if label_refs.len() % 2 != 0 {
+        if !label_refs.len().is_multiple_of(2) {
             return Err(DecodeError::Invalid(
                 "labels_refs must hold name/value pairs".into(),
             ));
@@ -235,11 +270,26 @@ pub fn decode_v2(
         if samples.is_empty() {
             continue;
         }
+        // Fast path: the series by its label text.
+        key.clear();
         for pair in label_refs.chunks_exact(2) {
-            labels.push((symbol(pair[0])?, symbol(pair[1])?));
+            key.extend_from_slice(raw_symbol(pair[0])?);
+            key.push(0xff);
+            key.extend_from_slice(raw_symbol(pair[1])?);
+            key.push(0xfe);
         }
-        ensure_sorted(&mut labels);
-        let id = registry.resolve(&labels, limits)?;
+        let id = match registry.resolve_text(&key) {
+            Some(id) => id,
+            None => {
+                for pair in label_refs.chunks_exact(2) {
+                    labels.push((symbol(pair[0])?, symbol(pair[1])?));
+                }
+                ensure_sorted(&mut labels);
+                let id = registry.resolve(&labels, limits)?;
+                registry.remember_text(&key, id);
+                id
+            }
+        };
         for &(value, t) in &samples {
             out.series_id.push(id);
             out.timestamp_ms.push(t);
