@@ -129,6 +129,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => Limiter::in_memory(limits),
     };
     let executor = build_executor(&config, limiter.clone()).await?;
+    // Ingest hands Arrow batches to the engine through a bounded queue; until the engine
+    // lands, a consumer keeps the latest sample of every series.
+    let (ingest, mut batches) = aegis_ingest::Ingest::new(
+        INGEST_QUEUE_BATCHES,
+        aegis_ingest::IngestLimits {
+            max_decompressed: config.max_body_bytes.saturating_mul(16),
+            ..aegis_ingest::IngestLimits::default()
+        },
+    );
+    let latest: Arc<std::sync::Mutex<aegis_ingest::LatestSamples>> = Arc::default();
+    let consumer = {
+        let latest = Arc::clone(&latest);
+        tokio::spawn(async move {
+            while let Some(batch) = batches.recv().await {
+                latest
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply(&batch.batch);
+            }
+        })
+    };
     let interrupted = executor
         .reconcile(&store)
         .await
@@ -146,7 +167,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_auth(auth)
         .with_limiter(limiter)
         .with_cors_origins(config.cors_allowed_origins.clone())
-        .with_executor(executor);
+        .with_executor(executor)
+        .with_ingest(ingest, Arc::clone(&latest));
 
     let addr = config.listen.0;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -210,6 +232,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; closing them"),
     }
     watcher.abort();
+    consumer.abort();
     if let Some(loki) = loki {
         // The pusher stops at its next pause; rows not yet accepted stay queued for the next
         // start.
@@ -294,6 +317,9 @@ async fn bootstrap_admin(
     tracing::info!(%email, "created the bootstrap admin");
     Ok(())
 }
+
+/// Batches the ingest queue holds before remote write answers 503.
+const INGEST_QUEUE_BATCHES: usize = 1_024;
 
 /// The executor of `executor_mode` with its guard settings.
 async fn build_executor(config: &Config, limiter: Limiter) -> anyhow::Result<ExecutorService> {

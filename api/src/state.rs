@@ -25,6 +25,8 @@ pub struct AppState {
     limiter: Limiter,
     cors_origins: Vec<String>,
     executor: Arc<ExecutorService>,
+    ingest: Option<aegis_ingest::Ingest>,
+    latest: Arc<std::sync::Mutex<aegis_ingest::LatestSamples>>,
 }
 
 impl AppState {
@@ -39,6 +41,8 @@ impl AppState {
             auth: Arc::new(Auth::ephemeral()),
             limiter: Limiter::in_memory(Limits::default()),
             cors_origins: Vec::new(),
+            ingest: None,
+            latest: Arc::default(),
             executor: Arc::new(ExecutorService::new(
                 aegis_executor::Executor::DryRun,
                 ExecutorSettings::default(),
@@ -117,6 +121,28 @@ impl AppState {
     /// The executor and its guards.
     pub fn executor(&self) -> &ExecutorService {
         &self.executor
+    }
+
+    /// Takes remote write into `ingest`; `latest` is what its consumer has seen.
+    #[must_use]
+    pub fn with_ingest(
+        mut self,
+        ingest: aegis_ingest::Ingest,
+        latest: Arc<std::sync::Mutex<aegis_ingest::LatestSamples>>,
+    ) -> Self {
+        self.ingest = Some(ingest);
+        self.latest = latest;
+        self
+    }
+
+    /// The ingest front, when enabled.
+    pub fn ingest(&self) -> Option<&aegis_ingest::Ingest> {
+        self.ingest.as_ref()
+    }
+
+    /// The latest sample of every ingested series.
+    pub fn latest_samples(&self) -> &Arc<std::sync::Mutex<aegis_ingest::LatestSamples>> {
+        &self.latest
     }
 
     /// Sets the request body limit in bytes.

@@ -3,6 +3,7 @@
 mod auth;
 mod executor;
 mod health;
+mod ingest;
 mod metrics;
 mod openapi;
 mod policies;
@@ -75,6 +76,8 @@ pub fn app(state: AppState) -> Router {
             post(executor::generate_signature),
         )
         .route("/audit/logs", get(executor::audit_logs))
+        .route("/api/v1/write", post(ingest::remote_write))
+        .route("/api/v1/ingest/series", get(ingest::series))
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/docs").url("/api/v1/openapi.json", {
                 use utoipa::OpenApi;

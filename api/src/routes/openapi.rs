@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, executor, health, metrics, policies, policy, service_tokens, users};
+use super::{auth, executor, health, ingest, metrics, policies, policy, service_tokens, users};
 
 struct BearerAuth;
 
@@ -64,6 +64,8 @@ impl Modify for BearerAuth {
         executor::execute,
         executor::generate_signature,
         executor::audit_logs,
+        ingest::remote_write,
+        ingest::series,
     ),
     tags(
         (name = "operations", description = "health and metrics"),
@@ -73,6 +75,7 @@ impl Modify for BearerAuth {
         (name = "policies", description = "policy CRUD with versions"),
         (name = "policy", description = "evaluation, emergency stop, decision audit"),
         (name = "executor", description = "signed remediation requests and the action audit"),
+        (name = "ingest", description = "Prometheus remote write"),
     )
 )]
 pub(crate) struct ApiDoc;

@@ -1,0 +1,191 @@
+//! `POST /api/v1/write`: Prometheus remote write 1.0 and 2.0.
+
+use std::sync::{Arc, Mutex};
+
+use aegis_core::metric_names;
+use aegis_ingest::{DecodeError, IngestError, LatestSamples, RemoteWriteVersion};
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::{ApiError, AppState, ErrorCode, Json};
+
+const V2_PROTO: &str = "io.prometheus.write.v2.Request";
+const V1_PROTO: &str = "prometheus.WriteRequest";
+
+fn rejected(reason: &'static str) {
+    metrics::counter!(metric_names::INGEST_REJECTED_TOTAL, "source" => "remote_write", "reason" => reason).increment(1);
+}
+
+/// The protocol from `Content-Type` (`application/x-protobuf[;proto=...]`), as both specs
+/// negotiate it; a missing `proto` parameter means 1.0.
+fn version(headers: &HeaderMap) -> Result<RemoteWriteVersion, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/x-protobuf");
+    let mut parts = content_type.split(';').map(str::trim);
+    if !parts
+        .next()
+        .is_some_and(|m| m.eq_ignore_ascii_case("application/x-protobuf"))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            format!("remote write takes application/x-protobuf, not `{content_type}`"),
+        ));
+    }
+    let proto = parts
+        .find_map(|p| p.strip_prefix("proto="))
+        .map(|p| p.trim_matches('"'));
+    match proto {
+        None | Some(V1_PROTO) => Ok(RemoteWriteVersion::V1),
+        Some(V2_PROTO) => Ok(RemoteWriteVersion::V2),
+        Some(other) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            format!("unknown remote write message `{other}`; use {V1_PROTO} or {V2_PROTO}"),
+        )),
+    }
+}
+
+/// `POST /api/v1/write`.
+#[utoipa::path(post, operation_id = "ingest_remote_write", path = "/api/v1/write", tag = "ingest",
+    request_body(content = Vec<u8>, content_type = "application/x-protobuf", description = "snappy-compressed prometheus.WriteRequest or io.prometheus.write.v2.Request"),
+    responses((status = 204, description = "written; 2.0 answers carry X-Prometheus-Remote-Write-*-Written"),
+        (status = 400), (status = 413), (status = 415), (status = 503, description = "queue full, retry")),
+    security(("bearer" = [])))]
+pub(crate) async fn remote_write(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(ingest) = state.ingest() else {
+        return Err(ApiError::unavailable("ingest is not enabled", 30));
+    };
+    let version = version(&headers).inspect_err(|_| rejected("content_type"))?;
+    if let Some(encoding) = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        && !encoding.eq_ignore_ascii_case("snappy")
+    {
+        rejected("content_encoding");
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            format!("remote write bodies are snappy block-compressed, not `{encoding}`"),
+        ));
+    }
+    let ingest = ingest.clone();
+    // Decoding is CPU work of a few hundred microseconds per request: off the async workers.
+    let result = tokio::task::spawn_blocking(move || ingest.remote_write(&body, version))
+        .await
+        .map_err(ApiError::internal)?;
+    match result {
+        Ok(stats) => {
+            metrics::counter!(metric_names::INGEST_SAMPLES_TOTAL, "source" => "remote_write")
+                .increment(stats.samples);
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            if version == RemoteWriteVersion::V2 {
+                let h = response.headers_mut();
+                for (name, n) in [
+                    ("x-prometheus-remote-write-samples-written", stats.samples),
+                    (
+                        "x-prometheus-remote-write-histograms-written",
+                        stats.histograms,
+                    ),
+                    (
+                        "x-prometheus-remote-write-exemplars-written",
+                        stats.exemplars,
+                    ),
+                ] {
+                    h.insert(name, HeaderValue::from(n));
+                }
+            }
+            Ok(response)
+        }
+        Err(IngestError::Overloaded) => {
+            rejected("overloaded");
+            // 503, not 429: Prometheus retries 5xx, but drops on 429 unless told otherwise.
+            Err(ApiError::unavailable(
+                "the ingest queue is full; retry shortly",
+                1,
+            ))
+        }
+        Err(IngestError::Closed) => Err(ApiError::unavailable("ingest is shutting down", 5)),
+        Err(IngestError::Decode(DecodeError::TooLarge { size, max })) => {
+            rejected("too_large");
+            Err(ApiError::payload_too_large(format!(
+                "the body inflates to {size} bytes; at most {max} are accepted"
+            )))
+        }
+        Err(IngestError::Decode(e)) => {
+            rejected(match e {
+                DecodeError::Limit(_) => "limit",
+                DecodeError::Invalid(_) => "invalid",
+                _ => "malformed",
+            });
+            Err(ApiError::bad_request(e.to_string()))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SeriesParams {
+    /// `__name__` to match.
+    name: String,
+}
+
+#[derive(Serialize)]
+pub(crate) struct SeriesView {
+    labels: std::collections::BTreeMap<String, String>,
+    timestamp_ms: i64,
+    value: f64,
+}
+
+/// `GET /api/v1/ingest/series?name=METRIC`: the series ingested under a metric name with
+/// their latest sample (until the engine's SQL endpoint arrives).
+#[utoipa::path(get, operation_id = "ingest_series", path = "/api/v1/ingest/series", tag = "ingest",
+    params(("name" = String, Query, description = "metric name")), responses((status = 200, body = Object)),
+    security(("bearer" = [])))]
+pub(crate) async fn series(
+    State(state): State<AppState>,
+    params: Result<Query<SeriesParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<SeriesView>>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Some(ingest) = state.ingest() else {
+        return Err(ApiError::unavailable("ingest is not enabled", 30));
+    };
+    let latest: &Arc<Mutex<LatestSamples>> = state.latest_samples();
+    let latest = latest.lock().unwrap_or_else(|e| e.into_inner());
+    let registry = ingest.registry().lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = Vec::new();
+    for id in 0..registry.len() as u32 {
+        let Some(labels) = registry.labels(id) else {
+            continue;
+        };
+        if !labels
+            .iter()
+            .any(|(n, v)| &**n == "__name__" && **v == *p.name)
+        {
+            continue;
+        }
+        if let Some((timestamp_ms, value)) = latest.get(id) {
+            out.push(SeriesView {
+                labels: labels
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                timestamp_ms,
+                value,
+            });
+            if out.len() >= 1_000 {
+                break;
+            }
+        }
+    }
+    Ok(Json(out))
+}

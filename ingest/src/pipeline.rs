@@ -1,0 +1,225 @@
+//! [`Ingest`]: decoded requests become Arrow batches on a bounded channel to the engine.
+//!
+//! A full channel refuses the request ([`IngestError::Overloaded`], HTTP 503 with
+//! `Retry-After`) instead of queueing without bound or dropping: the sender retries, and
+//! what was acknowledged is in the channel.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{Array, Float64Array, Int64Array, RecordBatch, UInt32Array};
+use arrow_schema::SchemaRef;
+use tokio::sync::mpsc;
+
+use crate::remote_write::{Samples, WriteStats, decode_v1, decode_v2, snappy_decompress};
+use crate::{DecodeError, SeriesLimits, SeriesRegistry, sample_schema, samples_to_batch};
+
+/// Which remote write protocol a body uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteWriteVersion {
+    /// `prometheus.WriteRequest` (1.0).
+    V1,
+    /// `io.prometheus.write.v2.Request` (2.0).
+    V2,
+}
+
+/// A batch for the engine.
+#[derive(Debug, Clone)]
+pub struct SampleBatch {
+    /// Where it came from (`remote_write`, `kafka`, ...).
+    pub source: &'static str,
+    /// `series_id`, `timestamp_ms`, `value`.
+    pub batch: RecordBatch,
+}
+
+/// Why a request was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// The body is bad (4xx).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The engine's queue is full: retry later (503).
+    #[error("the ingest queue is full; retry shortly")]
+    Overloaded,
+    /// The engine is gone (shutting down).
+    #[error("ingest is shutting down")]
+    Closed,
+}
+
+/// Limits of the ingest path.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestLimits {
+    /// Series limits.
+    pub series: SeriesLimits,
+    /// Largest decompressed body, in bytes.
+    pub max_decompressed: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self {
+            series: SeriesLimits::default(),
+            max_decompressed: crate::remote_write::DEFAULT_MAX_DECOMPRESSED,
+        }
+    }
+}
+
+/// The ingest front: decoding, the series registry, the queue to the engine.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    registry: Arc<Mutex<SeriesRegistry>>,
+    queue: mpsc::Sender<SampleBatch>,
+    limits: IngestLimits,
+    schema: SchemaRef,
+}
+
+impl Ingest {
+    /// An ingest front whose queue holds `capacity` batches; the receiver is the engine's.
+    pub fn new(capacity: usize, limits: IngestLimits) -> (Self, mpsc::Receiver<SampleBatch>) {
+        let (queue, rx) = mpsc::channel(capacity.max(1));
+        (
+            Self {
+                registry: Arc::new(Mutex::new(SeriesRegistry::new())),
+                queue,
+                limits,
+                schema: sample_schema(),
+            },
+            rx,
+        )
+    }
+
+    /// The series registry (read it to name series).
+    pub fn registry(&self) -> &Arc<Mutex<SeriesRegistry>> {
+        &self.registry
+    }
+
+    /// Takes a snappy-compressed remote write body.
+    pub fn remote_write(
+        &self,
+        body: &[u8],
+        version: RemoteWriteVersion,
+    ) -> Result<WriteStats, IngestError> {
+        // Refuse early when the queue is already full: no work spent on a body that cannot
+        // be taken.
+        if self.queue.capacity() == 0 {
+            return Err(IngestError::Overloaded);
+        }
+        let raw = snappy_decompress(body, self.limits.max_decompressed)?;
+        let mut samples = Samples::default();
+        let stats = {
+            let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            match version {
+                RemoteWriteVersion::V1 => {
+                    decode_v1(&raw, &mut registry, &self.limits.series, &mut samples)?
+                }
+                RemoteWriteVersion::V2 => {
+                    decode_v2(&raw, &mut registry, &self.limits.series, &mut samples)?
+                }
+            }
+        };
+        if samples.is_empty() {
+            return Ok(stats);
+        }
+        let batch = samples_to_batch(samples, self.schema.clone())
+            .map_err(|e| IngestError::Decode(DecodeError::Invalid(e.to_string())))?;
+        match self.queue.try_send(SampleBatch {
+            source: "remote_write",
+            batch,
+        }) {
+            Ok(()) => Ok(stats),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(IngestError::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(IngestError::Closed),
+        }
+    }
+}
+
+/// The latest sample of every series: what the engine's windows will hold, kept here until
+/// the engine lands so ingest can be observed end to end.
+#[derive(Debug, Default)]
+pub struct LatestSamples {
+    latest: HashMap<u32, (i64, f64)>,
+    /// Samples consumed in total.
+    pub samples: u64,
+}
+
+impl LatestSamples {
+    /// Folds a batch in.
+    pub fn apply(&mut self, batch: &RecordBatch) {
+        let (Some(ids), Some(ts), Some(vs)) = (
+            batch.column(0).as_any().downcast_ref::<UInt32Array>(),
+            batch.column(1).as_any().downcast_ref::<Int64Array>(),
+            batch.column(2).as_any().downcast_ref::<Float64Array>(),
+        ) else {
+            return;
+        };
+        for i in 0..batch.num_rows() {
+            let entry = self.latest.entry(ids.value(i)).or_insert((i64::MIN, 0.0));
+            if ts.value(i) >= entry.0 {
+                *entry = (ts.value(i), vs.value(i));
+            }
+        }
+        self.samples += batch.num_rows() as u64;
+    }
+
+    /// The latest `(timestamp_ms, value)` of series `id`.
+    pub fn get(&self, id: u32) -> Option<(i64, f64)> {
+        self.latest.get(&id).copied()
+    }
+
+    /// Series seen.
+    pub fn len(&self) -> usize {
+        self.latest.len()
+    }
+
+    /// True when no series was seen.
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote_write::{encode_v1, encode_v2, realistic_series};
+
+    fn snappy(b: &[u8]) -> Vec<u8> {
+        snap::raw::Encoder::new().compress_vec(b).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_instead_of_dropping() {
+        let (ingest, mut rx) = Ingest::new(2, IngestLimits::default());
+        let body = snappy(&encode_v1(&realistic_series(10, 1, 0)));
+        assert_eq!(
+            ingest
+                .remote_write(&body, RemoteWriteVersion::V1)
+                .unwrap()
+                .samples,
+            10
+        );
+        let v2 = snappy(&encode_v2(&realistic_series(10, 1, 0)));
+        assert_eq!(
+            ingest
+                .remote_write(&v2, RemoteWriteVersion::V2)
+                .unwrap()
+                .samples,
+            10
+        );
+        assert_eq!(
+            ingest.remote_write(&body, RemoteWriteVersion::V1),
+            Err(IngestError::Overloaded)
+        );
+        let mut latest = LatestSamples::default();
+        latest.apply(&rx.recv().await.unwrap().batch);
+        latest.apply(&rx.recv().await.unwrap().batch);
+        assert_eq!(
+            (latest.len(), latest.samples),
+            (10, 20),
+            "v1 and v2 name the same series"
+        );
+        assert!(
+            ingest.remote_write(&body, RemoteWriteVersion::V1).is_ok(),
+            "room again"
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! A real Prometheus (Debian's package; `.ci/run` installs it) scrapes itself and Aegis and
+//! remote-writes into Aegis with a service token; within 30 s Aegis holds those series with
+//! the right labels and values.
+
+#![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{aegis, free_port, http, terminate, wait_healthy};
+use serde_json::Value;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+#[test]
+fn prometheus_remote_writes_into_aegis() {
+    let prometheus = which("prometheus").unwrap_or_else(|| {
+        panic!(
+            "the `prometheus` binary is missing: `apt-get install prometheus` (.ci/run does this)"
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("aegis.db").display());
+
+    let mut create = aegis(dir.path())
+        .args([
+            "user",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ])
+        .env("AEGIS_DATABASE_URL", &db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(create.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    assert!(create.wait().unwrap().success());
+
+    let port = free_port();
+    let mut server = aegis(dir.path())
+        .arg("serve")
+        .env("AEGIS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AEGIS_DATABASE_URL", &db)
+        .env("AEGIS_JWT_SECRET", "e2e-secret-e2e-secret-e2e-secret-42")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(wait_healthy(&mut server, port).0, 200);
+
+    let login = serde_json::json!({"email": "ops@example.com", "password": PASSWORD}).to_string();
+    let (_, _, body) = http(port, "POST", "/api/v1/auth/login", None, Some(&login)).unwrap();
+    let admin: Value = serde_json::from_str(&body).unwrap();
+    let admin = admin["access_token"].as_str().unwrap().to_owned();
+    let (status, _, body) = http(
+        port,
+        "POST",
+        "/api/v1/service-tokens",
+        Some(&admin),
+        Some(r#"{"name": "prometheus"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let token: Value = serde_json::from_str(&body).unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+
+    let prom_port = free_port();
+    let config = format!(
+        r#"global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+  external_labels:
+    cluster: e2e
+scrape_configs:
+  - job_name: prometheus
+    static_configs: [{{targets: ["127.0.0.1:{prom_port}"]}}]
+  - job_name: aegis
+    static_configs: [{{targets: ["127.0.0.1:{port}"]}}]
+remote_write:
+  - url: http://127.0.0.1:{port}/api/v1/write
+    authorization:
+      credentials: {token}
+    queue_config:
+      batch_send_deadline: 1s
+"#
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let mut prom = Command::new(prometheus)
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        let (status, _, body) = http(
+            port,
+            "GET",
+            "/api/v1/ingest/series?name=up",
+            Some(&admin),
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let series: Vec<Value> = serde_json::from_str(&body).unwrap();
+        let jobs: Vec<&str> = series
+            .iter()
+            .filter_map(|s| s["labels"]["job"].as_str())
+            .collect();
+        if jobs.contains(&"prometheus") && jobs.contains(&"aegis") {
+            break series;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `up` series for both jobs within 30 s: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let _ = prom.kill();
+    let _ = prom.wait();
+
+    for s in &found {
+        assert_eq!(s["value"], 1.0, "{s}");
+        assert_eq!(s["labels"]["cluster"], "e2e", "external labels arrive: {s}");
+        let instance = s["labels"]["instance"].as_str().unwrap();
+        let expected = if s["labels"]["job"] == "aegis" {
+            port
+        } else {
+            prom_port
+        };
+        assert_eq!(instance, format!("127.0.0.1:{expected}"), "{s}");
+        let age = chrono::Utc::now().timestamp_millis() - s["timestamp_ms"].as_i64().unwrap();
+        assert!((0..60_000).contains(&age), "a recent timestamp: {s}");
+    }
+    // Aegis's own metrics came back through Prometheus, labels intact.
+    let (_, _, body) = http(
+        port,
+        "GET",
+        "/api/v1/ingest/series?name=aegis_http_requests_total",
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    let series: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert!(
+        series
+            .iter()
+            .any(|s| s["labels"]["route"] == "/health" && s["labels"]["job"] == "aegis"),
+        "{body}"
+    );
+    let (_, _, metrics) = http(port, "GET", "/metrics", None, None).unwrap();
+    assert!(
+        metrics.contains(r#"aegis_ingest_samples_total{source="remote_write"}"#),
+        "{metrics}"
+    );
+    terminate(server);
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
