@@ -19,6 +19,8 @@ pub mod executor_service;
 #[cfg(test)]
 mod executor_tests;
 mod extract;
+#[cfg(test)]
+mod ingest_tests;
 pub mod loki_outbox;
 mod middleware;
 mod policy_service;

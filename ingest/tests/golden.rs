@@ -19,15 +19,27 @@ fn a_real_prometheus_request_decodes() {
     let stats = decode_v1(&raw, &mut registry, &SeriesLimits::default(), &mut samples).unwrap();
     assert!(stats.series > 100, "{stats:?}");
     assert_eq!(stats.samples as usize, samples.len());
-    assert_eq!(registry.len() as u64, stats.series, "every series is distinct");
+    assert_eq!(
+        registry.len() as u64,
+        stats.series,
+        "every series is distinct"
+    );
     let mut up = None;
     for id in 0..registry.len() as u32 {
         let labels = registry.labels(id).unwrap();
         // Every series carries the scrape's target labels and the external label.
-        let get = |name: &str| labels.iter().find(|(n, _)| &**n == name).map(|(_, v)| v.to_string());
+        let get = |name: &str| {
+            labels
+                .iter()
+                .find(|(n, _)| &**n == name)
+                .map(|(_, v)| v.to_string())
+        };
         assert_eq!(get("job").as_deref(), Some("prometheus"), "{labels:?}");
         assert_eq!(get("cluster").as_deref(), Some("golden"), "{labels:?}");
-        assert!(labels.windows(2).all(|w| w[0].0 < w[1].0), "sorted: {labels:?}");
+        assert!(
+            labels.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted: {labels:?}"
+        );
         if get("__name__").as_deref() == Some("up") {
             up = Some(id);
         }

@@ -1,0 +1,212 @@
+//! `POST /api/v1/write` through the router: versions, headers, limits, overload, auth.
+
+use std::sync::Arc;
+
+use aegis_core::ExecutorMode;
+use aegis_ingest::remote_write::{encode_v1, encode_v2, realistic_series};
+use aegis_ingest::{Ingest, IngestLimits, SeriesLimits};
+use aegis_policy::{Origin, Policy, PolicySpec};
+use aegis_store::testing::TestDb;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::json;
+
+use crate::tests::{assert_envelope, bearer, send, test_auth};
+use crate::{AppState, PolicyService, app};
+
+async fn router(
+    db: &TestDb,
+    queue: usize,
+    limits: IngestLimits,
+) -> (
+    Router,
+    tokio::sync::mpsc::Receiver<aegis_ingest::SampleBatch>,
+) {
+    let service = Arc::new(PolicyService::new(db.store.clone()));
+    let spec = PolicySpec::from_json(
+        json!({"name": "services write", "type": "api_access", "effect": "allow",
+        "actions": ["POST /api/v1/write"], "conditions": {"roles": ["service"]}}),
+    )
+    .unwrap();
+    service
+        .engine()
+        .set_file_policies(vec![Policy {
+            id: "w".into(),
+            spec,
+            origin: Origin::Builtin,
+        }])
+        .unwrap();
+    let (ingest, rx) = Ingest::new(queue, limits);
+    let mut auth = test_auth();
+    auth.settings.ingest_token = Some("static-ingest-token".into());
+    let state = AppState::new(db.store.clone(), ExecutorMode::DryRun)
+        .with_auth(auth)
+        .with_policies(service)
+        .with_ingest(ingest, Arc::default());
+    (app(state), rx)
+}
+
+fn write(body: Vec<u8>, content_type: &str, token: Option<&str>) -> Request<Body> {
+    let mut b = Request::post("/api/v1/write")
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_ENCODING, "snappy");
+    if let Some(t) = token {
+        b = b.header(header::AUTHORIZATION, t);
+    }
+    b.body(Body::from(body)).unwrap()
+}
+
+fn snappy(raw: &[u8]) -> Vec<u8> {
+    snap::raw::Encoder::new().compress_vec(raw).unwrap()
+}
+
+#[tokio::test]
+async fn versions_headers_limits_overload_and_auth() {
+    let db = TestDb::sqlite().await;
+    let limits = IngestLimits {
+        series: SeriesLimits {
+            max_labels: 20,
+            ..SeriesLimits::default()
+        },
+        max_decompressed: 1 << 20,
+    };
+    let (r, mut rx) = router(&db, 2, limits).await;
+    let service = bearer("svc", &["service"]);
+    let series = realistic_series(20, 2, 1_795_000_000_000);
+
+    let (status, headers, _) = send(
+        r.clone(),
+        write(
+            snappy(&encode_v1(&series)),
+            "application/x-protobuf",
+            Some(&service),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(
+        !headers.contains_key("x-prometheus-remote-write-samples-written"),
+        "1.0 answers carry no counts"
+    );
+
+    let v2 = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+    let (status, headers, _) = send(
+        r.clone(),
+        write(
+            snappy(&encode_v2(&series)),
+            v2,
+            Some("Bearer static-ingest-token"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(headers["x-prometheus-remote-write-samples-written"], "40");
+    assert_eq!(headers["x-prometheus-remote-write-histograms-written"], "0");
+    assert_eq!(headers["x-prometheus-remote-write-exemplars-written"], "0");
+
+    // The queue (2 batches) is full now: 503 with Retry-After, nothing taken.
+    let (status, headers, body) = send(
+        r.clone(),
+        write(
+            snappy(&encode_v1(&series)),
+            "application/x-protobuf",
+            Some(&service),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(rx.recv().await.unwrap().batch.num_rows(), 40);
+    assert_eq!(rx.recv().await.unwrap().batch.num_rows(), 40);
+
+    let cases = [
+        (
+            write(
+                snappy(&encode_v1(&series)),
+                "application/json",
+                Some(&service),
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            write(
+                snappy(&encode_v1(&series)),
+                "application/x-protobuf;proto=foo.Bar",
+                Some(&service),
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            write(
+                b"not snappy at all".to_vec(),
+                "application/x-protobuf",
+                Some(&service),
+            ),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            write(
+                snappy(&[0x0a, 0xff, 0xff]),
+                "application/x-protobuf",
+                Some(&service),
+            ),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            write(
+                snappy(&vec![0u8; 2 << 20]),
+                "application/x-protobuf",
+                Some(&service),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            write(
+                snappy(&encode_v1(&[aegis_ingest::remote_write::SeriesData {
+                    labels: (0..30).map(|i| (format!("l{i:02}"), "v".into())).collect(),
+                    samples: vec![(1, 1.0)],
+                }])),
+                "application/x-protobuf",
+                Some(&service),
+            ),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            write(snappy(&encode_v1(&series)), "application/x-protobuf", None),
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+        (
+            write(
+                snappy(&encode_v1(&series)),
+                "application/x-protobuf",
+                Some(&bearer("u", &["user"])),
+            ),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+    ];
+    for (request, expected, code) in cases {
+        let (status, headers, body) = send(r.clone(), request).await;
+        assert_eq!(status, expected, "{body}");
+        assert_envelope(&body, code, &headers);
+    }
+    let wrong_encoding = Request::post("/api/v1/write")
+        .header(header::CONTENT_TYPE, "application/x-protobuf")
+        .header(header::CONTENT_ENCODING, "gzip")
+        .header(header::AUTHORIZATION, service.as_str())
+        .body(Body::from(snappy(&encode_v1(&series))))
+        .unwrap();
+    assert_eq!(
+        send(r.clone(), wrong_encoding).await.0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    db.cleanup().await;
+}
