@@ -210,3 +210,86 @@ async fn versions_headers_limits_overload_and_auth() {
     );
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn loki_push_in_every_encoding() {
+    use std::io::Write;
+    let db = TestDb::sqlite().await;
+    let (r, mut rx) = {
+        let service = Arc::new(PolicyService::new(db.store.clone()));
+        let spec = PolicySpec::from_json(
+            json!({"name": "services push", "type": "api_access", "effect": "allow",
+            "actions": ["POST /loki/api/v1/push"], "conditions": {"roles": ["service"]}}),
+        )
+        .unwrap();
+        service
+            .engine()
+            .set_file_policies(vec![Policy {
+                id: "p".into(),
+                spec,
+                origin: Origin::Builtin,
+            }])
+            .unwrap();
+        let (ingest, rx) = Ingest::new(16, IngestLimits::default());
+        let state = AppState::new(db.store.clone(), ExecutorMode::DryRun)
+            .with_auth(test_auth())
+            .with_policies(service)
+            .with_ingest(ingest, Arc::default());
+        (app(state), rx)
+    };
+    let token = bearer("svc", &["service"]);
+    let proto = aegis_ingest::loki::encode_proto(&[(
+        "{job=\"api\"}".into(),
+        vec![(1_795_000_000_000_000_000, "ERROR down".into())],
+    )]);
+    let json_body = json!({"streams": [{"stream": {"job": "api"}, "values": [["1795000000000000000", "ERROR down"]]}]}).to_string();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(json_body.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let push = |body: Vec<u8>, content_type: &str, encoding: Option<&str>| {
+        let mut b = Request::post("/loki/api/v1/push")
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::AUTHORIZATION, token.as_str());
+        if let Some(e) = encoding {
+            b = b.header(header::CONTENT_ENCODING, e);
+        }
+        b.body(Body::from(body)).unwrap()
+    };
+    for (request, what) in [
+        (
+            push(snappy(&proto), "application/x-protobuf", None),
+            "protobuf, snappy without Content-Encoding (winston-loki)",
+        ),
+        (
+            push(snappy(&proto), "application/x-protobuf", Some("snappy")),
+            "protobuf, snappy",
+        ),
+        (
+            push(json_body.clone().into_bytes(), "application/json", None),
+            "JSON",
+        ),
+        (
+            push(gz.clone(), "application/json", Some("gzip")),
+            "JSON, gzip",
+        ),
+    ] {
+        let (status, _, body) = send(r.clone(), request).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{what}: {body}");
+        let batch = rx.recv().await.unwrap();
+        assert_eq!(
+            (batch.kind, batch.batch.num_rows()),
+            (aegis_ingest::BatchKind::Logs, 1),
+            "{what}"
+        );
+    }
+    let (status, headers, body) = send(
+        r.clone(),
+        push(b"{\"streams\": 5}".to_vec(), "application/json", None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_envelope(&body, "bad_request", &headers);
+    let (status, _, _) = send(r.clone(), push(gz, "text/plain", None)).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    db.cleanup().await;
+}

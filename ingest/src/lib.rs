@@ -10,14 +10,16 @@
 //! The HTTP endpoints, Loki push, Kafka and pull mode build on these (issue 5, in progress).
 
 mod batch;
+pub mod loki;
 pub mod pipeline;
-mod registry;
+pub(crate) mod registry;
 pub mod remote_write;
 mod wire;
 
 pub use batch::{sample_schema, samples_to_batch};
 pub use pipeline::{
-    Ingest, IngestError, IngestLimits, LatestSamples, RemoteWriteVersion, SampleBatch,
+    BatchKind, Compression, Ingest, IngestError, IngestLimits, LatestSamples, LokiFormat,
+    RemoteWriteVersion, SampleBatch,
 };
 pub use registry::{SeriesLimits, SeriesRegistry};
 pub use wire::encode;

@@ -23,13 +23,44 @@ pub enum RemoteWriteVersion {
     V2,
 }
 
+/// What a batch holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    /// Samples: `series_id`, `timestamp_ms`, `value`.
+    Samples,
+    /// Log lines: `stream_id`, `timestamp_ns`, `line`, `level`.
+    Logs,
+}
+
 /// A batch for the engine.
 #[derive(Debug, Clone)]
 pub struct SampleBatch {
-    /// Where it came from (`remote_write`, `kafka`, ...).
+    /// Where it came from (`remote_write`, `loki`, `kafka`, ...).
     pub source: &'static str,
-    /// `series_id`, `timestamp_ms`, `value`.
+    /// Samples or log lines.
+    pub kind: BatchKind,
+    /// The rows.
     pub batch: RecordBatch,
+}
+
+/// The encodings of a Loki push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LokiFormat {
+    /// `logproto.PushRequest`.
+    Protobuf,
+    /// The JSON form.
+    Json,
+}
+
+/// How a Loki push body is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Not at all.
+    None,
+    /// Snappy block format.
+    Snappy,
+    /// gzip.
+    Gzip,
 }
 
 /// Why a request was not taken.
@@ -68,6 +99,7 @@ impl Default for IngestLimits {
 #[derive(Debug, Clone)]
 pub struct Ingest {
     registry: Arc<Mutex<SeriesRegistry>>,
+    streams: Arc<Mutex<SeriesRegistry>>,
     queue: mpsc::Sender<SampleBatch>,
     limits: IngestLimits,
     schema: SchemaRef,
@@ -80,6 +112,7 @@ impl Ingest {
         (
             Self {
                 registry: Arc::new(Mutex::new(SeriesRegistry::new())),
+                streams: Arc::new(Mutex::new(SeriesRegistry::new())),
                 queue,
                 limits,
                 schema: sample_schema(),
@@ -122,14 +155,73 @@ impl Ingest {
         }
         let batch = samples_to_batch(samples, self.schema.clone())
             .map_err(|e| IngestError::Decode(DecodeError::Invalid(e.to_string())))?;
-        match self.queue.try_send(SampleBatch {
+        self.enqueue(SampleBatch {
             source: "remote_write",
+            kind: BatchKind::Samples,
             batch,
-        }) {
-            Ok(()) => Ok(stats),
+        })?;
+        Ok(stats)
+    }
+
+    fn enqueue(&self, batch: SampleBatch) -> Result<(), IngestError> {
+        match self.queue.try_send(batch) {
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(IngestError::Overloaded),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(IngestError::Closed),
         }
+    }
+
+    /// Takes a Loki push body.
+    pub fn loki_push(
+        &self,
+        body: &[u8],
+        format: LokiFormat,
+        compression: Compression,
+    ) -> Result<crate::loki::PushStats, IngestError> {
+        if self.queue.capacity() == 0 {
+            return Err(IngestError::Overloaded);
+        }
+        let max = self.limits.max_decompressed;
+        let inflated;
+        let raw: &[u8] = match compression {
+            Compression::None => body,
+            Compression::Snappy => {
+                inflated = snappy_decompress(body, max)?;
+                &inflated
+            }
+            Compression::Gzip => {
+                inflated = crate::loki::gunzip(body, max)?;
+                &inflated
+            }
+        };
+        let mut lines = crate::loki::LogLines::default();
+        let stats = {
+            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            match format {
+                LokiFormat::Protobuf => {
+                    crate::loki::decode_proto(raw, &mut streams, &self.limits.series, &mut lines)?
+                }
+                LokiFormat::Json => {
+                    crate::loki::decode_json(raw, &mut streams, &self.limits.series, &mut lines)?
+                }
+            }
+        };
+        if lines.is_empty() {
+            return Ok(stats);
+        }
+        let batch = crate::loki::logs_to_batch(lines, crate::loki::log_schema())
+            .map_err(|e| IngestError::Decode(DecodeError::Invalid(e.to_string())))?;
+        self.enqueue(SampleBatch {
+            source: "loki",
+            kind: BatchKind::Logs,
+            batch,
+        })?;
+        Ok(stats)
+    }
+
+    /// The stream registry of log lines.
+    pub fn streams(&self) -> &Arc<Mutex<SeriesRegistry>> {
+        &self.streams
     }
 }
 
@@ -140,10 +232,20 @@ pub struct LatestSamples {
     latest: HashMap<u32, (i64, f64)>,
     /// Samples consumed in total.
     pub samples: u64,
+    /// Log lines consumed in total.
+    pub log_lines: u64,
 }
 
 impl LatestSamples {
-    /// Folds a batch in.
+    /// Folds a batch in (log batches only count their lines).
+    pub fn apply_batch(&mut self, batch: &SampleBatch) {
+        match batch.kind {
+            BatchKind::Samples => self.apply(&batch.batch),
+            BatchKind::Logs => self.log_lines += batch.batch.num_rows() as u64,
+        }
+    }
+
+    /// Folds a sample batch in.
     pub fn apply(&mut self, batch: &RecordBatch) {
         let (Some(ids), Some(ts), Some(vs)) = (
             batch.column(0).as_any().downcast_ref::<UInt32Array>(),

@@ -189,3 +189,101 @@ pub(crate) async fn series(
     }
     Ok(Json(out))
 }
+
+fn loki_rejected(reason: &'static str) {
+    metrics::counter!(metric_names::INGEST_REJECTED_TOTAL, "source" => "loki", "reason" => reason)
+        .increment(1);
+}
+
+/// `POST /loki/api/v1/push`: protobuf (snappy, with or without `Content-Encoding`, as
+/// winston-loki sends it) or JSON, optionally gzip.
+#[utoipa::path(post, operation_id = "ingest_loki_push", path = "/loki/api/v1/push", tag = "ingest",
+    request_body(content = Object, description = "logproto.PushRequest (application/x-protobuf, snappy) or the JSON form (application/json); Content-Encoding gzip or snappy allowed"),
+    responses((status = 204), (status = 400), (status = 413), (status = 415), (status = 503)),
+    security(("bearer" = [])))]
+pub(crate) async fn loki_push(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    use aegis_ingest::{Compression, LokiFormat};
+    let Some(ingest) = state.ingest() else {
+        return Err(ApiError::unavailable("ingest is not enabled", 30));
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/x-protobuf");
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let format = match media.as_str() {
+        "application/json" => LokiFormat::Json,
+        "application/x-protobuf" | "application/protobuf" | "" => LokiFormat::Protobuf,
+        _ => {
+            loki_rejected("content_type");
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+                format!(
+                    "Loki push takes application/x-protobuf or application/json, not `{content_type}`"
+                ),
+            ));
+        }
+    };
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let compression = match (encoding.as_deref(), format) {
+        (Some("gzip"), _) => Compression::Gzip,
+        (Some("snappy"), _) => Compression::Snappy,
+        // Protobuf pushes are snappy-compressed by definition; clients often omit the header.
+        (None | Some("identity"), LokiFormat::Protobuf) => Compression::Snappy,
+        (None | Some("identity"), LokiFormat::Json) => Compression::None,
+        (Some(other), _) => {
+            loki_rejected("content_encoding");
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+                format!("unsupported Content-Encoding `{other}`; use gzip or snappy"),
+            ));
+        }
+    };
+    let ingest = ingest.clone();
+    let result = tokio::task::spawn_blocking(move || ingest.loki_push(&body, format, compression))
+        .await
+        .map_err(ApiError::internal)?;
+    match result {
+        Ok(stats) => {
+            metrics::counter!(metric_names::INGEST_LOG_LINES_TOTAL, "source" => "loki")
+                .increment(stats.lines);
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Err(IngestError::Overloaded) => {
+            loki_rejected("overloaded");
+            Err(ApiError::unavailable(
+                "the ingest queue is full; retry shortly",
+                1,
+            ))
+        }
+        Err(IngestError::Closed) => Err(ApiError::unavailable("ingest is shutting down", 5)),
+        Err(IngestError::Decode(DecodeError::TooLarge { size, max })) => {
+            loki_rejected("too_large");
+            Err(ApiError::payload_too_large(format!(
+                "the body inflates to {size} bytes; at most {max} are accepted"
+            )))
+        }
+        Err(IngestError::Decode(e)) => {
+            loki_rejected(if matches!(e, DecodeError::Limit(_)) {
+                "limit"
+            } else {
+                "invalid"
+            });
+            Err(ApiError::bad_request(e.to_string()))
+        }
+    }
+}

@@ -78,6 +78,7 @@ pub fn app(state: AppState) -> Router {
         .route("/audit/logs", get(executor::audit_logs))
         .route("/api/v1/write", post(ingest::remote_write))
         .route("/api/v1/ingest/series", get(ingest::series))
+        .route("/loki/api/v1/push", post(ingest::loki_push))
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/docs").url("/api/v1/openapi.json", {
                 use utoipa::OpenApi;

@@ -66,6 +66,7 @@ impl Modify for BearerAuth {
         executor::audit_logs,
         ingest::remote_write,
         ingest::series,
+        ingest::loki_push,
     ),
     tags(
         (name = "operations", description = "health and metrics"),
@@ -75,7 +76,7 @@ impl Modify for BearerAuth {
         (name = "policies", description = "policy CRUD with versions"),
         (name = "policy", description = "evaluation, emergency stop, decision audit"),
         (name = "executor", description = "signed remediation requests and the action audit"),
-        (name = "ingest", description = "Prometheus remote write"),
+        (name = "ingest", description = "Prometheus remote write and Loki push"),
     )
 )]
 pub(crate) struct ApiDoc;
