@@ -74,10 +74,25 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
     }
 }
 
-fn bearer(req: &Request) -> Option<&str> {
+/// The bearer token; on ingest routes also the password of HTTP Basic auth, which is all
+/// some Loki clients (python-logging-loki, winston-loki) can send (as Grafana Cloud's Loki
+/// takes an API key).
+fn bearer(req: &Request, ingest_route: bool) -> Option<String> {
+    use base64::Engine;
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(token.trim().to_owned());
+    }
+    if ingest_route && scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token.trim())
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (_, password) = text.split_once(':')?;
+        return Some(password.to_owned());
+    }
+    None
 }
 
 fn unauthenticated(message: &str) -> ApiError {
@@ -156,7 +171,7 @@ pub(crate) async fn access(
 
     // Everything needed from the request, taken before the first await: a borrowed request
     // would make this future not `Send`.
-    let token = bearer(&req).map(str::to_owned);
+    let token = bearer(&req, INGEST.contains(&route.as_str()));
     let asked = Asked {
         method: req.method().clone(),
         path: req.uri().path().to_owned(),

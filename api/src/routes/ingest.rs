@@ -287,3 +287,25 @@ pub(crate) async fn loki_push(
         }
     }
 }
+
+/// `GET /api/v1/ingest/streams`: the labels of every log stream received.
+#[utoipa::path(get, operation_id = "ingest_streams", path = "/api/v1/ingest/streams", tag = "ingest",
+    responses((status = 200, body = Object)), security(("bearer" = [])))]
+pub(crate) async fn streams(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<std::collections::BTreeMap<String, String>>>, ApiError> {
+    let Some(ingest) = state.ingest() else {
+        return Err(ApiError::unavailable("ingest is not enabled", 30));
+    };
+    let registry = ingest.streams().lock().unwrap_or_else(|e| e.into_inner());
+    let out = (0..registry.len().min(10_000) as u32)
+        .filter_map(|id| registry.labels(id))
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect();
+    Ok(Json(out))
+}

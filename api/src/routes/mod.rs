@@ -79,6 +79,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/write", post(ingest::remote_write))
         .route("/api/v1/ingest/series", get(ingest::series))
         .route("/loki/api/v1/push", post(ingest::loki_push))
+        .route("/api/v1/ingest/streams", get(ingest::streams))
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/docs").url("/api/v1/openapi.json", {
                 use utoipa::OpenApi;

@@ -67,6 +67,7 @@ impl Modify for BearerAuth {
         ingest::remote_write,
         ingest::series,
         ingest::loki_push,
+        ingest::streams,
     ),
     tags(
         (name = "operations", description = "health and metrics"),

@@ -1,0 +1,148 @@
+//! Real Loki clients push into Aegis: `python-logging-loki` (JSON) and `winston-loki`
+//! (protobuf + snappy, unsorted labels, no Content-Encoding header), both with HTTP Basic
+//! auth whose password is a service token. `.ci/run` installs them into
+//! `/var/tmp/aegis-venv` and `/var/tmp/aegis-node`.
+
+#![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{aegis, free_port, http, terminate, wait_healthy};
+use serde_json::Value;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn tool(var: &str, default: &str) -> String {
+    let path = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing (set {var}; .ci/run installs it)"
+    );
+    path
+}
+
+#[test]
+fn python_logging_loki_and_winston_loki_push_into_aegis() {
+    let python = tool("AEGIS_TEST_PYTHON", "/var/tmp/aegis-venv/bin/python");
+    let node_modules = tool(
+        "AEGIS_TEST_NODE_MODULES",
+        "/var/tmp/aegis-node/node_modules",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("aegis.db").display());
+    let mut create = aegis(dir.path())
+        .args([
+            "user",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ])
+        .env("AEGIS_DATABASE_URL", &db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(create.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    assert!(create.wait().unwrap().success());
+    let port = free_port();
+    let mut server = aegis(dir.path())
+        .arg("serve")
+        .env("AEGIS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AEGIS_DATABASE_URL", &db)
+        .env("AEGIS_JWT_SECRET", "loki-secret-loki-secret-loki-secret-1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(wait_healthy(&mut server, port).0, 200);
+    let login = serde_json::json!({"email": "ops@example.com", "password": PASSWORD}).to_string();
+    let (_, _, body) = http(port, "POST", "/api/v1/auth/login", None, Some(&login)).unwrap();
+    let admin = serde_json::from_str::<Value>(&body).unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, _, body) = http(
+        port,
+        "POST",
+        "/api/v1/service-tokens",
+        Some(&admin),
+        Some(r#"{"name": "loki-clients"}"#),
+    )
+    .unwrap();
+    let token = serde_json::from_str::<Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let py = format!(
+        r#"
+import logging, logging_loki
+handler = logging_loki.LokiHandler(url="http://127.0.0.1:{port}/loki/api/v1/push",
+    tags={{"app": "py-app"}}, auth=("aegis", "{token}"), version="1")
+log = logging.getLogger("e2e"); log.addHandler(handler); log.setLevel(logging.INFO)
+log.error("python says the database is down")
+"#
+    );
+    let out = Command::new(&python).arg("-c").arg(py).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let js = format!(
+        r#"
+const winston = require("winston");
+const LokiTransport = require("winston-loki");
+const transport = new LokiTransport({{ host: "http://127.0.0.1:{port}", basicAuth: "aegis:{token}",
+  labels: {{ zone: "eu", app: "node-app" }}, batching: false, json: false,
+  onConnectionError: (e) => {{ console.error("loki error", e); process.exitCode = 1; }} }});
+const logger = winston.createLogger({{ transports: [transport] }});
+logger.error("node says the queue is stuck");
+setTimeout(() => process.exit(process.exitCode || 0), 1500);
+"#
+    );
+    let out = Command::new("node")
+        .arg("-e")
+        .arg(js)
+        .env("NODE_PATH", &node_modules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, _, body) = http(port, "GET", "/api/v1/ingest/streams", Some(&admin), None).unwrap();
+        let streams: Vec<Value> = serde_json::from_str(&body).unwrap();
+        let py_ok = streams.iter().any(|s| s["app"] == "py-app");
+        let node_ok = streams
+            .iter()
+            .any(|s| s["app"] == "node-app" && s["zone"] == "eu");
+        if py_ok && node_ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "streams so far: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, _, metrics) = http(port, "GET", "/metrics", None, None).unwrap();
+    let lines: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"aegis_ingest_log_lines_total{source="loki"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(lines >= 2.0, "{metrics}");
+    terminate(server);
+}
