@@ -139,6 +139,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     );
     let latest: Arc<std::sync::Mutex<aegis_ingest::LatestSamples>> = Arc::default();
+    let ingest_for_kafka = ingest.clone();
     let consumer = {
         let latest = Arc::clone(&latest);
         tokio::spawn(async move {
@@ -197,6 +198,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let kafka = if config.kafka_topics.is_empty() {
+        None
+    } else {
+        let settings = aegis_ingest::kafka::KafkaSettings {
+            brokers: config.kafka_brokers.join(","),
+            topics: config.kafka_topics.clone(),
+            group: config.kafka_group.clone(),
+            batch_max: 1_000,
+            batch_wait: Duration::from_millis(200),
+        };
+        let stats = Arc::new(aegis_ingest::kafka::KafkaStats::default());
+        let mut stop_rx = stop_rx.clone();
+        let consumer =
+            aegis_ingest::kafka::run(settings, ingest_for_kafka.clone(), stats, async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            });
+        Some(tokio::spawn(async move {
+            if let Err(error) = consumer.await {
+                tracing::error!(%error, "the Kafka consumer could not start");
+            }
+        }))
+    };
     let watcher = {
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(Arc::clone(&policies).watch(async move {
@@ -232,6 +255,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; closing them"),
     }
     watcher.abort();
+    if let Some(kafka) = kafka {
+        // It stops at its next batch boundary; uncommitted messages are read again later.
+        let _ = tokio::time::timeout(Duration::from_secs(5), kafka).await;
+    }
     consumer.abort();
     if let Some(loki) = loki {
         // The pusher stops at its next pause; rows not yet accepted stay queued for the next

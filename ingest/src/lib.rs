@@ -10,6 +10,7 @@
 //! The HTTP endpoints, Loki push, Kafka and pull mode build on these (issue 5, in progress).
 
 mod batch;
+pub mod kafka;
 pub mod loki;
 pub mod pipeline;
 pub(crate) mod registry;

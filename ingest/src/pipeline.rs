@@ -219,6 +219,30 @@ impl Ingest {
         Ok(stats)
     }
 
+    /// Waits for room in the queue (the Kafka consumer's back-pressure).
+    pub(crate) async fn enqueue_wait(&self, batch: SampleBatch) -> Result<(), IngestError> {
+        self.queue
+            .send(batch)
+            .await
+            .map_err(|_| IngestError::Closed)
+    }
+
+    /// Decodes owned Kafka messages under the registries' locks.
+    pub(crate) fn decode_kafka(
+        &self,
+        messages: Vec<crate::kafka::DecodedMessage>,
+    ) -> (Vec<SampleBatch>, u64, u64, u64) {
+        let mut series = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        crate::kafka::decode_kafka_messages(
+            messages,
+            &mut series,
+            &mut streams,
+            &self.limits.series,
+            self.limits.max_decompressed,
+        )
+    }
+
     /// The stream registry of log lines.
     pub fn streams(&self) -> &Arc<Mutex<SeriesRegistry>> {
         &self.streams

@@ -128,6 +128,11 @@ fn detect_level(line: &str, hint: Option<&str>) -> Option<&'static str> {
         })
 }
 
+/// Appends a line whose level is detected from its text (Kafka JSON lines).
+pub(crate) fn push_line_pub(out: &mut LogLines, stream: u32, ts: i64, line: &str) {
+    push_line(out, stream, ts, line, None);
+}
+
 fn push_line(out: &mut LogLines, stream: u32, ts: i64, line: &str, hint: Option<&str>) {
     out.stream_id.push(stream);
     out.timestamp_ns.push(ts);

@@ -6,6 +6,7 @@ mod labels;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use decode::push_line_pub;
 pub use decode::{
     LogLines, PushStats, decode_json, decode_proto, encode_proto, gunzip, log_schema, logs_to_batch,
 };
