@@ -42,8 +42,15 @@ const PUBLIC: &[&str] = &[
 /// Routes that take the static ingest token.
 const INGEST: &[&str] = &["/api/v1/write", "/loki/api/v1/push"];
 
-/// Probes must never be throttled.
-const UNLIMITED: &[&str] = &["/health", "/api/v1/health", "/metrics"];
+/// Never throttled by the per-caller budget: probes, and the ingest endpoints, whose
+/// back-pressure is the engine queue's 503 (Prometheus retries a 503 but drops on a 429).
+const UNLIMITED: &[&str] = &[
+    "/health",
+    "/api/v1/health",
+    "/metrics",
+    "/api/v1/write",
+    "/loki/api/v1/push",
+];
 
 fn is_public(route: &str) -> bool {
     PUBLIC.contains(&route) || route.starts_with("/docs")

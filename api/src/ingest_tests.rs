@@ -293,3 +293,92 @@ async fn loki_push_in_every_encoding() {
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     db.cleanup().await;
 }
+
+/// Overload: senders offer about three times what a (deliberately slow) engine takes. Every
+/// answer is 204 or 503; senders retry 503s; in the end the engine counted every sample.
+/// `AEGIS_OVERLOAD_SECS` stretches the run (the campaign is 30 s; CI runs 4 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_answers_204_or_503_and_loses_nothing_after_retries() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let seconds: u64 = std::env::var("AEGIS_OVERLOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    let db = TestDb::sqlite().await;
+    let (r, mut rx) = router(&db, 4, IngestLimits::default()).await;
+    // The engine: 10 ms per batch, about 100 batches per second.
+    let counted = Arc::new(AtomicU64::new(0));
+    let engine = {
+        let counted = Arc::clone(&counted);
+        tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                counted.fetch_add(batch.batch.num_rows() as u64, Ordering::Relaxed);
+            }
+        })
+    };
+    // Three senders, each offering a request every 10 ms: about 300 per second, 3× the engine.
+    let per_sender = 100 * seconds as usize;
+    let token = bearer("svc", &["service"]);
+    let (accepted, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut senders = Vec::new();
+    for s in 0..3 {
+        let (r, token, accepted, refused) =
+            (r.clone(), token.clone(), accepted.clone(), refused.clone());
+        senders.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            for i in 0..per_sender {
+                let body = snappy(&encode_v1(&realistic_series(
+                    5,
+                    1,
+                    1_795_000_000_000 + (s * 1_000_000 + i) as i64,
+                )));
+                let mut backoff = std::time::Duration::from_millis(5);
+                loop {
+                    let (status, headers, _) = send(
+                        r.clone(),
+                        write(body.clone(), "application/x-protobuf", Some(&token)),
+                    )
+                    .await;
+                    match status {
+                        StatusCode::NO_CONTENT => {
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        StatusCode::SERVICE_UNAVAILABLE => {
+                            assert!(headers.contains_key(header::RETRY_AFTER));
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(std::time::Duration::from_millis(200));
+                        }
+                        other => panic!("only 204 or 503 may answer an overload, not {other}"),
+                    }
+                }
+                sent += 5;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            sent
+        }));
+    }
+    let mut sent = 0;
+    for s in senders {
+        sent += s.await.unwrap();
+    }
+    // Let the engine drain.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while counted.load(Ordering::Relaxed) < sent && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        counted.load(Ordering::Relaxed),
+        sent,
+        "every acknowledged sample reached the engine"
+    );
+    assert!(
+        refused.load(Ordering::Relaxed) > 0,
+        "the engine really was overloaded"
+    );
+    assert_eq!(accepted.load(Ordering::Relaxed) * 5, sent);
+    engine.abort();
+    db.cleanup().await;
+}
