@@ -117,7 +117,21 @@ async fn authenticate(
     };
     let auth = state.auth();
     if token.starts_with("aegs_") {
-        let record = state.store().use_service_token(&hash_token(token)).await?;
+        let hash = hash_token(token);
+        if let Some(caller) = state.token_cache().get(&hash) {
+            return Ok(Some(caller));
+        }
+        let record = state.store().use_service_token(&hash).await?;
+        if let Some(t) = &record {
+            state.token_cache().put(
+                hash,
+                Caller {
+                    id: format!("service-token:{}", t.id),
+                    roles: vec![t.role.clone()],
+                    kind: CallerKind::Service,
+                },
+            );
+        }
         return match record {
             Some(t) => Ok(Some(Caller {
                 id: format!("service-token:{}", t.id),

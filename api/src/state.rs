@@ -26,6 +26,7 @@ pub struct AppState {
     cors_origins: Vec<String>,
     executor: Arc<ExecutorService>,
     ingest: Option<aegis_ingest::Ingest>,
+    token_cache: Arc<crate::auth::TokenCache>,
     latest: Arc<std::sync::Mutex<aegis_ingest::LatestSamples>>,
 }
 
@@ -42,6 +43,7 @@ impl AppState {
             limiter: Limiter::in_memory(Limits::default()),
             cors_origins: Vec::new(),
             ingest: None,
+            token_cache: Arc::default(),
             latest: Arc::default(),
             executor: Arc::new(ExecutorService::new(
                 aegis_executor::Executor::DryRun,
@@ -133,6 +135,11 @@ impl AppState {
         self.ingest = Some(ingest);
         self.latest = latest;
         self
+    }
+
+    /// Recently verified service tokens.
+    pub fn token_cache(&self) -> &crate::auth::TokenCache {
+        &self.token_cache
     }
 
     /// The ingest front, when enabled.

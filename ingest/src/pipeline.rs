@@ -4,7 +4,6 @@
 //! `Retry-After`) instead of queueing without bound or dropping: the sender retries, and
 //! what was acknowledged is in the channel.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::{Array, Float64Array, Int64Array, RecordBatch, UInt32Array};
@@ -253,7 +252,9 @@ impl Ingest {
 /// the engine lands so ingest can be observed end to end.
 #[derive(Debug, Default)]
 pub struct LatestSamples {
-    latest: HashMap<u32, (i64, f64)>,
+    /// Indexed by series id (ids are dense): `i64::MIN` marks a series not seen yet.
+    latest: Vec<(i64, f64)>,
+    seen: usize,
     /// Samples consumed in total.
     pub samples: u64,
     /// Log lines consumed in total.
@@ -279,7 +280,14 @@ impl LatestSamples {
             return;
         };
         for i in 0..batch.num_rows() {
-            let entry = self.latest.entry(ids.value(i)).or_insert((i64::MIN, 0.0));
+            let id = ids.value(i) as usize;
+            if id >= self.latest.len() {
+                self.latest.resize(id + 1, (i64::MIN, 0.0));
+            }
+            let entry = &mut self.latest[id];
+            if entry.0 == i64::MIN {
+                self.seen += 1;
+            }
             if ts.value(i) >= entry.0 {
                 *entry = (ts.value(i), vs.value(i));
             }
@@ -289,17 +297,20 @@ impl LatestSamples {
 
     /// The latest `(timestamp_ms, value)` of series `id`.
     pub fn get(&self, id: u32) -> Option<(i64, f64)> {
-        self.latest.get(&id).copied()
+        self.latest
+            .get(id as usize)
+            .copied()
+            .filter(|e| e.0 != i64::MIN)
     }
 
     /// Series seen.
     pub fn len(&self) -> usize {
-        self.latest.len()
+        self.seen
     }
 
     /// True when no series was seen.
     pub fn is_empty(&self) -> bool {
-        self.latest.is_empty()
+        self.seen == 0
     }
 }
 

@@ -5,11 +5,13 @@ mod caller;
 mod jwt;
 mod password;
 mod secrets;
+mod token_cache;
 
 pub use caller::{Caller, CallerKind};
 pub use jwt::{AccessClaims, JwtError, JwtKey, JwtKeys};
 pub use password::{PasswordHasher, check_password_rules, normalise_email};
 pub use secrets::{hash_token, random_token};
+pub use token_cache::{TOKEN_CACHE_TTL, TokenCache};
 
 use std::time::Duration;
 

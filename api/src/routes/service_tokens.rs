@@ -87,6 +87,8 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     if state.store().revoke_service_token(&id).await? {
+        // Revocation on this replica takes effect at once; others within TOKEN_CACHE_TTL.
+        state.token_cache().clear();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!(
