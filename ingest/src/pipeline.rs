@@ -136,19 +136,33 @@ impl Ingest {
         if self.queue.capacity() == 0 {
             return Err(IngestError::Overloaded);
         }
-        let raw = snappy_decompress(body, self.limits.max_decompressed)?;
+        thread_local! {
+            /// The inflated body, reused by every request this thread decodes.
+            static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let mut samples = Samples::default();
-        let stats = {
+        let stats = RAW.with(|raw| {
+            let mut raw = raw.borrow_mut();
+            crate::remote_write::snappy_decompress_into(
+                body,
+                self.limits.max_decompressed,
+                &mut raw,
+            )?;
             let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-            match version {
+            let stats = match version {
                 RemoteWriteVersion::V1 => {
                     decode_v1(&raw, &mut registry, &self.limits.series, &mut samples)?
                 }
                 RemoteWriteVersion::V2 => {
                     decode_v2(&raw, &mut registry, &self.limits.series, &mut samples)?
                 }
+            };
+            // Do not keep a huge buffer around after an unusually large request.
+            if raw.capacity() > 16 << 20 {
+                *raw = Vec::new();
             }
-        };
+            Ok::<_, IngestError>(stats)
+        })?;
         if samples.is_empty() {
             return Ok(stats);
         }

@@ -36,3 +36,25 @@ fn snappy_reason(e: &snap::Error) -> &'static str {
         _ => "snappy: corrupt block",
     }
 }
+
+/// Like [`snappy_decompress`], into `out` (cleared first), reusing its capacity: a receiver
+/// that inflates a megabyte per request should not allocate and fault in a megabyte per
+/// request.
+pub fn snappy_decompress_into(
+    body: &[u8],
+    max: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let len =
+        snap::raw::decompress_len(body).map_err(|e| DecodeError::Malformed(snappy_reason(&e)))?;
+    if len > max {
+        return Err(DecodeError::TooLarge { size: len, max });
+    }
+    out.clear();
+    out.resize(len, 0);
+    let written = snap::raw::Decoder::new()
+        .decompress(body, out)
+        .map_err(|e| DecodeError::Malformed(snappy_reason(&e)))?;
+    out.truncate(written);
+    Ok(())
+}
