@@ -270,7 +270,10 @@ async fn authorize(
     let reads = matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS);
     // The evaluate endpoint records its own decision; auditing the access check as well would
     // double the audit volume of the busiest endpoint for no information.
-    if !decision.allowed() || (!reads && route != "/api/v1/policy/evaluate") {
+    // Ingest requests are telemetry, not changes: auditing every allowed one would write a
+    // decision row per Prometheus batch. Their denials are still recorded.
+    let routine = route == "/api/v1/policy/evaluate" || INGEST.contains(&route);
+    if !decision.allowed() || (!reads && !routine) {
         service
             .record(
                 &policy_request,
