@@ -220,6 +220,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }))
     };
+    let pull = {
+        let settings = aegis_api::pull::PullSettings {
+            prometheus: config
+                .prometheus_url
+                .clone()
+                .filter(|_| !config.prometheus_queries.is_empty())
+                .map(|u| (u, config.prometheus_queries.clone())),
+            loki: config
+                .loki_url
+                .clone()
+                .filter(|_| !config.loki_queries.is_empty())
+                .map(|u| (u, config.loki_queries.clone())),
+            interval: Duration::from_secs(config.pull_interval_secs),
+        };
+        if settings.prometheus.is_some() || settings.loki.is_some() {
+            let puller = aegis_api::pull::Puller::new(settings, ingest_for_kafka.clone())
+                .map_err(|e| anyhow::anyhow!("pull mode: {e}"))?;
+            let mut stop_rx = stop_rx.clone();
+            Some(tokio::spawn(puller.run(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })))
+        } else {
+            None
+        }
+    };
     let watcher = {
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(Arc::clone(&policies).watch(async move {
@@ -255,6 +280,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; closing them"),
     }
     watcher.abort();
+    if let Some(pull) = pull {
+        pull.abort();
+    }
     if let Some(kafka) = kafka {
         // It stops at its next batch boundary; uncommitted messages are read again later.
         let _ = tokio::time::timeout(Duration::from_secs(5), kafka).await;
@@ -301,6 +329,12 @@ pub(crate) fn build_auth(config: &Config) -> anyhow::Result<Auth> {
         JwtKeys::new(keys, &config.jwt_issuer, &config.jwt_audience).map_err(anyhow::Error::msg)?;
     let mut settings = AuthSettings::new(keys);
     settings.ingest_token = config.ingest_token.as_ref().map(|t| t.expose().to_owned());
+    settings.ingest_open = config.ingest_open;
+    if config.ingest_open {
+        tracing::warn!(
+            "AEGIS_INGEST_OPEN: remote write and Loki push accept requests without a token"
+        );
+    }
     Ok(Auth {
         settings,
         hasher: PasswordHasher::owasp(),

@@ -44,11 +44,19 @@ fn prometheus_remote_writes_into_aegis() {
     assert!(create.wait().unwrap().success());
 
     let port = free_port();
+    let prom_port = free_port();
     let mut server = aegis(dir.path())
         .arg("serve")
         .env("AEGIS_LISTEN", format!("127.0.0.1:{port}"))
         .env("AEGIS_DATABASE_URL", &db)
         .env("AEGIS_JWT_SECRET", "e2e-secret-e2e-secret-e2e-secret-42")
+        // Pull mode too: poll the same Prometheus's query_range every second.
+        .env(
+            "AEGIS_PROMETHEUS_URL",
+            format!("http://127.0.0.1:{prom_port}"),
+        )
+        .env("AEGIS_PROMETHEUS_QUERIES", "up")
+        .env("AEGIS_PULL_INTERVAL_SECS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -71,7 +79,6 @@ fn prometheus_remote_writes_into_aegis() {
     let token: Value = serde_json::from_str(&body).unwrap();
     let token = token["token"].as_str().unwrap().to_owned();
 
-    let prom_port = free_port();
     let config = format!(
         r#"global:
   scrape_interval: 1s
@@ -132,10 +139,23 @@ remote_write:
         );
         std::thread::sleep(Duration::from_millis(250));
     };
+    // Pull mode read `up` back through query_range.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, _, metrics) = http(port, "GET", "/metrics", None, None).unwrap();
+        if metrics.contains(r#"aegis_ingest_samples_total{source="prometheus_pull"}"#) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pull mode read nothing: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let _ = prom.kill();
     let _ = prom.wait();
 
-    for s in &found {
+    for s in found.iter().filter(|s| s["labels"]["cluster"] == "e2e") {
         assert_eq!(s["value"], 1.0, "{s}");
         assert_eq!(s["labels"]["cluster"], "e2e", "external labels arrive: {s}");
         let instance = s["labels"]["instance"].as_str().unwrap();

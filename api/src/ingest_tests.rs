@@ -198,6 +198,37 @@ async fn versions_headers_limits_overload_and_auth() {
         assert_eq!(status, expected, "{body}");
         assert_envelope(&body, code, &headers);
     }
+    // Configured open (a trusted network), a request without a token is taken.
+    let (open_router, _open_rx) = {
+        let service = Arc::new(PolicyService::new(db.store.clone()));
+        let spec = PolicySpec::from_json(
+            json!({"name": "services write", "type": "api_access", "effect": "allow",
+            "actions": ["POST /api/v1/write"], "conditions": {"roles": ["service"]}}),
+        )
+        .unwrap();
+        service
+            .engine()
+            .set_file_policies(vec![Policy {
+                id: "w".into(),
+                spec,
+                origin: Origin::Builtin,
+            }])
+            .unwrap();
+        let (ingest, rx) = Ingest::new(4, IngestLimits::default());
+        let mut auth = test_auth();
+        auth.settings.ingest_open = true;
+        let state = AppState::new(db.store.clone(), ExecutorMode::DryRun)
+            .with_auth(auth)
+            .with_policies(service)
+            .with_ingest(ingest, Arc::default());
+        (app(state), rx)
+    };
+    let (status, _, body) = send(
+        open_router,
+        write(snappy(&encode_v1(&series)), "application/x-protobuf", None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let wrong_encoding = Request::post("/api/v1/write")
         .header(header::CONTENT_TYPE, "application/x-protobuf")
         .header(header::CONTENT_ENCODING, "gzip")
@@ -381,4 +412,68 @@ async fn overload_answers_204_or_503_and_loses_nothing_after_retries() {
     assert_eq!(accepted.load(Ordering::Relaxed) * 5, sent);
     engine.abort();
     db.cleanup().await;
+}
+
+#[tokio::test]
+async fn pull_mode_reads_prometheus_and_loki_query_range() {
+    use axum::extract::Query;
+    use std::collections::HashMap;
+    // A Prometheus and a Loki that answer query_range like the real ones.
+    let app = Router::new()
+        .route("/api/v1/query_range", axum::routing::get(|Query(q): Query<HashMap<String, String>>| async move {
+            assert_eq!(q["query"], "rate(http_requests_total[1m])");
+            assert!(q["start"].parse::<f64>().unwrap() < q["end"].parse::<f64>().unwrap());
+            axum::Json(json!({"status": "success", "data": {"resultType": "matrix", "result": [
+                {"metric": {"__name__": "rate_http", "job": "api"}, "values": [[1795000000.0, "1.5"], [1795000015.0, "2.5"]]},
+                {"metric": {"job": "db", "__name__": "rate_http"}, "values": [[1795000000.0, "NaN"]]}
+            ]}}))
+        }))
+        .route("/loki/api/v1/query_range", axum::routing::get(|Query(q): Query<HashMap<String, String>>| async move {
+            assert_eq!(q["query"], "{app=\"api\"} |= \"error\"");
+            axum::Json(json!({"status": "success", "data": {"resultType": "streams", "result": [
+                {"stream": {"app": "api"}, "values": [["1795000000000000000", "error: boom"], ["1795000001000000000", "error: again"]]}
+            ]}}))
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let (ingest, mut rx) = Ingest::new(8, IngestLimits::default());
+    let puller = crate::pull::Puller::new(
+        crate::pull::PullSettings {
+            prometheus: Some((url.clone(), vec!["rate(http_requests_total[1m])".into()])),
+            loki: Some((url, vec!["{app=\"api\"} |= \"error\"".into()])),
+            interval: std::time::Duration::from_secs(15),
+        },
+        ingest.clone(),
+    )
+    .unwrap();
+    let (samples, lines) = puller
+        .poll_once(1_795_000_000_000, 1_795_000_030_000)
+        .await
+        .unwrap();
+    assert_eq!((samples, lines), (3, 2));
+    let batch = rx.recv().await.unwrap();
+    assert_eq!(
+        (batch.source, batch.batch.num_rows()),
+        ("prometheus_pull", 3)
+    );
+    let ts = batch
+        .batch
+        .column(1)
+        .as_any()
+        .downcast_ref::<arrow_array::Int64Array>()
+        .unwrap();
+    assert_eq!(ts.value(1), 1_795_000_015_000);
+    let registry = ingest.registry().lock().unwrap();
+    let labels: Vec<String> = registry
+        .labels(0)
+        .unwrap()
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    assert_eq!(labels, ["__name__=rate_http", "job=api"]);
+    drop(registry);
+    let logs = rx.recv().await.unwrap();
+    assert_eq!((logs.source, logs.batch.num_rows()), ("loki_pull", 2));
 }

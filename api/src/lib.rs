@@ -26,6 +26,7 @@ mod middleware;
 mod policy_service;
 #[cfg(test)]
 mod policy_tests;
+pub mod pull;
 pub mod ratelimit;
 mod routes;
 mod state;

@@ -5,9 +5,8 @@
 //! prometheus-kafka-adapter (`{"timestamp", "value", "name", "labels"}`), and JSON log lines
 //! (`{"timestamp", "line", "labels"}`).
 //!
-//! Delivery is at least once: offsets are stored and committed only after the batch they
-//! belong to is in the engine's queue; while that queue is full the consumer waits (and so
-//! fetches nothing more). A message that does not decode is counted and logged with its
+//! Delivery is at least once: offsets are committed only after the batch they belong to is
+//! in the engine's queue; while that queue is full the assigned partitions are paused. A message that does not decode is counted and logged with its
 //! topic, partition and offset, then skipped; it never stops the consumer.
 
 use std::sync::Arc;
@@ -50,6 +49,8 @@ pub struct KafkaStats {
     pub poison: AtomicU64,
     /// Offset commits done.
     pub commits: AtomicU64,
+    /// Times the partitions were paused because the engine's queue was full.
+    pub pauses: AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -297,8 +298,32 @@ pub async fn run(
         if offsets.is_empty() {
             continue;
         }
-        // Into the engine's queue (waiting while it is full), then commit.
-        match ingest.kafka_batch(decoded).await {
+        // Into the engine's queue, then commit. While the queue is full the assigned
+        // partitions are paused, so librdkafka stops fetching too, and resumed afterwards.
+        let paused = if ingest.queue_full() {
+            match consumer.assignment() {
+                Ok(assignment) => match consumer.pause(&assignment) {
+                    Ok(()) => {
+                        stats.pauses.fetch_add(1, Ordering::Relaxed);
+                        Some(assignment)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pausing Kafka partitions failed");
+                        None
+                    }
+                },
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let queued = ingest.kafka_batch(decoded).await;
+        if let Some(assignment) = paused
+            && let Err(e) = consumer.resume(&assignment)
+        {
+            tracing::warn!(error = %e, "resuming Kafka partitions failed");
+        }
+        match queued {
             Ok((samples, lines, bad)) => {
                 stats.samples.fetch_add(samples, Ordering::Relaxed);
                 stats.log_lines.fetch_add(lines, Ordering::Relaxed);

@@ -20,7 +20,7 @@ mod wire;
 pub use batch::{sample_schema, samples_to_batch};
 pub use pipeline::{
     BatchKind, Compression, Ingest, IngestError, IngestLimits, LatestSamples, LokiFormat,
-    RemoteWriteVersion, SampleBatch,
+    PulledSeries, RemoteWriteVersion, SampleBatch,
 };
 pub use registry::{SeriesLimits, SeriesRegistry};
 pub use wire::encode;

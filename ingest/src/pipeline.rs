@@ -22,6 +22,9 @@ pub enum RemoteWriteVersion {
     V2,
 }
 
+/// One pulled series: its labels and `(timestamp_ms, value)` points.
+pub type PulledSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
+
 /// What a batch holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchKind {
@@ -232,6 +235,11 @@ impl Ingest {
         Ok(stats)
     }
 
+    /// True when the queue to the engine has no room.
+    pub fn queue_full(&self) -> bool {
+        self.queue.capacity() == 0
+    }
+
     /// Waits for room in the queue (the Kafka consumer's back-pressure).
     pub(crate) async fn enqueue_wait(&self, batch: SampleBatch) -> Result<(), IngestError> {
         self.queue
@@ -254,6 +262,62 @@ impl Ingest {
             &self.limits.series,
             self.limits.max_decompressed,
         )
+    }
+
+    /// Takes samples pulled from a Prometheus `query_range` (labels, then `(ms, value)`),
+    /// waiting for room in the queue: a poller can wait, unlike an HTTP sender.
+    pub async fn pulled_samples(&self, series: Vec<PulledSeries>) -> Result<u64, IngestError> {
+        let mut samples = Samples::default();
+        {
+            let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            for (mut labels, points) in series {
+                labels.sort();
+                let borrowed: Vec<(&str, &str)> = labels
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                let id = registry.resolve(&borrowed, &self.limits.series)?;
+                for (t, v) in points {
+                    samples.series_id.push(id);
+                    samples.timestamp_ms.push(t);
+                    samples.value.push(v);
+                }
+            }
+        }
+        let n = samples.len() as u64;
+        if n == 0 {
+            return Ok(0);
+        }
+        let batch = samples_to_batch(samples, self.schema.clone())
+            .map_err(|e| IngestError::Decode(DecodeError::Invalid(e.to_string())))?;
+        self.enqueue_wait(SampleBatch {
+            source: "prometheus_pull",
+            kind: BatchKind::Samples,
+            batch,
+        })
+        .await?;
+        Ok(n)
+    }
+
+    /// Takes log streams pulled from a Loki `query_range` (the JSON push shape).
+    pub async fn pulled_logs(&self, push_json: &[u8]) -> Result<u64, IngestError> {
+        let mut lines = crate::loki::LogLines::default();
+        let stats = {
+            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            crate::loki::decode_json(push_json, &mut streams, &self.limits.series, &mut lines)?
+        };
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        let batch = crate::loki::logs_to_batch(lines, crate::loki::log_schema())
+            .map_err(|e| IngestError::Decode(DecodeError::Invalid(e.to_string())))?;
+        self.enqueue_wait(SampleBatch {
+            source: "loki_pull",
+            kind: BatchKind::Logs,
+            batch,
+        })
+        .await?;
+        Ok(stats.lines)
     }
 
     /// The stream registry of log lines.

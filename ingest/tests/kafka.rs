@@ -148,3 +148,46 @@ async fn consume_commit_restart_and_skip_poison() {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_pauses_the_partitions_and_loses_nothing() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("busy", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for i in 0..12 {
+        produce(
+            &producer,
+            "busy",
+            &format!("k{i}"),
+            sample_json(&format!("m{i}"), 1.0).as_bytes(),
+        )
+        .await;
+    }
+    let settings = KafkaSettings {
+        brokers,
+        topics: vec!["busy".into()],
+        group: "aegis-busy".into(),
+        batch_max: 2,
+        batch_wait: Duration::from_millis(100),
+    };
+    // A queue of one batch that nobody drains at first.
+    let (ingest, mut rx) = Ingest::new(1, IngestLimits::default());
+    let stats = Arc::new(KafkaStats::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(settings, ingest, Arc::clone(&stats), async move {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        stats.pauses.load(Ordering::Relaxed) >= 1,
+        "the consumer paused while the queue was full"
+    );
+    let (s, _) = consume(&mut rx, 12, 0).await;
+    assert_eq!(s, 12, "every message arrived once the queue drained");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}

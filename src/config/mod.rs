@@ -91,6 +91,15 @@ pub struct Config {
     /// Prometheus to pull from when it cannot push (`http://HOST:9090`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prometheus_url: Option<String>,
+    /// PromQL queries polled from `prometheus_url` (pull mode; comma-separated in the
+    /// environment, so a query with commas belongs in the file).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prometheus_queries: Vec<String>,
+    /// LogQL queries polled from `loki_url` (pull mode).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loki_queries: Vec<String>,
+    /// Seconds between pull-mode polls (and the Prometheus query step).
+    pub pull_interval_secs: u64,
     /// Loki to pull logs from and push audit rows to (`http://HOST:3100`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loki_url: Option<String>,
@@ -128,6 +137,8 @@ pub struct Config {
     pub kafka_topics: Vec<String>,
     /// Kafka consumer group.
     pub kafka_group: String,
+    /// Accept ingest (remote write, Loki push) without any token: only for a trusted network.
+    pub ingest_open: bool,
     /// A static bearer token accepted on the ingest endpoints besides service tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ingest_token: Option<Secret>,
@@ -167,6 +178,9 @@ impl Default for Config {
             redis_url: None,
             prometheus_url: None,
             loki_url: None,
+            prometheus_queries: Vec::new(),
+            loki_queries: Vec::new(),
+            pull_interval_secs: 15,
             anomaly_threshold: 0.6,
             kubeconfig_path: None,
             allowed_namespaces: vec!["default".to_owned(), "production".to_owned()],
@@ -183,6 +197,7 @@ impl Default for Config {
             kafka_brokers: Vec::new(),
             kafka_topics: Vec::new(),
             kafka_group: "aegis".to_owned(),
+            ingest_open: false,
             ingest_token: None,
             policy_dir: None,
             admin_email: None,
@@ -403,6 +418,15 @@ impl Config {
                 },
                 "must be at least 1".into(),
             ));
+        }
+        if !self.prometheus_queries.is_empty() && self.prometheus_url.is_none() {
+            return Err(invalid("prometheus_queries", "need prometheus_url".into()));
+        }
+        if !self.loki_queries.is_empty() && self.loki_url.is_none() {
+            return Err(invalid("loki_queries", "need loki_url".into()));
+        }
+        if self.pull_interval_secs == 0 {
+            return Err(invalid("pull_interval_secs", "must be at least 1".into()));
         }
         if !self.kafka_topics.is_empty() && self.kafka_brokers.is_empty() {
             return Err(invalid(

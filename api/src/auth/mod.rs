@@ -28,6 +28,8 @@ pub struct AuthSettings {
     pub refresh_ttl: Duration,
     /// A static bearer token accepted on the ingest endpoints (role `service`).
     pub ingest_token: Option<String>,
+    /// Ingest endpoints take requests without any token (a trusted network).
+    pub ingest_open: bool,
 }
 
 impl AuthSettings {
@@ -38,6 +40,7 @@ impl AuthSettings {
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(7 * 24 * 3600),
             ingest_token: None,
+            ingest_open: false,
         }
     }
 }
