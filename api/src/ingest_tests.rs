@@ -465,15 +465,16 @@ async fn pull_mode_reads_prometheus_and_loki_query_range() {
         .downcast_ref::<arrow_array::Int64Array>()
         .unwrap();
     assert_eq!(ts.value(1), 1_795_000_015_000);
-    let registry = ingest.registry().lock().unwrap();
-    let labels: Vec<String> = registry
-        .labels(0)
-        .unwrap()
-        .iter()
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect();
+    let labels: Vec<String> = {
+        let registry = ingest.registry().lock().unwrap();
+        registry
+            .labels(0)
+            .unwrap()
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect()
+    };
     assert_eq!(labels, ["__name__=rate_http", "job=api"]);
-    drop(registry);
     let logs = rx.recv().await.unwrap();
     assert_eq!((logs.source, logs.batch.num_rows()), ("loki_pull", 2));
 }
