@@ -5,39 +5,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Child, Stdio};
 
-use common::{aegis, free_port, http, terminate, wait_healthy};
+use common::{aegis, create_admin, free_port, http, terminate, wait_healthy};
 
 const SECRET: &str = "test-secret-test-secret-test-secret-42";
 const PASSWORD: &str = "correct horse battery staple";
-
-fn user_create(
-    dir: &std::path::Path,
-    db: &str,
-    email: &str,
-    password: &str,
-) -> std::process::Output {
-    let mut child = aegis(dir)
-        .args([
-            "user",
-            "create",
-            "--email",
-            email,
-            "--role",
-            "admin",
-            "--password-stdin",
-        ])
-        .env("AEGIS_DATABASE_URL", db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    child.wait_with_output().unwrap()
-}
 
 fn serve(dir: &std::path::Path, db: &str, extra: &[(&str, &str)]) -> (Child, u16) {
     let port = free_port();
@@ -57,12 +30,17 @@ fn serve(dir: &std::path::Path, db: &str, extra: &[(&str, &str)]) -> (Child, u16
     (child, port)
 }
 
+fn user_create(
+    dir: &std::path::Path,
+    db: &str,
+    email: &str,
+    password: &str,
+) -> std::process::Output {
+    create_admin(dir, db, email, password)
+}
+
 fn login(port: u16, email: &str) -> String {
-    let body = serde_json::json!({"email": email, "password": PASSWORD}).to_string();
-    let (status, _, answer) = http(port, "POST", "/api/v1/auth/login", None, Some(&body)).unwrap();
-    assert_eq!(status, 200, "{answer}");
-    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
-    v["access_token"].as_str().unwrap().to_owned()
+    common::login(port, email, PASSWORD)
 }
 
 #[test]

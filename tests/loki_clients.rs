@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{aegis, free_port, http, terminate, wait_healthy};
+use common::{aegis, create_admin, free_port, http, login, service_token, terminate, wait_healthy};
 use serde_json::Value;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -34,23 +33,11 @@ fn python_logging_loki_and_winston_loki_push_into_aegis() {
     );
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("aegis.db").display());
-    let mut create = aegis(dir.path())
-        .args([
-            "user",
-            "create",
-            "--email",
-            "ops@example.com",
-            "--role",
-            "admin",
-            "--password-stdin",
-        ])
-        .env("AEGIS_DATABASE_URL", &db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(create.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    assert!(create.wait().unwrap().success());
+    assert!(
+        create_admin(dir.path(), &db, "ops@example.com", PASSWORD)
+            .status
+            .success()
+    );
     let port = free_port();
     let mut server = aegis(dir.path())
         .arg("serve")
@@ -62,24 +49,8 @@ fn python_logging_loki_and_winston_loki_push_into_aegis() {
         .spawn()
         .unwrap();
     assert_eq!(wait_healthy(&mut server, port).0, 200);
-    let login = serde_json::json!({"email": "ops@example.com", "password": PASSWORD}).to_string();
-    let (_, _, body) = http(port, "POST", "/api/v1/auth/login", None, Some(&login)).unwrap();
-    let admin = serde_json::from_str::<Value>(&body).unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, _, body) = http(
-        port,
-        "POST",
-        "/api/v1/service-tokens",
-        Some(&admin),
-        Some(r#"{"name": "loki-clients"}"#),
-    )
-    .unwrap();
-    let token = serde_json::from_str::<Value>(&body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let admin = login(port, "ops@example.com", PASSWORD);
+    let token = service_token(port, &admin, "loki-clients");
 
     let py = format!(
         r#"

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{aegis, free_port, http, terminate, wait_healthy};
+use common::{aegis, create_admin, free_port, http, login, service_token, terminate, wait_healthy};
 use serde_json::Value;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -25,23 +24,11 @@ fn prometheus_remote_writes_into_aegis() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("aegis.db").display());
 
-    let mut create = aegis(dir.path())
-        .args([
-            "user",
-            "create",
-            "--email",
-            "ops@example.com",
-            "--role",
-            "admin",
-            "--password-stdin",
-        ])
-        .env("AEGIS_DATABASE_URL", &db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(create.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    assert!(create.wait().unwrap().success());
+    assert!(
+        create_admin(dir.path(), &db, "ops@example.com", PASSWORD)
+            .status
+            .success()
+    );
 
     let port = free_port();
     let prom_port = free_port();
@@ -63,21 +50,8 @@ fn prometheus_remote_writes_into_aegis() {
         .unwrap();
     assert_eq!(wait_healthy(&mut server, port).0, 200);
 
-    let login = serde_json::json!({"email": "ops@example.com", "password": PASSWORD}).to_string();
-    let (_, _, body) = http(port, "POST", "/api/v1/auth/login", None, Some(&login)).unwrap();
-    let admin: Value = serde_json::from_str(&body).unwrap();
-    let admin = admin["access_token"].as_str().unwrap().to_owned();
-    let (status, _, body) = http(
-        port,
-        "POST",
-        "/api/v1/service-tokens",
-        Some(&admin),
-        Some(r#"{"name": "prometheus"}"#),
-    )
-    .unwrap();
-    assert_eq!(status, 201, "{body}");
-    let token: Value = serde_json::from_str(&body).unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
+    let admin = login(port, "ops@example.com", PASSWORD);
+    let token = service_token(port, &admin, "prometheus");
 
     let config = format!(
         r#"global:

@@ -15,18 +15,26 @@ use serde_json::json;
 use crate::tests::{assert_envelope, bearer, send, test_auth};
 use crate::{AppState, PolicyService, app};
 
-async fn router(
+type Batches = tokio::sync::mpsc::Receiver<aegis_ingest::SampleBatch>;
+
+/// A router whose policies let services write and push, with the ingest token configured.
+async fn router(db: &TestDb, queue: usize, limits: IngestLimits) -> (Router, Batches) {
+    let mut auth = test_auth();
+    auth.settings.ingest_token = Some("static-ingest-token".into());
+    router_with(db, queue, limits, auth)
+}
+
+fn router_with(
     db: &TestDb,
     queue: usize,
     limits: IngestLimits,
-) -> (
-    Router,
-    tokio::sync::mpsc::Receiver<aegis_ingest::SampleBatch>,
-) {
+    auth: crate::auth::Auth,
+) -> (Router, Batches) {
     let service = Arc::new(PolicyService::new(db.store.clone()));
     let spec = PolicySpec::from_json(
-        json!({"name": "services write", "type": "api_access", "effect": "allow",
-        "actions": ["POST /api/v1/write"], "conditions": {"roles": ["service"]}}),
+        json!({"name": "services send telemetry", "type": "api_access",
+        "effect": "allow", "actions": ["POST /api/v1/write", "POST /loki/api/v1/push"],
+        "conditions": {"roles": ["service"]}}),
     )
     .unwrap();
     service
@@ -38,8 +46,6 @@ async fn router(
         }])
         .unwrap();
     let (ingest, rx) = Ingest::new(queue, limits);
-    let mut auth = test_auth();
-    auth.settings.ingest_token = Some("static-ingest-token".into());
     let state = AppState::new(db.store.clone(), ExecutorMode::DryRun)
         .with_auth(auth)
         .with_policies(service)
@@ -199,30 +205,9 @@ async fn versions_headers_limits_overload_and_auth() {
         assert_envelope(&body, code, &headers);
     }
     // Configured open (a trusted network), a request without a token is taken.
-    let (open_router, _open_rx) = {
-        let service = Arc::new(PolicyService::new(db.store.clone()));
-        let spec = PolicySpec::from_json(
-            json!({"name": "services write", "type": "api_access", "effect": "allow",
-            "actions": ["POST /api/v1/write"], "conditions": {"roles": ["service"]}}),
-        )
-        .unwrap();
-        service
-            .engine()
-            .set_file_policies(vec![Policy {
-                id: "w".into(),
-                spec,
-                origin: Origin::Builtin,
-            }])
-            .unwrap();
-        let (ingest, rx) = Ingest::new(4, IngestLimits::default());
-        let mut auth = test_auth();
-        auth.settings.ingest_open = true;
-        let state = AppState::new(db.store.clone(), ExecutorMode::DryRun)
-            .with_auth(auth)
-            .with_policies(service)
-            .with_ingest(ingest, Arc::default());
-        (app(state), rx)
-    };
+    let mut open = test_auth();
+    open.settings.ingest_open = true;
+    let (open_router, _open_rx) = router_with(&db, 4, IngestLimits::default(), open);
     let (status, _, body) = send(
         open_router,
         write(snappy(&encode_v1(&series)), "application/x-protobuf", None),
@@ -246,28 +231,7 @@ async fn versions_headers_limits_overload_and_auth() {
 async fn loki_push_in_every_encoding() {
     use std::io::Write;
     let db = TestDb::sqlite().await;
-    let (r, mut rx) = {
-        let service = Arc::new(PolicyService::new(db.store.clone()));
-        let spec = PolicySpec::from_json(
-            json!({"name": "services push", "type": "api_access", "effect": "allow",
-            "actions": ["POST /loki/api/v1/push"], "conditions": {"roles": ["service"]}}),
-        )
-        .unwrap();
-        service
-            .engine()
-            .set_file_policies(vec![Policy {
-                id: "p".into(),
-                spec,
-                origin: Origin::Builtin,
-            }])
-            .unwrap();
-        let (ingest, rx) = Ingest::new(16, IngestLimits::default());
-        let state = AppState::new(db.store.clone(), ExecutorMode::DryRun)
-            .with_auth(test_auth())
-            .with_policies(service)
-            .with_ingest(ingest, Arc::default());
-        (app(state), rx)
-    };
+    let (r, mut rx) = router_with(&db, 16, IngestLimits::default(), test_auth());
     let token = bearer("svc", &["service"]);
     let proto = aegis_ingest::loki::encode_proto(&[(
         "{job=\"api\"}".into(),

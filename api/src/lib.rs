@@ -19,6 +19,7 @@ pub mod executor_service;
 #[cfg(test)]
 mod executor_tests;
 mod extract;
+mod http_client;
 #[cfg(test)]
 mod ingest_tests;
 pub mod loki_outbox;

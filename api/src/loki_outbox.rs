@@ -9,16 +9,14 @@ use axum::body::Bytes;
 use chrono::Utc;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+
+use crate::http_client::Https;
 use serde_json::json;
 
 /// Rows per push.
 const BATCH: i64 = 500;
 /// How often the outbox is looked at.
 const POLL: Duration = Duration::from_secs(1);
-
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// The pusher.
 pub struct LokiPusher {
@@ -43,16 +41,10 @@ fn backoff(attempts: i32) -> Duration {
 impl LokiPusher {
     /// A pusher to the Loki at `base_url` (`http(s)://HOST:3100`).
     pub fn new(store: Store, base_url: &str) -> Result<Self, String> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| format!("loading the system's root certificates: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .build();
         Ok(Self {
             store,
             push_url: format!("{}/loki/api/v1/push", base_url.trim_end_matches('/')),
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: crate::http_client::client()?,
         })
     }
 

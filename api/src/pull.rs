@@ -10,11 +10,9 @@ use aegis_ingest::Ingest;
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
 
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+use crate::http_client::Https;
+use serde::Deserialize;
 
 /// What to poll.
 #[derive(Debug, Clone)]
@@ -90,16 +88,10 @@ impl std::fmt::Debug for Puller {
 impl Puller {
     /// A poller feeding `ingest`.
     pub fn new(settings: PullSettings, ingest: Ingest) -> Result<Self, String> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| format!("loading the system's root certificates: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .build();
         Ok(Self {
             settings,
             ingest,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: crate::http_client::client()?,
         })
     }
 

@@ -69,6 +69,18 @@ fn record(c: &mut Cluster, method: &Method, uri: &Uri, headers: &HeaderMap, body
     });
 }
 
+/// Records a call; a PATCH then never answers when the cluster is set to hang.
+async fn record_write(s: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
+    let hang = {
+        let mut c = s.lock().unwrap();
+        record(&mut c, method, uri, headers, body);
+        c.hang_writes && method == Method::PATCH
+    };
+    if hang {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
+}
+
 /// RFC 7386 merge (close enough to strategic merge for the maps these tests patch).
 fn merge(target: &mut Value, patch: &Value) {
     match (target, patch) {
@@ -153,14 +165,7 @@ async fn deployment(
     Path((ns, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let hang = {
-        let mut c = s.lock().unwrap();
-        record(&mut c, &method, &uri, &headers, &body);
-        c.hang_writes && method == Method::PATCH
-    };
-    if hang {
-        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-    }
+    record_write(&s, &method, &uri, &headers, &body).await;
     let mut c = s.lock().unwrap();
     if !c.deployments.contains_key(&name) {
         return not_found("deployments.apps", &name);
@@ -208,14 +213,7 @@ async fn scale(
     Path((ns, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let hang = {
-        let mut c = s.lock().unwrap();
-        record(&mut c, &method, &uri, &headers, &body);
-        c.hang_writes && method == Method::PATCH
-    };
-    if hang {
-        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-    }
+    record_write(&s, &method, &uri, &headers, &body).await;
     let mut c = s.lock().unwrap();
     let Some(d) = c.deployments.get_mut(&name) else {
         return not_found("deployments.apps", &name);

@@ -78,76 +78,20 @@ fn parse_time_ns(v: &serde_json::Value) -> Result<i64, DecodeError> {
             .as_i64()
             .ok_or(DecodeError::Malformed("timestamp out of range")),
         serde_json::Value::String(s) => s.parse::<i64>().or_else(|_| {
-            chrono_like_rfc3339_ns(s).ok_or_else(|| {
-                DecodeError::Invalid(format!(
-                    "timestamp `{}` is neither nanoseconds nor RFC 3339",
-                    crate::registry::truncate(s, 40)
-                ))
-            })
+            chrono::DateTime::parse_from_rfc3339(s)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .ok_or_else(|| {
+                    DecodeError::Invalid(format!(
+                        "timestamp `{}` is neither nanoseconds nor RFC 3339",
+                        crate::registry::truncate(s, 40)
+                    ))
+                })
         }),
         _ => Err(DecodeError::Malformed(
             "timestamp must be a string or a number",
         )),
     }
-}
-
-/// RFC 3339 to nanoseconds, without a date-time dependency in this crate: handled by
-/// `std` parsing of the fixed layout `YYYY-MM-DDTHH:MM:SS[.fff...](Z|±HH:MM)`.
-fn chrono_like_rfc3339_ns(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    let mut i = 19;
-    let mut nanos = 0i64;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let frac = &s[start..i];
-        let digits = frac.len().min(9);
-        nanos = frac[..digits].parse::<i64>().ok()? * 10i64.pow((9 - digits) as u32);
-    }
-    let offset_secs = match b.get(i)? {
-        b'Z' | b'z' => 0,
-        sign @ (b'+' | b'-') => {
-            let oh = num(i + 1..i + 3)?;
-            let om = num(i + 4..i + 6)?;
-            let o = oh * 3600 + om * 60;
-            if *sign == b'+' { o } else { -o }
-        }
-        _ => return None,
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (yy, mm) = if mo <= 2 {
-        (y - 1, mo + 9)
-    } else {
-        (y, mo - 3)
-    };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * mm + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset_secs;
-    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 /// One decoded message, still owned, waiting for its batch.

@@ -6,6 +6,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::page::Page;
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -191,51 +192,14 @@ impl ExecutorStore for Store {
     }
 
     async fn list_action_audit(&self, q: &ActionAuditQuery) -> Result<Vec<ActionAuditRow>> {
-        enum Bind {
-            Text(String),
-            Time(DateTime<Utc>),
-            Int(i64),
-        }
-        let mut sql = String::from(
-            "SELECT id, created_at, action_id, phase, action, namespace, target, status, actor, reason, details, hash \
-             FROM action_audit_logs WHERE 1 = 1",
-        );
-        let mut binds: Vec<Bind> = Vec::new();
-        let mut filter = |column: &str, op: &str, bind: Bind| {
-            binds.push(bind);
-            sql.push_str(&format!(" AND {column} {op} ${}", binds.len()));
-        };
-        if let Some(v) = &q.status {
-            filter("status", "=", Bind::Text(v.clone()));
-        }
-        if let Some(v) = &q.action {
-            filter("action", "=", Bind::Text(v.clone()));
-        }
-        if let Some(v) = &q.namespace {
-            filter("namespace", "=", Bind::Text(v.clone()));
-        }
-        if let Some(v) = q.from {
-            filter("created_at", ">=", Bind::Time(v));
-        }
-        if let Some(v) = q.to {
-            filter("created_at", "<", Bind::Time(v));
-        }
-        if let Some(v) = q.before_id {
-            filter("id", "<", Bind::Int(v));
-        }
-        binds.push(Bind::Int(q.limit.max(0)));
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", binds.len()));
-        let rows: Vec<ActionAuditRow> = with_pool!(self, pool => {
-            let mut query = sqlx::query_as(&sql);
-            for bind in &binds {
-                query = match bind {
-                    Bind::Text(v) => query.bind(v.as_str()),
-                    Bind::Time(v) => query.bind(*v),
-                    Bind::Int(v) => query.bind(*v),
-                };
-            }
-            query.fetch_all(pool).await?
-        });
-        Ok(rows)
+        let page = Page::new(
+            "SELECT id, created_at, action_id, phase, action, namespace, target, status, actor, \
+             reason, details, hash FROM action_audit_logs",
+        )
+        .eq("status", q.status.as_ref())
+        .eq("action", q.action.as_ref())
+        .eq("namespace", q.namespace.as_ref())
+        .window(q.from, q.to, q.before_id, q.limit);
+        self.fetch_page(&page).await
     }
 }

@@ -25,6 +25,7 @@ mod audit;
 mod error;
 mod executor;
 mod outbox;
+mod page;
 mod policies;
 mod store;
 #[cfg(any(test, feature = "testing"))]

@@ -117,3 +117,50 @@ pub fn http(
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     Ok((status, head.to_owned(), body.to_owned()))
 }
+
+/// `aegis user create --role admin --password-stdin` on database `db`; its output.
+pub fn create_admin(dir: &Path, db: &str, email: &str, password: &str) -> Output {
+    let mut child = aegis(dir)
+        .args([
+            "user",
+            "create",
+            "--email",
+            email,
+            "--role",
+            "admin",
+            "--password-stdin",
+        ])
+        .env("AEGIS_DATABASE_URL", db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Logs in; the access token.
+pub fn login(port: u16, email: &str, password: &str) -> String {
+    let body = serde_json::json!({"email": email, "password": password}).to_string();
+    let (status, _, answer) = http(port, "POST", "/api/v1/auth/login", None, Some(&body)).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Creates a service token named `name` as `admin`; the token.
+pub fn service_token(port: u16, admin: &str, name: &str) -> String {
+    let body = serde_json::json!({"name": name}).to_string();
+    let (status, _, answer) = http(
+        port,
+        "POST",
+        "/api/v1/service-tokens",
+        Some(admin),
+        Some(&body),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}

@@ -5,7 +5,6 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
@@ -91,17 +90,6 @@ pub(crate) struct AuditPage {
     next_cursor: Option<String>,
 }
 
-fn time(name: &str, v: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    v.map(|v| {
-        DateTime::parse_from_rfc3339(v)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| {
-                ApiError::bad_request(format!("`{name}` must be an RFC 3339 time, not `{v}`"))
-            })
-    })
-    .transpose()
-}
-
 const STATUSES: [&str; 6] = [
     "pending",
     "succeeded",
@@ -130,31 +118,23 @@ pub(crate) async fn audit_logs(
             STATUSES.join(", ")
         )));
     }
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1_000).contains(&limit) {
-        return Err(ApiError::bad_request("`limit` must be between 1 and 1000"));
-    }
-    let before_id = p
-        .cursor
-        .map(|c| {
-            c.parse::<i64>().map_err(|_| {
-                ApiError::bad_request(format!("`cursor` `{c}` is not one this API gave out"))
-            })
-        })
-        .transpose()?;
+    let w = super::paging::window(
+        p.from.as_deref(),
+        p.to.as_deref(),
+        p.cursor.as_deref(),
+        p.limit,
+    )?;
     let query = ActionAuditQuery {
         status: p.status,
         action: p.action,
         namespace: p.namespace,
-        from: time("from", p.from.as_deref())?,
-        to: time("to", p.to.as_deref())?,
-        before_id,
-        limit,
+        from: w.from,
+        to: w.to,
+        before_id: w.before_id,
+        limit: w.limit,
     };
     let rows = state.store().list_action_audit(&query).await?;
-    let next_cursor = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| r.id.to_string()))
-        .flatten();
+    let next_cursor = super::paging::next_cursor(rows.len(), w.limit, rows.last().map(|r| r.id));
     let logs = rows
         .into_iter()
         .map(|row| AuditRowView {

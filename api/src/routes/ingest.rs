@@ -15,8 +15,39 @@ use crate::{ApiError, AppState, ErrorCode, Json};
 const V2_PROTO: &str = "io.prometheus.write.v2.Request";
 const V1_PROTO: &str = "prometheus.WriteRequest";
 
-fn rejected(reason: &'static str) {
-    metrics::counter!(metric_names::INGEST_REJECTED_TOTAL, "source" => "remote_write", "reason" => reason).increment(1);
+fn rejected(source: &'static str, reason: &'static str) {
+    metrics::counter!(metric_names::INGEST_REJECTED_TOTAL, "source" => source, "reason" => reason)
+        .increment(1);
+}
+
+/// The answer to a body ingest did not take, counted by reason: 503 (retry) for a full
+/// queue, 413 for a body that inflates too far, 400 with the reason otherwise.
+fn refused(source: &'static str, error: IngestError) -> ApiError {
+    match error {
+        IngestError::Overloaded => {
+            rejected(source, "overloaded");
+            // 503, not 429: Prometheus retries 5xx, but drops on 429 unless told otherwise.
+            ApiError::unavailable("the ingest queue is full; retry shortly", 1)
+        }
+        IngestError::Closed => ApiError::unavailable("ingest is shutting down", 5),
+        IngestError::Decode(DecodeError::TooLarge { size, max }) => {
+            rejected(source, "too_large");
+            ApiError::payload_too_large(format!(
+                "the body inflates to {size} bytes; at most {max} are accepted"
+            ))
+        }
+        IngestError::Decode(e) => {
+            rejected(
+                source,
+                match e {
+                    DecodeError::Limit(_) => "limit",
+                    DecodeError::Invalid(_) => "invalid",
+                    _ => "malformed",
+                },
+            );
+            ApiError::bad_request(e.to_string())
+        }
+    }
 }
 
 /// The protocol from `Content-Type` (`application/x-protobuf[;proto=...]`), as both specs
@@ -65,13 +96,13 @@ pub(crate) async fn remote_write(
     let Some(ingest) = state.ingest() else {
         return Err(ApiError::unavailable("ingest is not enabled", 30));
     };
-    let version = version(&headers).inspect_err(|_| rejected("content_type"))?;
+    let version = version(&headers).inspect_err(|_| rejected("remote_write", "content_type"))?;
     if let Some(encoding) = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         && !encoding.eq_ignore_ascii_case("snappy")
     {
-        rejected("content_encoding");
+        rejected("remote_write", "content_encoding");
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::UnsupportedMediaType,
@@ -106,29 +137,7 @@ pub(crate) async fn remote_write(
             }
             Ok(response)
         }
-        Err(IngestError::Overloaded) => {
-            rejected("overloaded");
-            // 503, not 429: Prometheus retries 5xx, but drops on 429 unless told otherwise.
-            Err(ApiError::unavailable(
-                "the ingest queue is full; retry shortly",
-                1,
-            ))
-        }
-        Err(IngestError::Closed) => Err(ApiError::unavailable("ingest is shutting down", 5)),
-        Err(IngestError::Decode(DecodeError::TooLarge { size, max })) => {
-            rejected("too_large");
-            Err(ApiError::payload_too_large(format!(
-                "the body inflates to {size} bytes; at most {max} are accepted"
-            )))
-        }
-        Err(IngestError::Decode(e)) => {
-            rejected(match e {
-                DecodeError::Limit(_) => "limit",
-                DecodeError::Invalid(_) => "invalid",
-                _ => "malformed",
-            });
-            Err(ApiError::bad_request(e.to_string()))
-        }
+        Err(e) => Err(refused("remote_write", e)),
     }
 }
 
@@ -190,11 +199,6 @@ pub(crate) async fn series(
     Ok(Json(out))
 }
 
-fn loki_rejected(reason: &'static str) {
-    metrics::counter!(metric_names::INGEST_REJECTED_TOTAL, "source" => "loki", "reason" => reason)
-        .increment(1);
-}
-
 /// `POST /loki/api/v1/push`: protobuf (snappy, with or without `Content-Encoding`, as
 /// winston-loki sends it) or JSON, optionally gzip.
 #[utoipa::path(post, operation_id = "ingest_loki_push", path = "/loki/api/v1/push", tag = "ingest",
@@ -224,7 +228,7 @@ pub(crate) async fn loki_push(
         "application/json" => LokiFormat::Json,
         "application/x-protobuf" | "application/protobuf" | "" => LokiFormat::Protobuf,
         _ => {
-            loki_rejected("content_type");
+            rejected("loki", "content_type");
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorCode::UnsupportedMediaType,
@@ -245,7 +249,7 @@ pub(crate) async fn loki_push(
         (None | Some("identity"), LokiFormat::Protobuf) => Compression::Snappy,
         (None | Some("identity"), LokiFormat::Json) => Compression::None,
         (Some(other), _) => {
-            loki_rejected("content_encoding");
+            rejected("loki", "content_encoding");
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorCode::UnsupportedMediaType,
@@ -263,28 +267,7 @@ pub(crate) async fn loki_push(
                 .increment(stats.lines);
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        Err(IngestError::Overloaded) => {
-            loki_rejected("overloaded");
-            Err(ApiError::unavailable(
-                "the ingest queue is full; retry shortly",
-                1,
-            ))
-        }
-        Err(IngestError::Closed) => Err(ApiError::unavailable("ingest is shutting down", 5)),
-        Err(IngestError::Decode(DecodeError::TooLarge { size, max })) => {
-            loki_rejected("too_large");
-            Err(ApiError::payload_too_large(format!(
-                "the body inflates to {size} bytes; at most {max} are accepted"
-            )))
-        }
-        Err(IngestError::Decode(e)) => {
-            loki_rejected(if matches!(e, DecodeError::Limit(_)) {
-                "limit"
-            } else {
-                "invalid"
-            });
-            Err(ApiError::bad_request(e.to_string()))
-        }
+        Err(e) => Err(refused("loki", e)),
     }
 }
 

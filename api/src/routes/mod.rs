@@ -6,6 +6,7 @@ mod health;
 mod ingest;
 mod metrics;
 mod openapi;
+mod paging;
 mod policies;
 mod policy;
 mod service_tokens;

@@ -1,7 +1,5 @@
 //! `/api/v1/policy/*`: evaluate, the emergency stop, and the decision audit.
 
-use std::time::Instant;
-
 use aegis_core::metric_names;
 use aegis_policy::{PolicyType, Request};
 use aegis_store::{PolicyAuditQuery, PolicyAuditRow, PolicyStore};
@@ -9,15 +7,12 @@ use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::paging;
 use crate::auth::Caller;
 use crate::{ApiError, AppState, Json, RequestId};
 
 /// Longest action or resource accepted, in bytes.
 const MAX_NAME_LEN: usize = 512;
-/// Largest audit page.
-const MAX_PAGE: i64 = 1_000;
-/// Audit page size when none is asked for.
-const DEFAULT_PAGE: i64 = 100;
 
 #[derive(Serialize)]
 struct PolicyRef {
@@ -64,10 +59,9 @@ pub(super) async fn evaluate(
     let service = state.policies();
     // `context.time` asks "what if it were then?"; without it, now.
     let at = req.context.time.unwrap_or_else(Utc::now);
-    let started = Instant::now();
     let decision = service.engine().evaluate_at(&req, at);
     metrics::histogram!(metric_names::POLICY_EVALUATION_DURATION_SECONDS)
-        .record(started.elapsed().as_secs_f64());
+        .record(decision.elapsed().as_secs_f64());
     metrics::counter!(metric_names::POLICY_EVALUATIONS_TOTAL,
         "type" => req.policy_type.as_str(), "decision" => decision.decision())
     .increment(1);
@@ -198,20 +192,6 @@ pub(super) struct AuditPage {
     next_cursor: Option<String>,
 }
 
-fn time_param(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    value
-        .map(|v| {
-            DateTime::parse_from_rfc3339(v)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "`{name}` must be an RFC 3339 time such as 2026-11-24T14:00:00Z, not `{v}`"
-                    ))
-                })
-        })
-        .transpose()
-}
-
 #[utoipa::path(get, operation_id = "policy_audit_logs", path = "/api/v1/policy/audit/logs", tag = "policy", params(("decision" = Option<String>, Query), ("type" = Option<String>, Query), ("action" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, body = Object), (status = 400)), security(("bearer" = [])))]
 pub(super) async fn audit_logs(
     State(state): State<AppState>,
@@ -236,34 +216,22 @@ pub(super) async fn audit_logs(
                 .map_err(ApiError::bad_request)
         })
         .transpose()?;
-    let before_id = p
-        .cursor
-        .map(|c| {
-            c.parse::<i64>().map_err(|_| {
-                ApiError::bad_request(format!("`cursor` `{c}` is not one this API gave out"))
-            })
-        })
-        .transpose()?;
-    let limit = p.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "`limit` must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let w = paging::window(
+        p.from.as_deref(),
+        p.to.as_deref(),
+        p.cursor.as_deref(),
+        p.limit,
+    )?;
     let query = PolicyAuditQuery {
         decision,
         policy_type,
         action: p.action,
-        from: time_param("from", p.from.as_deref())?,
-        to: time_param("to", p.to.as_deref())?,
-        before_id,
-        limit,
+        from: w.from,
+        to: w.to,
+        before_id: w.before_id,
+        limit: w.limit,
     };
     let logs = state.store().list_policy_audit(&query).await?;
-    let next_cursor = if logs.len() as i64 == limit {
-        logs.last().map(|r| r.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = paging::next_cursor(logs.len(), w.limit, logs.last().map(|r| r.id));
     Ok(Json(AuditPage { logs, next_cursor }))
 }

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use super::{
     PolicyAuditQuery, PolicyAuditRow, PolicyRecord, PolicyStore, PolicyVersion, PolicyWrite,
 };
+use crate::page::Page;
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -256,52 +257,16 @@ impl PolicyStore for Store {
     }
 
     async fn list_policy_audit(&self, q: &PolicyAuditQuery) -> Result<Vec<PolicyAuditRow>> {
-        enum Bind {
-            Text(String),
-            Time(DateTime<Utc>),
-            Int(i64),
-        }
-        let mut sql = String::from(
+        let page = Page::new(
             "SELECT id, created_at, request_id, policy_type, action, resource, user_id, role, \
              decision, policy_id, policy_name, reason, context, evaluated_in_us, hash \
-             FROM policy_audit_logs WHERE 1 = 1",
-        );
-        let mut binds: Vec<Bind> = Vec::new();
-        let mut filter = |column: &str, op: &str, bind: Bind| {
-            binds.push(bind);
-            sql.push_str(&format!(" AND {column} {op} ${}", binds.len()));
-        };
-        if let Some(v) = &q.decision {
-            filter("decision", "=", Bind::Text(v.clone()));
-        }
-        if let Some(v) = &q.policy_type {
-            filter("policy_type", "=", Bind::Text(v.clone()));
-        }
-        if let Some(v) = &q.action {
-            filter("action", "=", Bind::Text(v.clone()));
-        }
-        if let Some(v) = q.from {
-            filter("created_at", ">=", Bind::Time(v));
-        }
-        if let Some(v) = q.to {
-            filter("created_at", "<", Bind::Time(v));
-        }
-        if let Some(v) = q.before_id {
-            filter("id", "<", Bind::Int(v));
-        }
-        binds.push(Bind::Int(q.limit.max(0)));
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", binds.len()));
-        let rows: Vec<AuditRow> = with_pool!(self, pool => {
-            let mut query = sqlx::query_as(&sql);
-            for bind in &binds {
-                query = match bind {
-                    Bind::Text(v) => query.bind(v.as_str()),
-                    Bind::Time(v) => query.bind(*v),
-                    Bind::Int(v) => query.bind(*v),
-                };
-            }
-            query.fetch_all(pool).await?
-        });
+             FROM policy_audit_logs",
+        )
+        .eq("decision", q.decision.as_ref())
+        .eq("policy_type", q.policy_type.as_ref())
+        .eq("action", q.action.as_ref())
+        .window(q.from, q.to, q.before_id, q.limit);
+        let rows: Vec<AuditRow> = self.fetch_page(&page).await?;
         rows.into_iter()
             .map(|r| {
                 Ok(PolicyAuditRow {
