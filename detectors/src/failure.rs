@@ -195,12 +195,13 @@ impl FailureClassifier {
     pub fn classify(&self, row: &[f32]) -> Result<FailurePrediction> {
         let p = self.forest.predict_proba(row)?;
         let probabilities: Vec<(FailureType, f64)> = FailureType::ALL.into_iter().zip(p).collect();
-        let (failure_type, confidence) = probabilities
-            .iter()
-            .copied()
-            .fold((FailureType::None, -1.0), |best, (t, q)| {
-                if q > best.1 { (t, q) } else { best }
-            });
+        let (failure_type, confidence) =
+            probabilities
+                .iter()
+                .copied()
+                .fold((FailureType::None, -1.0), |best, (t, q)| {
+                    if q > best.1 { (t, q) } else { best }
+                });
         Ok(FailurePrediction {
             failure_type,
             confidence,

@@ -186,11 +186,12 @@ impl ModelFile {
                 "model file version {v} is not supported by this build (it reads {FORMAT_VERSION})"
             )));
         }
-        let file: Self = serde_json::from_value(head)
+        let mut file: Self = serde_json::from_value(head)
             .map_err(|e| Error::Format(format!("bad model file: {e}")))?;
-        match &file.payload {
+        match &mut file.payload {
             ModelPayload::IsolationForest(f) => {
                 f.validate()?;
+                f.prepare();
                 if f.features() != file.feature_schema.len() {
                     return Err(Error::Format(
                         "the feature schema does not match the model".into(),

@@ -65,7 +65,7 @@ pub(super) fn fit(x: MatrixView<'_>, params: &IsolationForestParams) -> Isolatio
         normals.extend(t.normals);
         leaves.extend(t.leaves);
     }
-    IsolationForest {
+    let mut forest = IsolationForest {
         params: params.clone(),
         features: d,
         height,
@@ -73,7 +73,10 @@ pub(super) fn fit(x: MatrixView<'_>, params: &IsolationForestParams) -> Isolatio
         splits,
         normals,
         leaves,
-    }
+        fast: Default::default(),
+    };
+    forest.prepare();
+    forest
 }
 
 struct Grower<'a> {

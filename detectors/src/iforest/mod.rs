@@ -76,6 +76,10 @@ pub struct IsolationForest {
     normals: Vec<f32>,
     /// `2^height` leaves per tree: depth + c(size of the leaf).
     leaves: Vec<f32>,
+    /// The fast scoring layout (see `score::Fast`), derived from the above; empty when
+    /// the forest is too deep or too wide for it, or not prepared yet.
+    #[serde(skip)]
+    fast: score::Fast,
 }
 
 /// c(n): the average path length of an unsuccessful search in a binary search tree of
@@ -126,6 +130,12 @@ impl IsolationForest {
             ));
         }
         Ok(build::fit(x, params))
+    }
+
+    /// Builds the fast scoring layout; done by `fit` and by [`ModelFile`](crate::ModelFile)
+    /// loading. Scoring works without it, only slower.
+    pub fn prepare(&mut self) {
+        self.fast = score::Fast::build(self);
     }
 
     /// Checks a deserialised forest is consistent (sizes, feature indices), so a damaged

@@ -12,6 +12,139 @@ const BLOCK: usize = 8;
 /// Rows per rayon task: large enough that scheduling is noise.
 const CHUNK: usize = 4096;
 
+/// Rows per block of the fast path: one block of rows walks every tree while that tree's
+/// 3 KB sit in L1, instead of every row fetching every tree from L2.
+const FAST_ROWS: usize = 240;
+/// Column stride of the block buffer (a power of two ≥ `FAST_ROWS`).
+const COL: usize = 256;
+/// Rows walking a tree in lock step (independent load chains in flight).
+const LANES: usize = 12;
+/// Column-major block buffer: feature `f` of block row `r` at `f * 256 + r`; sized so
+/// any `u16` offset plus a row index is in bounds, which lets the compiler drop the checks.
+const FAST_BUF: usize = (1 << 16) + COL;
+
+/// A split of the fast layout: the feature stored as its offset in the block buffer.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct FastSplit {
+    threshold: f32,
+    offset: u16,
+}
+
+/// The fast scoring layout: every tree padded to 256 slots (so a node index masks with
+/// `0xFF`), for forests of height ≤ 8 (ψ ≤ 256) and ≤ 256 features. Derived data.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Fast {
+    splits: Vec<FastSplit>,
+    leaves: Vec<f32>,
+}
+
+impl PartialEq for Fast {
+    /// Derived from the forest, so it never makes two forests differ.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Fast {
+    pub(super) fn build(m: &IsolationForest) -> Self {
+        if m.height > 8 || m.features > 256 || m.is_extended() {
+            return Self::default();
+        }
+        let stride = 1usize << m.height;
+        let trees = m.params.trees;
+        let mut splits = vec![
+            FastSplit {
+                threshold: f32::INFINITY,
+                offset: 0
+            };
+            trees * 256
+        ];
+        let mut leaves = vec![0f32; trees * 256];
+        for t in 0..trees {
+            for i in 0..stride {
+                let s = m.splits[t * stride + i];
+                splits[t * 256 + i] = FastSplit {
+                    threshold: s.threshold,
+                    offset: (s.feature as usize * COL) as u16,
+                };
+                leaves[t * 256 + i] = m.leaves[t * stride + i];
+            }
+        }
+        Self { splits, leaves }
+    }
+}
+
+fn score_fast(m: &IsolationForest, x: MatrixView<'_>, out: &mut [f64]) {
+    // The height as a constant lets the compiler unroll the levels and know every node
+    // index is below 256, so no index needs masking.
+    match m.height {
+        1 => score_fast_h::<1>(m, x, out),
+        2 => score_fast_h::<2>(m, x, out),
+        3 => score_fast_h::<3>(m, x, out),
+        4 => score_fast_h::<4>(m, x, out),
+        5 => score_fast_h::<5>(m, x, out),
+        6 => score_fast_h::<6>(m, x, out),
+        7 => score_fast_h::<7>(m, x, out),
+        8 => score_fast_h::<8>(m, x, out),
+        _ => score_blocked(m, x, out),
+    }
+}
+
+fn score_fast_h<const H: usize>(m: &IsolationForest, x: MatrixView<'_>, out: &mut [f64]) {
+    let fast = &m.fast;
+    let Ok(mut buf) = <Box<[f32; FAST_BUF]>>::try_from(vec![0f32; FAST_BUF].into_boxed_slice())
+    else {
+        return score_blocked(m, x, out);
+    };
+    let d = x.cols();
+    let base = (1usize << H) - 1;
+    let scale = exponent_scale(m);
+    let rows = x.rows();
+    let mut start = 0;
+    while start < rows {
+        let n = FAST_ROWS.min(rows - start);
+        for r in 0..n {
+            for (f, v) in x.row(start + r).iter().enumerate().take(d) {
+                buf[(f * COL + r) & 0xFFFF] = *v;
+            }
+        }
+        let mut acc = [0f32; FAST_ROWS];
+        for (sp, lv) in fast
+            .splits
+            .chunks_exact(256)
+            .zip(fast.leaves.chunks_exact(256))
+        {
+            let (Ok(sp), Ok(lv)) = (
+                <&[FastSplit; 256]>::try_from(sp),
+                <&[f32; 256]>::try_from(lv),
+            ) else {
+                continue;
+            };
+            // A constant trip count bounds `row0`, so `offset + row0 + l` provably fits;
+            // a partial last block walks a few stale rows whose sums are never read.
+            for g in 0..FAST_ROWS / LANES {
+                let row0 = g * LANES;
+                let mut idx = [0usize; LANES];
+                for _ in 0..H {
+                    for l in 0..LANES {
+                        let s = sp[idx[l] & 0xFF];
+                        let v = buf[s.offset as usize + row0 + l];
+                        idx[l] = 2 * idx[l] + 1 + usize::from(v >= s.threshold);
+                    }
+                }
+                for l in 0..LANES {
+                    acc[row0 + l] += lv[(idx[l] - base) & 0xFF];
+                }
+            }
+        }
+        for r in 0..n {
+            out[start + r] = (f64::from(acc[r]) * scale).exp2();
+        }
+        start += n;
+    }
+}
+
 pub(super) fn score_parallel(m: &IsolationForest, x: MatrixView<'_>, out: &mut [f64]) {
     if x.rows() <= CHUNK {
         score_serial(m, x, out);
@@ -32,8 +165,15 @@ fn exponent_scale(m: &IsolationForest) -> f64 {
 pub(super) fn score_serial(m: &IsolationForest, x: MatrixView<'_>, out: &mut [f64]) {
     if m.is_extended() {
         score_extended(m, x, out);
-        return;
+    } else if !m.fast.splits.is_empty() && x.rows() >= LANES {
+        score_fast(m, x, out);
+    } else {
+        score_blocked(m, x, out);
     }
+}
+
+/// The general path: any height and width, rows in blocks of eight.
+fn score_blocked(m: &IsolationForest, x: MatrixView<'_>, out: &mut [f64]) {
     let cols = x.cols();
     // Rows are copied into a block buffer with a power-of-two stride, so every index into
     // it (and into a tree) can be masked and the bounds checks disappear.
