@@ -22,6 +22,7 @@ macro_rules! with_pool {
 }
 
 mod audit;
+mod detections;
 mod error;
 mod executor;
 mod outbox;
@@ -37,6 +38,7 @@ pub use audit::{
     NewActionAudit, NewPolicyAudit, PolicyAuditSender, PolicyAuditWriter, VerifyReport,
     WriterClosed,
 };
+pub use detections::{DetectionStats, DetectionStore, ModelMetricRow, ModelRow, NewPrediction, PredictionQuery, PredictionRow, TrainingRow};
 pub use error::{Error, Result};
 pub use executor::{ActionAuditQuery, ActionAuditRow, ExecutorStore, PendingIntent};
 pub use outbox::{Outbox, OutboxRow};

@@ -10,6 +10,7 @@ enum Bind {
     Text(String),
     Time(DateTime<Utc>),
     Int(i64),
+    Bool(bool),
 }
 
 /// A `SELECT ... WHERE` under construction; placeholders are numbered as binds are added.
@@ -38,6 +39,14 @@ impl Page {
     pub(crate) fn eq(self, column: &str, value: Option<&String>) -> Self {
         match value {
             Some(v) => self.filter(column, "=", Bind::Text(v.clone())),
+            None => self,
+        }
+    }
+
+    /// `column = value` for a flag, when given.
+    pub(crate) fn flag(self, column: &str, value: Option<bool>) -> Self {
+        match value {
+            Some(v) => self.filter(column, "=", Bind::Bool(v)),
             None => self,
         }
     }
@@ -82,6 +91,7 @@ impl Store {
                     Bind::Text(v) => query.bind(v.as_str()),
                     Bind::Time(v) => query.bind(*v),
                     Bind::Int(v) => query.bind(*v),
+                    Bind::Bool(v) => query.bind(*v),
                 };
             }
             query.fetch_all(pool).await?
