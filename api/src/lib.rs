@@ -14,6 +14,9 @@ mod access;
 pub mod auth;
 #[cfg(test)]
 mod auth_tests;
+#[cfg(test)]
+mod detect_tests;
+pub mod detector_service;
 mod error;
 pub mod executor_service;
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub struct AppState {
     ingest: Option<aegis_ingest::Ingest>,
     token_cache: Arc<crate::auth::TokenCache>,
     latest: Arc<std::sync::Mutex<aegis_ingest::LatestSamples>>,
+    detectors: Option<Arc<crate::detector_service::DetectorService>>,
 }
 
 impl AppState {
@@ -45,6 +46,7 @@ impl AppState {
             ingest: None,
             token_cache: Arc::default(),
             latest: Arc::default(),
+            detectors: None,
             executor: Arc::new(ExecutorService::new(
                 aegis_executor::Executor::DryRun,
                 ExecutorSettings::default(),
@@ -70,6 +72,21 @@ impl AppState {
     pub fn with_policies(mut self, policies: Arc<PolicyService>) -> Self {
         self.policies = policies;
         self
+    }
+
+    /// Serves the detector endpoints with `detectors`.
+    #[must_use]
+    pub fn with_detectors(
+        mut self,
+        detectors: Arc<crate::detector_service::DetectorService>,
+    ) -> Self {
+        self.detectors = Some(detectors);
+        self
+    }
+
+    /// The detectors, once loaded.
+    pub fn detectors(&self) -> Option<&Arc<crate::detector_service::DetectorService>> {
+        self.detectors.as_ref()
     }
 
     /// The policy engine and its sources.

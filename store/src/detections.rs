@@ -158,17 +158,33 @@ pub struct ModelRow {
 /// Reading and writing detector history.
 pub trait DetectionStore {
     /// Records predictions in one transaction; returns their ids in order.
-    fn insert_predictions(&self, rows: &[NewPrediction]) -> impl Future<Output = Result<Vec<i64>>> + Send;
+    fn insert_predictions(
+        &self,
+        rows: &[NewPrediction],
+    ) -> impl Future<Output = Result<Vec<i64>>> + Send;
     /// Newest-first page of predictions.
-    fn predictions(&self, q: &PredictionQuery) -> impl Future<Output = Result<Vec<PredictionRow>>> + Send;
+    fn predictions(
+        &self,
+        q: &PredictionQuery,
+    ) -> impl Future<Output = Result<Vec<PredictionRow>>> + Send;
     /// Counts per detector since `since`.
-    fn detection_stats(&self, since: DateTime<Utc>) -> impl Future<Output = Result<Vec<DetectionStats>>> + Send;
+    fn detection_stats(
+        &self,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<DetectionStats>>> + Send;
     /// Records one training's per-class figures.
-    fn insert_model_metrics(&self, rows: &[ModelMetricRow]) -> impl Future<Output = Result<()>> + Send;
+    fn insert_model_metrics(
+        &self,
+        rows: &[ModelMetricRow],
+    ) -> impl Future<Output = Result<()>> + Send;
     /// The figures of one model version.
-    fn model_metrics(&self, version: &str) -> impl Future<Output = Result<Vec<ModelMetricRow>>> + Send;
+    fn model_metrics(
+        &self,
+        version: &str,
+    ) -> impl Future<Output = Result<Vec<ModelMetricRow>>> + Send;
     /// Adds labelled rows.
-    fn insert_training_rows(&self, rows: &[TrainingRow]) -> impl Future<Output = Result<()>> + Send;
+    fn insert_training_rows(&self, rows: &[TrainingRow])
+    -> impl Future<Output = Result<()>> + Send;
     /// Every labelled row, oldest first.
     fn training_rows(&self) -> impl Future<Output = Result<Vec<TrainingRow>>> + Send;
     /// Stores a model file (a version is written once).
@@ -218,7 +234,8 @@ impl DetectionStore for Store {
             SUM(CASE WHEN is_anomaly THEN 1 ELSE 0 END) AS anomalies, \
             CAST(AVG(latency_us) AS DOUBLE PRECISION) AS mean_latency_us \
             FROM prediction_history WHERE created_at >= $1 GROUP BY detector ORDER BY detector";
-        let rows: Vec<DetectionStats> = with_pool!(self, pool => sqlx::query_as(SQL).bind(since).fetch_all(pool).await?);
+        let rows: Vec<DetectionStats> =
+            with_pool!(self, pool => sqlx::query_as(SQL).bind(since).fetch_all(pool).await?);
         Ok(rows)
     }
 
@@ -294,7 +311,8 @@ impl DetectionStore for Store {
 
     async fn training_rows(&self) -> Result<Vec<TrainingRow>> {
         const SQL: &str = "SELECT label, features, source, entity FROM training_data ORDER BY id";
-        let rows: Vec<TrainingRow> = with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await?);
+        let rows: Vec<TrainingRow> =
+            with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await?);
         Ok(rows)
     }
 
@@ -309,7 +327,8 @@ impl DetectionStore for Store {
     async fn latest_model(&self, kind: &str) -> Result<Option<ModelRow>> {
         const SQL: &str = "SELECT version, kind, created_at, training_rows, body FROM models \
             WHERE kind = $1 ORDER BY created_at DESC, version DESC LIMIT 1";
-        let row: Option<ModelRow> = with_pool!(self, pool => sqlx::query_as(SQL).bind(kind).fetch_optional(pool).await?);
+        let row: Option<ModelRow> =
+            with_pool!(self, pool => sqlx::query_as(SQL).bind(kind).fetch_optional(pool).await?);
         Ok(row)
     }
 }
@@ -349,7 +368,13 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(ids.len(), 3);
-            let all = store.predictions(&PredictionQuery { limit: 10, ..Default::default() }).await.unwrap();
+            let all = store
+                .predictions(&PredictionQuery {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
             assert_eq!(all.len(), 3);
             assert_eq!(all[0].id, ids[2]);
             let flagged = store
@@ -363,11 +388,24 @@ mod tests {
                 .unwrap();
             assert_eq!(flagged.len(), 1);
             assert_eq!(flagged[0].severity.as_deref(), Some("high"));
-            let page = store.predictions(&PredictionQuery { before_id: Some(ids[2]), limit: 1, ..Default::default() }).await.unwrap();
+            let page = store
+                .predictions(&PredictionQuery {
+                    before_id: Some(ids[2]),
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
             assert_eq!(page[0].id, ids[1]);
-            let stats = store.detection_stats(Utc::now() - chrono::Duration::hours(1)).await.unwrap();
+            let stats = store
+                .detection_stats(Utc::now() - chrono::Duration::hours(1))
+                .await
+                .unwrap();
             assert_eq!(stats.len(), 2);
-            let iforest = stats.iter().find(|s| s.detector == "isolation_forest").unwrap();
+            let iforest = stats
+                .iter()
+                .find(|s| s.detector == "isolation_forest")
+                .unwrap();
             assert_eq!((iforest.predictions, iforest.anomalies), (2, 1));
 
             let now = Utc::now();
@@ -387,18 +425,57 @@ mod tests {
             let m = store.model_metrics("v1").await.unwrap();
             assert_eq!(m.len(), 1);
             assert_eq!(m[0].support, 60);
-            assert_eq!((m[0].precision, m[0].f1, m[0].oob_accuracy), (0.9, 0.85, Some(0.93)));
+            assert_eq!(
+                (m[0].precision, m[0].f1, m[0].oob_accuracy),
+                (0.9, 0.85, Some(0.93))
+            );
 
-            store.insert_training_rows(&[TrainingRow { label: "none".into(), features: "[1,2]".into(), source: "api".into(), entity: None }]).await.unwrap();
+            store
+                .insert_training_rows(&[TrainingRow {
+                    label: "none".into(),
+                    features: "[1,2]".into(),
+                    source: "api".into(),
+                    entity: None,
+                }])
+                .await
+                .unwrap();
             assert_eq!(store.training_rows().await.unwrap().len(), 1);
 
-            assert!(store.latest_model("isolation-forest").await.unwrap().is_none());
+            assert!(
+                store
+                    .latest_model("isolation-forest")
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
             for (v, t) in [("a", now - chrono::Duration::minutes(1)), ("b", now)] {
-                store.save_model(&ModelRow { version: v.into(), kind: "isolation-forest".into(), created_at: t, training_rows: 1, body: "{}".into() }).await.unwrap();
+                store
+                    .save_model(&ModelRow {
+                        version: v.into(),
+                        kind: "isolation-forest".into(),
+                        created_at: t,
+                        training_rows: 1,
+                        body: "{}".into(),
+                    })
+                    .await
+                    .unwrap();
             }
             // Saving a version twice keeps the first.
-            store.save_model(&ModelRow { version: "b".into(), kind: "isolation-forest".into(), created_at: now, training_rows: 2, body: "{}".into() }).await.unwrap();
-            let latest = store.latest_model("isolation-forest").await.unwrap().unwrap();
+            store
+                .save_model(&ModelRow {
+                    version: "b".into(),
+                    kind: "isolation-forest".into(),
+                    created_at: now,
+                    training_rows: 2,
+                    body: "{}".into(),
+                })
+                .await
+                .unwrap();
+            let latest = store
+                .latest_model("isolation-forest")
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!((latest.version.as_str(), latest.training_rows), ("b", 1));
         }
     }

@@ -38,7 +38,10 @@ pub use audit::{
     NewActionAudit, NewPolicyAudit, PolicyAuditSender, PolicyAuditWriter, VerifyReport,
     WriterClosed,
 };
-pub use detections::{DetectionStats, DetectionStore, ModelMetricRow, ModelRow, NewPrediction, PredictionQuery, PredictionRow, TrainingRow};
+pub use detections::{
+    DetectionStats, DetectionStore, ModelMetricRow, ModelRow, NewPrediction, PredictionQuery,
+    PredictionRow, TrainingRow,
+};
 pub use error::{Error, Result};
 pub use executor::{ActionAuditQuery, ActionAuditRow, ExecutorStore, PendingIntent};
 pub use outbox::{Outbox, OutboxRow};

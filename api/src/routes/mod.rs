@@ -1,6 +1,7 @@
 //! The router and its endpoints.
 
 mod auth;
+mod detect;
 mod executor;
 mod health;
 mod ingest;
@@ -77,6 +78,10 @@ pub fn app(state: AppState) -> Router {
             post(executor::generate_signature),
         )
         .route("/audit/logs", get(executor::audit_logs))
+        .route("/api/v1/detect-anomaly", post(detect::detect_anomaly))
+        .route("/api/v1/detect-failure", post(detect::detect_failure))
+        .route("/api/v1/metrics/predictions", get(detect::predictions))
+        .route("/api/v1/metrics/stats", get(detect::stats))
         .route("/api/v1/write", post(ingest::remote_write))
         .route("/api/v1/ingest/series", get(ingest::series))
         .route("/loki/api/v1/push", post(ingest::loki_push))

@@ -4,7 +4,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, executor, health, ingest, metrics, policies, policy, service_tokens, users};
+use super::{
+    auth, detect, executor, health, ingest, metrics, policies, policy, service_tokens, users,
+};
 
 struct BearerAuth;
 
@@ -64,6 +66,10 @@ impl Modify for BearerAuth {
         executor::execute,
         executor::generate_signature,
         executor::audit_logs,
+        detect::detect_anomaly,
+        detect::detect_failure,
+        detect::predictions,
+        detect::stats,
         ingest::remote_write,
         ingest::series,
         ingest::loki_push,
@@ -78,6 +84,7 @@ impl Modify for BearerAuth {
         (name = "policy", description = "evaluation, emergency stop, decision audit"),
         (name = "executor", description = "signed remediation requests and the action audit"),
         (name = "ingest", description = "Prometheus remote write and Loki push"),
+        (name = "detectors", description = "anomaly and failure detection, prediction history, model statistics"),
     )
 )]
 pub(crate) struct ApiDoc;
