@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Loaded};
-use crate::{logging, policy_cmd, serve};
+use crate::{logging, model_cmd, policy_cmd, serve};
 
 /// Policy-driven self-healing for Kubernetes: ingest, detect, decide, remediate, audit.
 #[derive(Debug, Parser)]
@@ -47,10 +47,61 @@ enum Command {
     },
     /// Print the OpenAPI document of the HTTP API (JSON).
     Openapi,
+    /// Fit and apply detector models offline.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Check the audit trail.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Fit a model on a CSV file (header row, numeric columns) and write the model file.
+    Fit {
+        /// Model kind; `isolation-forest` is the one offline kind.
+        #[arg(long, default_value = "isolation-forest")]
+        kind: String,
+        /// The training data.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write the model (JSON).
+        #[arg(long, value_name = "MODEL")]
+        output: PathBuf,
+        /// Trees.
+        #[arg(long, default_value_t = 100)]
+        trees: usize,
+        /// Subsample size ψ.
+        #[arg(long, default_value_t = 256)]
+        sample_size: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Extended forest with this extension level (0 ≤ level < columns).
+        #[arg(long)]
+        extension_level: Option<usize>,
+        /// Columns to leave out (labels, ids); repeat or separate with commas.
+        #[arg(long, value_delimiter = ',')]
+        exclude: Vec<String>,
+        /// Score threshold stored with the model (default AEGIS_ANOMALY_THRESHOLD's 0.6).
+        #[arg(long, default_value_t = 0.6)]
+        threshold: f64,
+    },
+    /// Score every row of a CSV file with a model; writes one `score` per input row, in order.
+    Score {
+        /// The model file.
+        #[arg(long, value_name = "MODEL")]
+        model: PathBuf,
+        /// The data; its columns must include the model's feature schema.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write the scores (CSV with a `score` column; `-` for standard output).
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
     },
 }
 
@@ -134,6 +185,38 @@ pub fn run(cli: Cli) -> ExitCode {
             println!("{}", aegis_api::openapi_json());
             return ExitCode::SUCCESS;
         }
+        Command::Model { command } => {
+            return match command {
+                ModelCommand::Fit {
+                    kind,
+                    input,
+                    output,
+                    trees,
+                    sample_size,
+                    seed,
+                    extension_level,
+                    exclude,
+                    threshold,
+                } => model_cmd::fit(model_cmd::FitArgs {
+                    kind,
+                    input,
+                    output,
+                    params: aegis_detectors::IsolationForestParams {
+                        trees: *trees,
+                        sample_size: *sample_size,
+                        seed: *seed,
+                        extension_level: *extension_level,
+                    },
+                    exclude,
+                    threshold: *threshold,
+                }),
+                ModelCommand::Score {
+                    model,
+                    input,
+                    output,
+                } => model_cmd::score(model, input, output),
+            };
+        }
         Command::Serve(args)
         | Command::User {
             command: UserCommand::Create { config: args, .. },
@@ -189,9 +272,10 @@ pub fn run(cli: Cli) -> ExitCode {
                         ..
                     },
             } => user_create(&loaded.config, &email, roles, name, password_stdin).await,
-            Command::Config { .. } | Command::Policy { .. } | Command::Openapi => {
-                Ok(ExitCode::SUCCESS)
-            }
+            Command::Config { .. }
+            | Command::Policy { .. }
+            | Command::Openapi
+            | Command::Model { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     match result {

@@ -7,6 +7,7 @@
 mod cli;
 mod config;
 mod logging;
+mod model_cmd;
 mod policy_cmd;
 mod serve;
 

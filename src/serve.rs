@@ -161,7 +161,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "actions interrupted by the last stop are marked unknown in the audit trail"
         );
     }
+    let detectors = aegis_api::detector_service::DetectorService::start(
+        store.clone(),
+        config.anomaly_threshold,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("loading the detectors: {e}"))?;
+    {
+        // Refit the anomaly model on recent normal rows every ten minutes.
+        let detectors = Arc::clone(&detectors);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(error) = detectors.retrain().await {
+                    tracing::warn!(%error, "retraining the anomaly model failed; the current one stays");
+                }
+            }
+        });
+    }
     let state = AppState::new(store.clone(), config.executor_mode)
+        .with_detectors(detectors)
         .with_metrics(handle)
         .with_max_body_bytes(config.max_body_bytes)
         .with_policies(Arc::clone(&policies))
