@@ -1,7 +1,7 @@
 //! `aegis model fit` and `aegis model score`: the isolation forest offline, on CSV files.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use aegis_detectors::{IsolationForest, IsolationForestParams, Matrix, ModelFile, ModelPayload};
@@ -178,7 +178,7 @@ pub fn fit(args: FitArgs<'_>) -> ExitCode {
 }
 
 /// `aegis model score`.
-pub fn score(model: &PathBuf, input: &PathBuf, output: &PathBuf) -> ExitCode {
+pub fn score(model: &Path, input: &Path, output: &Path) -> ExitCode {
     let file = match ModelFile::load(model) {
         Ok(f) => f,
         Err(e) => return fail(e),

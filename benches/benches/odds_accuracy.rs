@@ -132,12 +132,12 @@ fn main() {
                 "{name}: AUC {auc:.3} is more than 0.02 below scikit-learn's {sklearn:.3}"
             ));
         }
-        if let Some(p) = paper {
-            if auc < p - 0.02 {
-                failures.push(format!(
-                    "{name}: AUC {auc:.3} is more than 0.02 below the paper's {p:.2}"
-                ));
-            }
+        if let Some(p) = paper
+            && auc < p - 0.02
+        {
+            failures.push(format!(
+                "{name}: AUC {auc:.3} is more than 0.02 below the paper's {p:.2}"
+            ));
         }
     }
     if !failures.is_empty() {

@@ -206,20 +206,20 @@ impl Drain {
             }
         }
         let full = self.templates.len() + 1 >= config.max_templates;
-        if let Some((id, sim, _)) = best {
-            if sim >= config.similarity || full {
-                let t = &mut self.templates[id as usize];
-                for (a, b) in t.tokens.iter_mut().zip(tokens) {
-                    if &**a != *b && &**a != WILDCARD {
-                        *a = WILDCARD.into();
-                    }
+        if let Some((id, sim, _)) = best
+            && (sim >= config.similarity || full)
+        {
+            let t = &mut self.templates[id as usize];
+            for (a, b) in t.tokens.iter_mut().zip(tokens) {
+                if &**a != *b && &**a != WILDCARD {
+                    *a = WILDCARD.into();
                 }
-                t.count += 1;
-                return Match {
-                    template: id,
-                    new: false,
-                };
             }
+            t.count += 1;
+            return Match {
+                template: id,
+                new: false,
+            };
         }
         if full {
             // At the limit, lines that fit nowhere share one overflow template, which
@@ -273,14 +273,15 @@ fn mask_into(line: &str, out: &mut String) {
     let mut copied = 0;
     while i < bytes.len() {
         let at_word_start = i == 0 || !is_word(bytes[i - 1]);
-        if at_word_start && (bytes[i].is_ascii_hexdigit() || bytes[i] == b'-') {
-            if let Some((end, mask)) = match_variable(bytes, i) {
-                out.push_str(&line[copied..i]);
-                out.push_str(mask);
-                i = end;
-                copied = end;
-                continue;
-            }
+        if at_word_start
+            && (bytes[i].is_ascii_hexdigit() || bytes[i] == b'-')
+            && let Some((end, mask)) = match_variable(bytes, i)
+        {
+            out.push_str(&line[copied..i]);
+            out.push_str(mask);
+            i = end;
+            copied = end;
+            continue;
         }
         i += 1;
     }

@@ -79,10 +79,10 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, MatArray>> {
                     .read_to_end(&mut inflated)
                     .map_err(|e| Error::Format(format!("bad compressed element: {e}")))?;
                 let (ty, body, _) = element(&inflated)?;
-                if ty == MI_MATRIX {
-                    if let Some((name, a)) = matrix(body)? {
-                        out.insert(name, a);
-                    }
+                if ty == MI_MATRIX
+                    && let Some((name, a)) = matrix(body)?
+                {
+                    out.insert(name, a);
                 }
             }
             _ => {}

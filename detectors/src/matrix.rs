@@ -26,7 +26,7 @@ impl Matrix {
                 "a matrix needs at least one column".into(),
             ));
         }
-        if data.len() % cols != 0 {
+        if !data.len().is_multiple_of(cols) {
             return Err(Error::InvalidInput(format!(
                 "{} values do not fill rows of {cols} columns",
                 data.len()
@@ -114,7 +114,7 @@ impl Matrix {
 impl<'a> MatrixView<'a> {
     /// A view over row-major data; the caller's values should be finite.
     pub fn new(data: &'a [f32], cols: usize) -> Result<Self> {
-        if cols == 0 || data.len() % cols != 0 {
+        if cols == 0 || !data.len().is_multiple_of(cols) {
             return Err(Error::InvalidInput(format!(
                 "{} values do not fill rows of {cols} columns",
                 data.len()

@@ -99,13 +99,13 @@ impl ModelFile {
             ModelPayload::FailureClassifier(_) => Some(crate::FAILURE_FEATURES.len()),
             ModelPayload::DrainTemplates(_) => None,
         };
-        if let Some(w) = width {
-            if w != feature_schema.len() {
-                return Err(Error::SchemaMismatch(format!(
-                    "the model has {w} features, the schema names {}",
-                    feature_schema.len()
-                )));
-            }
+        if let Some(w) = width
+            && w != feature_schema.len()
+        {
+            return Err(Error::SchemaMismatch(format!(
+                "the model has {w} features, the schema names {}",
+                feature_schema.len()
+            )));
         }
         let body = serde_json::to_vec(&payload).map_err(|e| Error::Format(e.to_string()))?;
         let kind = match &payload {

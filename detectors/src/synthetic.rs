@@ -113,7 +113,7 @@ pub fn failure_row(rng: &mut DetRng, kind: FailureType) -> [f32; 16] {
             r[1] = u(rng, 0.95, 1.0);
             r[7] = u(rng, 1.5, 5.0);
             r[5] = u(rng, 1.4, 4.0);
-            r[4] = r[4] * r[5];
+            r[4] *= r[5];
             r[2] = u(rng, 0.5, 0.9);
             r[6] = u(rng, 0.0, 0.06);
         }

@@ -155,6 +155,9 @@ pub struct ModelRow {
     pub body: String,
 }
 
+/// One stored measure: when, class, measure, value, support.
+type MetricCell = (DateTime<Utc>, Option<String>, String, f64, Option<i64>);
+
 /// Reading and writing detector history.
 pub trait DetectionStore {
     /// Records predictions in one transaction; returns their ids in order.
@@ -263,7 +266,7 @@ impl DetectionStore for Store {
     async fn model_metrics(&self, version: &str) -> Result<Vec<ModelMetricRow>> {
         const SQL: &str = "SELECT created_at, class_label, metric, value, support FROM model_metrics \
             WHERE model_version = $1 ORDER BY id";
-        let rows: Vec<(DateTime<Utc>, Option<String>, String, f64, Option<i64>)> =
+        let rows: Vec<MetricCell> =
             with_pool!(self, pool => sqlx::query_as(SQL).bind(version).fetch_all(pool).await?);
         let mut out: Vec<ModelMetricRow> = Vec::new();
         for (created_at, class, metric, value, support) in rows {

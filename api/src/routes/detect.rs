@@ -514,19 +514,20 @@ pub(super) async fn predictions(
     params: Result<Query<PredictionParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<PredictionPage>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if let Some(d) = &p.detector {
-        if d != ISOLATION_FOREST && d != FAILURE_CLASSIFIER {
-            return Err(ApiError::bad_request(format!(
-                "`detector` must be {ISOLATION_FOREST} or {FAILURE_CLASSIFIER}, not `{d}`"
-            )));
-        }
+    if let Some(d) = &p.detector
+        && d != ISOLATION_FOREST
+        && d != FAILURE_CLASSIFIER
+    {
+        return Err(ApiError::bad_request(format!(
+            "`detector` must be {ISOLATION_FOREST} or {FAILURE_CLASSIFIER}, not `{d}`"
+        )));
     }
-    if let Some(s) = &p.severity {
-        if !["low", "medium", "high", "critical"].contains(&s.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "`severity` must be low, medium, high or critical, not `{s}`"
-            )));
-        }
+    if let Some(s) = &p.severity
+        && !["low", "medium", "high", "critical"].contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "`severity` must be low, medium, high or critical, not `{s}`"
+        )));
     }
     let w = paging::window(
         p.from.as_deref(),

@@ -116,13 +116,13 @@ impl IsolationForest {
                 x.rows()
             )));
         }
-        if let Some(e) = params.extension_level {
-            if e >= x.cols() {
-                return Err(Error::InvalidParams(format!(
-                    "extension level must be below the number of features ({}), got {e}",
-                    x.cols()
-                )));
-            }
+        if let Some(e) = params.extension_level
+            && e >= x.cols()
+        {
+            return Err(Error::InvalidParams(format!(
+                "extension level must be below the number of features ({}), got {e}",
+                x.cols()
+            )));
         }
         if x.as_slice().iter().any(|v| !v.is_finite()) {
             return Err(Error::InvalidInput(

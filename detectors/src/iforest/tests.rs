@@ -36,15 +36,11 @@ fn blocked_scoring_agrees_with_the_plain_walk() {
         let forest = IsolationForest::fit(x.view(), &params).unwrap();
         let scores = forest.score(x.view()).unwrap();
         let c = average_path_length(forest.sample_size());
-        for i in 0..x.rows() {
+        for (i, score) in scores.iter().enumerate() {
             let (h, _) = forest.explain_row(x.row(i)).unwrap();
             let plain = 2f64.powf(-h / c);
-            assert!(
-                (scores[i] - plain).abs() < 1e-5,
-                "row {i}: {} vs {plain}",
-                scores[i]
-            );
-            assert!((forest.score_row(x.row(i)).unwrap() - scores[i]).abs() < 1e-12);
+            assert!((score - plain).abs() < 1e-5, "row {i}: {score} vs {plain}");
+            assert!((forest.score_row(x.row(i)).unwrap() - score).abs() < 1e-12);
         }
     }
 }
