@@ -61,7 +61,7 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ModelCommand {
-    /// Fit a model on a CSV file (header row, numeric columns) and write the model file.
+    /// Fit a model on CSV (header row, numeric columns), Parquet or Arrow IPC data and write the model file.
     Fit {
         /// Model kind; `isolation-forest` is the one offline kind.
         #[arg(long, default_value = "isolation-forest")]
@@ -91,7 +91,7 @@ enum ModelCommand {
         #[arg(long, default_value_t = 0.6)]
         threshold: f64,
     },
-    /// Score every row of a CSV file with a model; writes one `score` per input row, in order.
+    /// Score every row of a CSV, Parquet or Arrow IPC file; writes one `score` per input row, in order (CSV).
     Score {
         /// The model file.
         #[arg(long, value_name = "MODEL")]

@@ -1,4 +1,5 @@
-//! `aegis model fit` and `aegis model score`: the isolation forest offline, on CSV files.
+//! `aegis model fit` and `aegis model score`: the isolation forest offline, on CSV,
+//! Parquet or Arrow IPC files.
 
 use std::io::Write;
 use std::path::Path;
@@ -22,11 +23,28 @@ pub struct FitArgs<'a> {
     pub threshold: f64,
 }
 
-/// A numeric table read from CSV.
+/// A table read from CSV, Parquet or Arrow IPC: column names and, per column, its values
+/// or why it cannot be a feature (not numeric, nulls).
 struct Table {
     columns: Vec<String>,
-    /// Row-major values.
-    values: Vec<f64>,
+    data: Vec<Result<Vec<f64>, String>>,
+}
+
+/// Reads CSV, Parquet or Arrow IPC (file or stream), told apart by their first bytes.
+fn read_table(path: &Path) -> Result<Table, String> {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let head = &head[..n];
+    if head.starts_with(b"PAR1") {
+        read_parquet(path)
+    } else if head.starts_with(b"ARROW1") || head.starts_with(&[0xFF, 0xFF, 0xFF, 0xFF]) {
+        read_ipc(path, head.starts_with(b"ARROW1"))
+    } else {
+        read_csv(path)
+    }
 }
 
 /// Reads a CSV file: a header row, then numeric cells (quotes allowed, blank lines skipped).
@@ -50,7 +68,7 @@ fn read_csv(path: &Path) -> Result<Table, String> {
             path.display()
         ));
     }
-    let mut values = Vec::new();
+    let mut data: Vec<Vec<f64>> = vec![Vec::new(); columns.len()];
     for (i, line) in lines {
         let cells: Vec<&str> = line.split(',').collect();
         if cells.len() != columns.len() {
@@ -80,31 +98,127 @@ fn read_csv(path: &Path) -> Result<Table, String> {
                     columns[c]
                 ));
             }
-            values.push(v);
+            data[c].push(v);
         }
     }
-    Ok(Table { columns, values })
+    Ok(Table {
+        columns,
+        data: data.into_iter().map(Ok).collect(),
+    })
+}
+
+fn read_parquet(path: &Path) -> Result<Table, String> {
+    use arrow_array::RecordBatchReader;
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| err(&e))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| err(&e))?;
+    let schema = reader.schema();
+    let batches: Vec<arrow_array::RecordBatch> =
+        reader.collect::<Result<_, _>>().map_err(|e| err(&e))?;
+    Ok(from_batches(&schema, &batches))
+}
+
+fn read_ipc(path: &Path, file_format: bool) -> Result<Table, String> {
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| err(&e))?;
+    let (schema, batches) = if file_format {
+        let reader = arrow_ipc::reader::FileReader::try_new(file, None).map_err(|e| err(&e))?;
+        let schema = reader.schema();
+        (
+            schema,
+            reader.collect::<Result<Vec<_>, _>>().map_err(|e| err(&e))?,
+        )
+    } else {
+        let reader = arrow_ipc::reader::StreamReader::try_new(file, None).map_err(|e| err(&e))?;
+        let schema = reader.schema();
+        (
+            schema,
+            reader.collect::<Result<Vec<_>, _>>().map_err(|e| err(&e))?,
+        )
+    };
+    Ok(from_batches(&schema, &batches))
+}
+
+/// Numeric Arrow columns as `f64`; other types and nulls are recorded as reasons.
+fn from_batches(schema: &arrow_schema::Schema, batches: &[arrow_array::RecordBatch]) -> Table {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_schema::DataType as T;
+    let mut data = Vec::with_capacity(schema.fields().len());
+    for (c, field) in schema.fields().iter().enumerate() {
+        let mut values = Vec::new();
+        let mut problem = None;
+        let mut row = 0usize;
+        for batch in batches {
+            let a = batch.column(c);
+            if let Some(i) = (0..a.len()).find(|i| a.is_null(*i)) {
+                problem = Some(format!(
+                    "column `{}` has a null in row {}",
+                    field.name(),
+                    row + i + 1
+                ));
+                break;
+            }
+            row += a.len();
+            macro_rules! take {
+                ($t:ty) => {
+                    values.extend(a.as_primitive::<$t>().values().iter().map(|v| *v as f64))
+                };
+            }
+            match a.data_type() {
+                T::Float64 => take!(Float64Type),
+                T::Float32 => take!(Float32Type),
+                T::Int8 => take!(Int8Type),
+                T::Int16 => take!(Int16Type),
+                T::Int32 => take!(Int32Type),
+                T::Int64 => take!(Int64Type),
+                T::UInt8 => take!(UInt8Type),
+                T::UInt16 => take!(UInt16Type),
+                T::UInt32 => take!(UInt32Type),
+                T::UInt64 => take!(UInt64Type),
+                other => {
+                    problem = Some(format!(
+                        "column `{}` is not numeric ({other})",
+                        field.name()
+                    ));
+                    break;
+                }
+            }
+        }
+        if problem.is_none() && values.iter().any(|v| !v.is_finite()) {
+            problem = Some(format!(
+                "column `{}` holds a value that is not finite",
+                field.name()
+            ));
+        }
+        data.push(problem.map_or(Ok(values), Err));
+    }
+    Table {
+        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+        data,
+    }
 }
 
 /// The matrix of `columns` (by name, in that order) of `table`.
 fn select(table: &Table, columns: &[String]) -> Result<Matrix, String> {
-    let idx: Vec<usize> = columns
+    let cols: Vec<&[f64]> = columns
         .iter()
         .map(|name| {
-            table
+            let i = table
                 .columns
                 .iter()
                 .position(|c| c == name)
-                .ok_or_else(|| format!("the input has no column `{name}`"))
+                .ok_or_else(|| format!("the input has no column `{name}`"))?;
+            match &table.data[i] {
+                Ok(v) => Ok(v.as_slice()),
+                Err(why) => Err(format!("{why}; leave it out with `--exclude {name}`")),
+            }
         })
         .collect::<Result<_, _>>()?;
-    let width = table.columns.len();
-    let rows = table.values.len() / width.max(1);
-    let mut data = Vec::with_capacity(rows * idx.len());
-    for r in 0..rows {
-        data.extend(idx.iter().map(|&c| table.values[r * width + c] as f32));
-    }
-    Matrix::new(data, idx.len().max(1)).map_err(|e| e.to_string())
+    Matrix::from_columns(&cols).map_err(|e| e.to_string())
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -123,7 +237,7 @@ pub fn fit(args: FitArgs<'_>) -> ExitCode {
     if !(args.threshold > 0.0 && args.threshold < 1.0) {
         return fail("`--threshold` must be between 0 and 1");
     }
-    let table = match read_csv(args.input) {
+    let table = match read_table(args.input) {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
@@ -190,7 +304,7 @@ pub fn score(model: &Path, input: &Path, output: &Path) -> ExitCode {
             file.kind().as_str()
         ));
     };
-    let table = match read_csv(input) {
+    let table = match read_table(input) {
         Ok(t) => t,
         Err(e) => return fail(e),
     };

@@ -177,3 +177,131 @@ fn bad_input_is_refused_with_line_and_column() {
     ]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Writes an ODDS file as Parquet (snappy) and as Arrow IPC file and stream, with a text
+/// `id` column a model cannot use.
+fn odds_arrow(
+    name: &str,
+    dir: &Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("detectors/tests/data")
+        .join(name);
+    let vars = mat::read_file(&path).unwrap();
+    let (x, y) = (&vars["X"], &vars["y"]);
+    let mut fields = vec![Field::new("id", DataType::Utf8, false)];
+    let mut arrays: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
+        (0..x.rows).map(|r| format!("row-{r}")),
+    ))];
+    for c in 0..x.cols {
+        fields.push(Field::new(format!("x{}", c + 1), DataType::Float64, false));
+        arrays.push(Arc::new(Float64Array::from(x.column(c).to_vec())));
+    }
+    fields.push(Field::new("label", DataType::Float64, false));
+    arrays.push(Arc::new(Float64Array::from(y.data.clone())));
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), arrays).unwrap();
+    let pq = dir.join(format!("{name}.parquet"));
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&pq).unwrap(),
+        schema.clone(),
+        Some(props),
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let ipc = dir.join(format!("{name}.arrow"));
+    let mut w =
+        arrow_ipc::writer::FileWriter::try_new(std::fs::File::create(&ipc).unwrap(), &schema)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+    let stream = dir.join(format!("{name}.arrows"));
+    let mut w =
+        arrow_ipc::writer::StreamWriter::try_new(std::fs::File::create(&stream).unwrap(), &schema)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+    (pq, ipc, stream)
+}
+
+fn scores(model: &Path, input: &Path) -> Vec<f64> {
+    let out = aegis(&[
+        "model",
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        "-",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn parquet_and_arrow_ipc_give_the_same_model_and_scores_as_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("breastw.csv");
+    let labels = odds_csv("breastw.mat", &csv);
+    let (pq, ipc, stream) = odds_arrow("breastw.mat", dir.path());
+    let from_csv = dir.path().join("csv.json");
+    let from_pq = dir.path().join("pq.json");
+    for (input, model, exclude) in [(&csv, &from_csv, "label"), (&pq, &from_pq, "label,id")] {
+        let out = aegis(&[
+            "model",
+            "fit",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            model.to_str().unwrap(),
+            "--exclude",
+            exclude,
+            "--seed",
+            "3",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let reference = scores(&from_csv, &csv);
+    assert_eq!(reference.len(), labels.len());
+    assert!(metrics::roc_auc(&reference, &labels).unwrap() > 0.96);
+    for input in [&pq, &ipc, &stream] {
+        assert_eq!(scores(&from_pq, input), reference, "{}", input.display());
+    }
+    // A text column cannot be a feature: the error says how to leave it out.
+    let out = aegis(&[
+        "model",
+        "fit",
+        "--input",
+        ipc.to_str().unwrap(),
+        "--output",
+        from_pq.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("column `id` is not numeric") && err.contains("--exclude id"),
+        "{err}"
+    );
+}
