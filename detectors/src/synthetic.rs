@@ -45,8 +45,28 @@ fn healthy(rng: &mut DetRng) -> [f32; 16] {
 }
 
 /// A row of `kind`: the healthy baseline with that failure's signature laid over it.
+/// About one failure row in four is caught early, with the signature only half as
+/// pronounced (blended with the baseline), and healthy rows carry the odd blip, so the
+/// classes overlap the way real windows do.
 pub fn failure_row(rng: &mut DetRng, kind: FailureType) -> [f32; 16] {
-    let mut r = healthy(rng);
+    let base = healthy(rng);
+    let mut r = strong_row(rng, kind, base);
+    if kind != FailureType::None && chance(rng, 0.25) {
+        let w = u(rng, 0.35, 0.6);
+        for (x, b) in r.iter_mut().zip(base) {
+            *x = b + (*x - b) * w;
+        }
+    }
+    if kind == FailureType::None && chance(rng, 0.1) {
+        // A blip: one metric off for a moment.
+        let i = rng.random_range(0..10);
+        r[i] *= u(rng, 1.3, 2.2);
+    }
+    r
+}
+
+fn strong_row(rng: &mut DetRng, kind: FailureType, base: [f32; 16]) -> [f32; 16] {
+    let mut r = base;
     match kind {
         FailureType::None => {}
         FailureType::CrashLoop => {
