@@ -88,8 +88,12 @@ enum ModelCommand {
         #[arg(long, value_delimiter = ',')]
         exclude: Vec<String>,
         /// Score threshold stored with the model (default AEGIS_ANOMALY_THRESHOLD's 0.6).
-        #[arg(long, default_value_t = 0.6)]
+        #[arg(long, default_value_t = 0.6, conflicts_with = "contamination")]
         threshold: f64,
+        /// Instead of a threshold: the share of the training rows expected to be anomalous
+        /// (0 < c ≤ 0.5); the threshold becomes the score that flags that share.
+        #[arg(long)]
+        contamination: Option<f64>,
     },
     /// Score every row of a CSV, Parquet or Arrow IPC file; writes one `score` per input row, in order (CSV).
     Score {
@@ -197,6 +201,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     extension_level,
                     exclude,
                     threshold,
+                    contamination,
                 } => model_cmd::fit(model_cmd::FitArgs {
                     kind,
                     input,
@@ -209,6 +214,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     },
                     exclude,
                     threshold: *threshold,
+                    contamination: *contamination,
                 }),
                 ModelCommand::Score {
                     model,

@@ -21,6 +21,8 @@ pub struct FitArgs<'a> {
     pub exclude: &'a [String],
     /// Threshold stored with the model.
     pub threshold: f64,
+    /// Or the share of training rows to flag, which sets the threshold.
+    pub contamination: Option<f64>,
 }
 
 /// A table read from CSV, Parquet or Arrow IPC: column names and, per column, its values
@@ -264,11 +266,18 @@ pub fn fit(args: FitArgs<'_>) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(e),
     };
+    let threshold = match args.contamination {
+        None => args.threshold,
+        Some(c) => match forest.threshold_for_contamination(x.view(), c) {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        },
+    };
     let now = chrono::Utc::now();
     let file = match ModelFile::new(
         ModelPayload::IsolationForest(forest),
         schema.clone(),
-        Some(args.threshold),
+        Some(threshold),
         x.rows(),
         now.to_rfc3339(),
         now.timestamp(),
@@ -280,7 +289,7 @@ pub fn fit(args: FitArgs<'_>) -> ExitCode {
         return fail(e);
     }
     println!(
-        "fitted {} on {} rows × {} features ({}) in {:.1} ms: {}",
+        "fitted {} on {} rows × {} features ({}) in {:.1} ms, threshold {threshold:.4}: {}",
         file.version,
         x.rows(),
         schema.len(),
@@ -323,10 +332,19 @@ pub fn score(model: &Path, input: &Path, output: &Path) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let mut text = String::with_capacity(scores.len() * 20 + 6);
-    text.push_str("score\n");
+    // With a stored threshold, each row is also flagged.
+    let threshold = file.threshold;
+    let mut text = String::with_capacity(scores.len() * 24 + 16);
+    text.push_str(if threshold.is_some() {
+        "score,is_anomaly\n"
+    } else {
+        "score\n"
+    });
     for s in &scores {
-        text.push_str(&format!("{s}\n"));
+        match threshold {
+            Some(t) => text.push_str(&format!("{s},{}\n", u8::from(*s >= t))),
+            None => text.push_str(&format!("{s}\n")),
+        }
     }
     let written = if output.as_os_str() == "-" {
         std::io::stdout().write_all(text.as_bytes())

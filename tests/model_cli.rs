@@ -84,8 +84,10 @@ fn fit_then_score_odds_files_reach_the_reference_auc() {
             );
             let text = std::fs::read_to_string(&scores).unwrap();
             let mut lines = text.lines();
-            assert_eq!(lines.next(), Some("score"));
-            let s: Vec<f64> = lines.map(|l| l.parse().unwrap()).collect();
+            assert_eq!(lines.next(), Some("score,is_anomaly"));
+            let s: Vec<f64> = lines
+                .map(|l| l.split(',').next().unwrap().parse().unwrap())
+                .collect();
             assert_eq!(s.len(), labels.len(), "one score per input row");
             sum += metrics::roc_auc(&s, &labels).unwrap();
         }
@@ -161,7 +163,7 @@ fn bad_input_is_refused_with_line_and_column() {
     let s: Vec<f64> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .skip(1)
-        .map(|l| l.parse().unwrap())
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
         .collect();
     assert_eq!(s.len(), 2);
     assert!(s[1] > s[0], "{s:?}");
@@ -252,7 +254,7 @@ fn scores(model: &Path, input: &Path) -> Vec<f64> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .skip(1)
-        .map(|l| l.parse().unwrap())
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
         .collect()
 }
 
@@ -304,4 +306,63 @@ fn parquet_and_arrow_ipc_give_the_same_model_and_scores_as_csv() {
         err.contains("column `id` is not numeric") && err.contains("--exclude id"),
         "{err}"
     );
+}
+
+#[test]
+fn contamination_sets_the_threshold_that_flags_that_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("breastw.csv");
+    let labels = odds_csv("breastw.mat", &csv);
+    let model = dir.path().join("m.json");
+    let out = aegis(&[
+        "model",
+        "fit",
+        "--input",
+        csv.to_str().unwrap(),
+        "--output",
+        model.to_str().unwrap(),
+        "--exclude",
+        "label",
+        "--contamination",
+        "0.35",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = aegis(&[
+        "model",
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        csv.to_str().unwrap(),
+        "--output",
+        "-",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let flags: Vec<bool> = text.lines().skip(1).map(|l| l.ends_with(",1")).collect();
+    assert_eq!(flags.len(), labels.len());
+    let flagged = flags.iter().filter(|f| **f).count();
+    // 35% of 683 rows is 240 (more only on tied scores); breastw has 239 anomalies and the
+    // forest finds most of them.
+    assert!((240..250).contains(&flagged), "{flagged}");
+    let hits = flags
+        .iter()
+        .zip(&labels)
+        .filter(|(f, l)| **f && **l)
+        .count();
+    assert!(hits as f64 / 239.0 > 0.85, "{hits}");
+    let out = aegis(&[
+        "model",
+        "fit",
+        "--input",
+        csv.to_str().unwrap(),
+        "--output",
+        model.to_str().unwrap(),
+        "--contamination",
+        "0.9",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
 }
