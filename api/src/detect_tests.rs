@@ -8,6 +8,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 
+use aegis_store::DetectionStore;
+
 use crate::detector_service::DetectorService;
 use crate::tests::{assert_envelope, bearer, test_auth};
 use crate::{AppState, PolicyService, app};
@@ -284,4 +286,84 @@ async fn retraining_swaps_in_a_model_fitted_on_recent_normal_rows() {
     assert_eq!((held, offered), (600, 600));
     assert!(last.is_some());
     db.cleanup().await;
+}
+
+#[tokio::test]
+async fn labelled_rows_feed_the_next_classifier_training() {
+    for db in TestDb::both().await {
+        let name = db.name();
+        let (router, detectors) = router(&db).await;
+        let before = detectors.classifier().file.version.clone();
+        let mut features = serde_json::Map::new();
+        for (f, v) in aegis_detectors::FAILURE_FEATURES
+            .iter()
+            .zip(aegis_detectors::HEALTHY_DEFAULTS)
+        {
+            features.insert((*f).to_string(), json!(v));
+        }
+        let rows: Vec<Value> = (0..20)
+            .map(|_| json!({"label": "none", "features": features, "entity": "production/api"}))
+            .collect();
+        // Only admins label (default policies): users are refused.
+        let (status, _, _) = crate::tests::send(
+            router.clone(),
+            post("/api/v1/training-data", &json!({"rows": rows}), "user"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{name}");
+        let (status, _, body) = crate::tests::send(
+            router.clone(),
+            post("/api/v1/training-data", &json!({"rows": rows}), "admin"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{name}: {body}");
+        assert_eq!(body["inserted"], 20);
+        for bad in [
+            json!({"rows": [{"label": "meltdown", "features": features}]}),
+            json!({"rows": [{"label": "none", "features": {"cpu_usage": 0.5}}]}),
+            json!({"rows": []}),
+        ] {
+            let (status, headers, body) =
+                crate::tests::send(router.clone(), post("/api/v1/training-data", &bad, "admin"))
+                    .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {bad} → {body}");
+            assert_envelope(&body, "bad_request", &headers);
+        }
+        assert_eq!(db.store.training_rows().await.unwrap().len(), 20);
+        let (status, _, body) = crate::tests::send(
+            router.clone(),
+            post(
+                "/api/v1/models/retrain",
+                &json!({"model": "failure-classifier"}),
+                "admin",
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+        let version = body["version"].as_str().unwrap().to_string();
+        assert_eq!(detectors.classifier().file.version, version);
+        assert_eq!(body["class_metrics"].as_array().unwrap().len(), 7);
+        // 1,680 bundled training rows plus 16 of the 20 labelled ones (every fifth is held out).
+        assert_eq!(
+            detectors.classifier().classifier.training_rows,
+            1_680 + 16,
+            "{name}"
+        );
+        let _ = before;
+        let (status, _, _) = crate::tests::send(
+            router.clone(),
+            post(
+                "/api/v1/models/retrain",
+                &json!({"model": "isolation-forest"}),
+                "admin",
+            ),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "{name}: too few normal rows yet"
+        );
+        db.cleanup().await;
+    }
 }

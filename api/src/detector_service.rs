@@ -214,6 +214,16 @@ impl DetectorService {
         self.store.insert_predictions(rows).await
     }
 
+    /// Retrains the failure classifier on the bundled set and every labelled row, stores it
+    /// with its per-class figures, and swaps it in; returns the new version.
+    pub async fn retrain_classifier(&self) -> Result<String, String> {
+        let model = train_classifier(&self.store).await?;
+        let version = model.file.version.clone();
+        self.classifier.store(Arc::new(model));
+        tracing::info!(version = %version, "failure classifier retrained");
+        Ok(version)
+    }
+
     /// Refits the anomaly model on the reservoir when it holds enough rows; returns the
     /// new version. The fit runs on the blocking pool; the swap is atomic.
     pub async fn retrain(self: &Arc<Self>) -> Result<Option<String>, String> {

@@ -614,3 +614,97 @@ pub(super) async fn stats(
         "templates": svc.with_drain(|d| d.len()),
     })))
 }
+
+/// Most labelled rows in one request.
+const MAX_TRAINING_ROWS: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LabelledRow {
+    /// A failure type (`none` for healthy windows).
+    label: String,
+    /// Named window features; all sixteen are required for a training row.
+    features: BTreeMap<String, f64>,
+    entity: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TrainingRequest {
+    rows: Vec<LabelledRow>,
+}
+
+#[utoipa::path(post, operation_id = "add_training_data", path = "/api/v1/training-data", tag = "detectors", request_body = Object, responses((status = 201, body = Object), (status = 400)), security(("bearer" = [])))]
+pub(super) async fn add_training_data(
+    State(state): State<AppState>,
+    Json(req): Json<TrainingRequest>,
+) -> Result<(axum::http::StatusCode, Json<serde_json::Value>), ApiError> {
+    if req.rows.is_empty() || req.rows.len() > MAX_TRAINING_ROWS {
+        return Err(ApiError::bad_request(format!(
+            "`rows` must hold 1 to {MAX_TRAINING_ROWS} rows"
+        )));
+    }
+    let mut rows = Vec::with_capacity(req.rows.len());
+    for (i, r) in req.rows.iter().enumerate() {
+        let Some(label) = aegis_detectors::FailureType::parse(&r.label) else {
+            return Err(ApiError::bad_request(format!(
+                "row {}: `label` must be one of crash_loop, service_down, memory_leak, high_latency, error_spike, resource_saturation, none; not `{}`",
+                i + 1,
+                r.label
+            )));
+        };
+        let (row, defaulted) = feature_row(&r.features)
+            .map_err(|e| ApiError::bad_request(format!("row {}: {}", i + 1, e.message())))?;
+        if !defaulted.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "row {}: missing features: {}",
+                i + 1,
+                defaulted.join(", ")
+            )));
+        }
+        rows.push(aegis_store::TrainingRow {
+            label: label.as_str().into(),
+            features: json!(row).to_string(),
+            source: "api".into(),
+            entity: r.entity.clone(),
+        });
+    }
+    state.store().insert_training_rows(&rows).await?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(json!({"inserted": rows.len()})),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RetrainRequest {
+    /// `failure-classifier` or `isolation-forest`.
+    model: String,
+}
+
+#[utoipa::path(post, operation_id = "retrain_model", path = "/api/v1/models/retrain", tag = "detectors", request_body = Object, responses((status = 200, body = Object), (status = 400), (status = 409)), security(("bearer" = [])))]
+pub(super) async fn retrain(
+    State(state): State<AppState>,
+    Json(req): Json<RetrainRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let svc = service(&state)?.clone();
+    match req.model.as_str() {
+        "failure-classifier" => {
+            let version = svc.retrain_classifier().await.map_err(ApiError::internal)?;
+            let metrics = state.store().model_metrics(&version).await?;
+            Ok(Json(
+                json!({"model": req.model, "version": version, "class_metrics": metrics}),
+            ))
+        }
+        "isolation-forest" => match svc.retrain().await.map_err(ApiError::internal)? {
+            Some(version) => Ok(Json(json!({"model": req.model, "version": version}))),
+            None => Err(ApiError::conflict(
+                "too few recent normal rows to refit the isolation forest yet (at least 512)",
+            )),
+        },
+        other => Err(ApiError::bad_request(format!(
+            "`model` must be failure-classifier or isolation-forest, not `{other}`"
+        ))),
+    }
+}

@@ -82,6 +82,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/detect-failure", post(detect::detect_failure))
         .route("/api/v1/metrics/predictions", get(detect::predictions))
         .route("/api/v1/metrics/stats", get(detect::stats))
+        .route("/api/v1/training-data", post(detect::add_training_data))
+        .route("/api/v1/models/retrain", post(detect::retrain))
         .route("/api/v1/write", post(ingest::remote_write))
         .route("/api/v1/ingest/series", get(ingest::series))
         .route("/loki/api/v1/push", post(ingest::loki_push))

@@ -70,6 +70,8 @@ impl Modify for BearerAuth {
         detect::detect_failure,
         detect::predictions,
         detect::stats,
+        detect::add_training_data,
+        detect::retrain,
         ingest::remote_write,
         ingest::series,
         ingest::loki_push,
