@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Loaded};
-use crate::{logging, model_cmd, policy_cmd, serve};
+use crate::{backup_cmd, logging, model_cmd, policy_cmd, serve};
 
 /// Policy-driven self-healing for Kubernetes: ingest, detect, decide, remediate, audit.
 #[derive(Debug, Parser)]
@@ -47,6 +47,29 @@ enum Command {
     },
     /// Print the OpenAPI document of the HTTP API (JSON).
     Openapi,
+    /// Write a verified, consistent backup of the database while `serve` runs.
+    Backup {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The backup file (SQLite: a database file; PostgreSQL: a `pg_dump` custom-format
+        /// archive); a `FILE.manifest.json` with row counts and a checksum goes beside it.
+        #[arg(long, value_name = "PATH")]
+        to: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore a backup into the configured database (stop `serve` first).
+    Restore {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The backup file written by `aegis backup`.
+        #[arg(long, value_name = "PATH")]
+        from: PathBuf,
+        /// SQLite: move an existing database aside (`.pre-restore-UNIXTIME`) instead of refusing.
+        #[arg(long)]
+        force: bool,
+    },
     /// Fit and apply detector models offline.
     Model {
         #[command(subcommand)]
@@ -232,7 +255,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         | Command::Audit {
             command: AuditCommand::Verify(args),
-        } => args,
+        }
+        | Command::Backup { config: args, .. }
+        | Command::Restore { config: args, .. } => args,
     };
     let loaded = match load(args) {
         Ok(loaded) => loaded,
@@ -268,6 +293,12 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Audit {
                 command: AuditCommand::Verify(_),
             } => audit_verify(&loaded.config).await,
+            Command::Backup { to, force, .. } => {
+                backup_cmd::backup(&loaded.config, &to, force).await
+            }
+            Command::Restore { from, force, .. } => {
+                backup_cmd::restore(&loaded.config, &from, force).await
+            }
             Command::User {
                 command:
                     UserCommand::Create {
@@ -295,7 +326,7 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 /// Opens the database named by the configuration.
-pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let options = StoreOptions {
         max_connections: config.database_max_connections,
         ..Default::default()

@@ -42,6 +42,9 @@ pub enum Error {
     /// The change conflicts with the stored state (a duplicate name, a stale version).
     #[error("{0}")]
     Conflict(String),
+    /// The operation does not exist for this backend.
+    #[error("{0}")]
+    Unsupported(String),
     /// Stored data does not have the shape Aegis wrote (a bug or tampering).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -22,6 +22,7 @@ macro_rules! with_pool {
 }
 
 mod audit;
+mod backup;
 mod detections;
 mod error;
 mod executor;
@@ -38,6 +39,7 @@ pub use audit::{
     NewActionAudit, NewPolicyAudit, PolicyAuditSender, PolicyAuditWriter, VerifyReport,
     WriterClosed,
 };
+pub use backup::{COUNTED_TABLES, PgSnapshot, TableCounts, postgres_has_aegis_tables, sqlite_path};
 pub use detections::{
     DetectionStats, DetectionStore, ModelMetricRow, ModelRow, NewPrediction, PredictionQuery,
     PredictionRow, TrainingRow,

@@ -1,0 +1,222 @@
+//! `aegis backup` while `serve` takes writes, `aegis restore` into a fresh database, and
+//! `aegis audit verify` on the result — SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{aegis, create_admin, free_port, http, terminate, wait_healthy};
+
+const SECRET: &str = "test-secret-test-secret-test-secret-42";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn serve(dir: &Path, db: &str) -> (Child, u16) {
+    let port = free_port();
+    let mut child = aegis(dir)
+        .arg("serve")
+        .env("AEGIS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AEGIS_DATABASE_URL", db)
+        .env("AEGIS_JWT_SECRET", SECRET)
+        .env("AEGIS_RATE_LIMIT_PER_MINUTE", "1000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, body) = wait_healthy(&mut child, port);
+    assert_eq!(status, 200, "{body}");
+    (child, port)
+}
+
+fn run(dir: &Path, db: &str, args: &[&str]) -> (i32, String, String) {
+    let out = aegis(dir)
+        .args(args)
+        .env("AEGIS_DATABASE_URL", db)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `serve` on `source` with evaluate requests (each one a decision audit row) in
+/// flight, backs up to `backup` mid-load, and returns the manifest's counts.
+fn backup_under_load(dir: &Path, source: &str, backup: &Path) -> serde_json::Value {
+    let out = create_admin(dir, source, "ops@example.com", PASSWORD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (child, port) = serve(dir, source);
+    let token = common::login(port, "ops@example.com", PASSWORD);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, done, token) = (stop.clone(), done.clone(), token.clone());
+            std::thread::spawn(move || {
+                let body = r#"{"action":"scale_up","resource":"cluster:production","type":"self_healing","context":{"role":"service","metadata":{"severity":"high"}}}"#;
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, _, answer) = http(port, "POST", "/api/v1/policy/evaluate", Some(&token), Some(body)).unwrap();
+                    assert_eq!(status, 200, "{answer}");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    while done.load(Ordering::Relaxed) < 50 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, stdout, stderr) = run(dir, source, &["backup", "--to", backup.to_str().unwrap()]);
+    let during = done.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let after = done.load(Ordering::Relaxed);
+    let (_, out) = terminate(child);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("policy_audit_logs") && stdout.contains("intact")
+            || stdout.contains("pg_restore --list ok"),
+        "{stdout}"
+    );
+    assert!(
+        after > during,
+        "writes went on after the backup ({during} → {after})"
+    );
+    let manifest_path = format!("{}.manifest.json", backup.display());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest_path).unwrap()).unwrap();
+    let decisions = manifest["counts"]["policy_audit_logs"].as_i64().unwrap();
+    assert!(decisions >= 50, "{manifest}");
+    assert!(
+        decisions < after as i64 + 10,
+        "the backup holds only what was there when it ran"
+    );
+    // A second backup to the same place needs --force.
+    let (code, _, stderr) = run(dir, source, &["backup", "--to", backup.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--force"), "{stderr}");
+    manifest
+}
+
+fn restore_and_verify(dir: &Path, target: &str, backup: &Path, manifest: &serde_json::Value) {
+    let (code, stdout, stderr) = run(
+        dir,
+        target,
+        &["restore", "--from", backup.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("row counts match the backup manifest"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = run(dir, target, &["audit", "verify"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("chain intact"), "{stdout}");
+    let rows = manifest["counts"]["policy_audit_logs"].as_i64().unwrap();
+    assert!(
+        stdout.contains(&format!("policy_audit_logs: {rows} rows, chain intact")),
+        "{stdout}"
+    );
+    // Restoring over live data is refused.
+    let (code, _, stderr) = run(
+        dir,
+        target,
+        &["restore", "--from", backup.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{stderr}");
+}
+
+#[test]
+fn sqlite_backup_under_load_restores_into_a_fresh_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!("sqlite://{}", dir.path().join("live/aegis.db").display());
+    let backup = dir.path().join("backups/aegis-backup.db");
+    std::fs::create_dir_all(backup.parent().unwrap()).unwrap();
+    let manifest = backup_under_load(dir.path(), &source, &backup);
+    assert_eq!(manifest["backend"], "sqlite");
+    let target = format!("sqlite://{}", dir.path().join("fresh/aegis.db").display());
+    restore_and_verify(dir.path(), &target, &backup, &manifest);
+    // A damaged backup is refused by its checksum.
+    let mut bytes = std::fs::read(&backup).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xFF;
+    std::fs::write(&backup, bytes).unwrap();
+    let other = format!("sqlite://{}", dir.path().join("other/aegis.db").display());
+    let (code, _, stderr) = run(
+        dir.path(),
+        &other,
+        &["restore", "--from", backup.to_str().unwrap()],
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("checksum"), "{stderr}");
+}
+
+/// A fresh PostgreSQL database on the test server; dropped by the returned guard.
+struct FreshDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl FreshDb {
+    fn new(tag: &str) -> Self {
+        let admin = std::env::var("AEGIS_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let name = format!("aegis_{tag}_{}_{}", std::process::id(), free_port());
+        let out = std::process::Command::new("psql")
+            .args([&admin, "-qc", &format!("CREATE DATABASE {name}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let base = admin.rsplit_once('/').unwrap().0.to_string();
+        Self {
+            url: format!("{base}/{name}"),
+            admin,
+            name,
+        }
+    }
+}
+
+impl Drop for FreshDb {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args([
+                &self.admin,
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+#[test]
+fn postgres_backup_under_load_restores_into_a_fresh_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = FreshDb::new("src");
+    let target = FreshDb::new("dst");
+    let backup = dir.path().join("aegis.pgdump");
+    let manifest = backup_under_load(dir.path(), &source.url, &backup);
+    assert_eq!(manifest["backend"], "postgres");
+    restore_and_verify(dir.path(), &target.url, &backup, &manifest);
+}
