@@ -161,8 +161,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "actions interrupted by the last stop are marked unknown in the audit trail"
         );
     }
-    let detectors = aegis_api::detector_service::DetectorService::start(
+    let objects = aegis_api::objects::Objects::open(&config.object_store_url)
+        .map_err(|e| anyhow::anyhow!("opening the object store (AEGIS_OBJECT_STORE_URL): {e}"))?;
+    let detectors = aegis_api::detector_service::DetectorService::start_with(
         store.clone(),
+        Some(objects),
         config.anomaly_threshold,
     )
     .await

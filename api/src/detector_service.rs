@@ -55,6 +55,7 @@ pub struct ClassifierModel {
 #[derive(Debug)]
 pub struct DetectorService {
     store: Store,
+    objects: Option<crate::objects::Objects>,
     threshold: f64,
     anomaly: ArcSwap<AnomalyModel>,
     classifier: ArcSwap<ClassifierModel>,
@@ -88,7 +89,21 @@ fn model_file(
 impl DetectorService {
     /// Loads the newest models from `store`, or fits and saves them.
     pub async fn start(store: Store, threshold: f64) -> Result<Arc<Self>, String> {
-        let anomaly = match load(&store, "isolation-forest").await {
+        Self::start_with(store, None, threshold).await
+    }
+
+    /// Like [`start`](Self::start), with models also kept in (and first looked for in)
+    /// object storage, which replicas share.
+    pub async fn start_with(
+        store: Store,
+        objects: Option<crate::objects::Objects>,
+        threshold: f64,
+    ) -> Result<Arc<Self>, String> {
+        let places = Places {
+            store: &store,
+            objects: objects.as_ref(),
+        };
+        let anomaly = match places.load("isolation-forest").await {
             Some(file) => match &file.payload {
                 ModelPayload::IsolationForest(f) => {
                     let forest = f.clone();
@@ -99,11 +114,11 @@ impl DetectorService {
             None => {
                 let rows = synthetic::healthy_rows(1, 4_096);
                 let model = fit_anomaly(&rows, threshold)?;
-                save(&store, &model.file).await?;
+                places.save(&model.file).await?;
                 model
             }
         };
-        let classifier = match load(&store, "failure-classifier").await {
+        let classifier = match places.load("failure-classifier").await {
             Some(file) => match &file.payload {
                 ModelPayload::FailureClassifier(c) => {
                     let classifier = c.clone();
@@ -111,9 +126,10 @@ impl DetectorService {
                 }
                 _ => return Err("stored failure-classifier model holds another kind".into()),
             },
-            None => train_classifier(&store).await?,
+            None => train_classifier(&places).await?,
         };
         Ok(Arc::new(Self {
+            objects,
             store,
             threshold,
             anomaly: ArcSwap::from_pointee(anomaly),
@@ -128,6 +144,13 @@ impl DetectorService {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    fn places(&self) -> Places<'_> {
+        Places {
+            store: &self.store,
+            objects: self.objects.as_ref(),
+        }
     }
 
     /// The configured anomaly threshold.
@@ -217,7 +240,7 @@ impl DetectorService {
     /// Retrains the failure classifier on the bundled set and every labelled row, stores it
     /// with its per-class figures, and swaps it in; returns the new version.
     pub async fn retrain_classifier(&self) -> Result<String, String> {
-        let model = train_classifier(&self.store).await?;
+        let model = train_classifier(&self.places()).await?;
         let version = model.file.version.clone();
         self.classifier.store(Arc::new(model));
         tracing::info!(version = %version, "failure classifier retrained");
@@ -241,7 +264,7 @@ impl DetectorService {
         let model = tokio::task::spawn_blocking(move || fit_anomaly(&rows, threshold))
             .await
             .map_err(|e| e.to_string())??;
-        save(&self.store, &model.file).await?;
+        self.places().save(&model.file).await?;
         let version = model.file.version.clone();
         self.anomaly.store(Arc::new(model));
         *self
@@ -269,7 +292,8 @@ fn fit_anomaly(rows: &Matrix, threshold: f64) -> Result<AnomalyModel, String> {
 
 /// Trains on the bundled synthetic set plus every labelled row in `training_data`, and
 /// stores the model and its per-class figures.
-async fn train_classifier(store: &Store) -> Result<ClassifierModel, String> {
+async fn train_classifier(places: &Places<'_>) -> Result<ClassifierModel, String> {
+    let store = places.store;
     let (rows, mut labels) = synthetic::failure_training_set(1, 300);
     let mut data = rows.as_slice().to_vec();
     for r in store.training_rows().await.map_err(|e| e.to_string())? {
@@ -306,7 +330,7 @@ async fn train_classifier(store: &Store) -> Result<ClassifierModel, String> {
         None,
         rows,
     )?;
-    save(store, &file).await?;
+    places.save(&file).await?;
     let now = Utc::now();
     let metrics: Vec<ModelMetricRow> = classifier
         .metrics
@@ -327,6 +351,47 @@ async fn train_classifier(store: &Store) -> Result<ClassifierModel, String> {
         .await
         .map_err(|e| e.to_string())?;
     Ok(ClassifierModel { file, classifier })
+}
+
+/// Where models are kept: the database always, object storage when configured.
+struct Places<'a> {
+    store: &'a Store,
+    objects: Option<&'a crate::objects::Objects>,
+}
+
+impl Places<'_> {
+    /// The newest model of `kind`: object storage first (shared by replicas), then the
+    /// database; `None` when neither has a usable one.
+    async fn load(&self, kind: &str) -> Option<ModelFile> {
+        if let Some(objects) = self.objects {
+            match objects.latest_model(kind).await {
+                Ok(Some(f)) if f.feature_schema == schema() => {
+                    tracing::info!(version = %f.version, url = %objects.url(), "model loaded from object storage");
+                    return Some(f);
+                }
+                Ok(Some(f)) => {
+                    tracing::warn!(version = %f.version, "model in object storage has another feature schema")
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "could not read models from object storage; trying the database")
+                }
+            }
+        }
+        load(self.store, kind).await
+    }
+
+    /// Saves to the database, and to object storage when configured (a failure there is
+    /// logged: the database copy still serves this replica).
+    async fn save(&self, file: &ModelFile) -> Result<(), String> {
+        save(self.store, file).await?;
+        if let Some(objects) = self.objects
+            && let Err(error) = objects.save_model(file).await
+        {
+            tracing::warn!(%error, version = %file.version, "could not save the model to object storage");
+        }
+        Ok(())
+    }
 }
 
 async fn load(store: &Store, kind: &str) -> Option<ModelFile> {

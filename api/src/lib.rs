@@ -27,6 +27,9 @@ mod http_client;
 mod ingest_tests;
 pub mod loki_outbox;
 mod middleware;
+pub mod objects;
+#[cfg(test)]
+mod objects_tests;
 mod policy_service;
 #[cfg(test)]
 mod policy_tests;
