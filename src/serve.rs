@@ -161,11 +161,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "actions interrupted by the last stop are marked unknown in the audit trail"
         );
     }
-    let objects = aegis_api::objects::Objects::open(&config.object_store_url)
+    let object_store_url = config.object_store_url.clone().or_else(|| {
+        // SQLite: a folder beside the database file; PostgreSQL: the models table alone.
+        aegis_store::sqlite_path(&config.database_url)
+            .ok()
+            .filter(|_| {
+                config.database_url.starts_with("sqlite:")
+                    && !config.database_url.contains(":memory:")
+            })
+            .map(|p| {
+                p.parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("objects")
+                    .display()
+                    .to_string()
+            })
+    });
+    let objects = object_store_url
+        .map(|url| aegis_api::objects::Objects::open(&url))
+        .transpose()
         .map_err(|e| anyhow::anyhow!("opening the object store (AEGIS_OBJECT_STORE_URL): {e}"))?;
     let detectors = aegis_api::detector_service::DetectorService::start_with(
         store.clone(),
-        Some(objects),
+        objects,
         config.anomaly_threshold,
     )
     .await

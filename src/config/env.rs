@@ -116,7 +116,7 @@ fn set(config: &mut Config, key: &str, raw: &str) -> Result<(), String> {
         "redis_url" => config.redis_url = optional(raw),
         "prometheus_url" => config.prometheus_url = optional(raw),
         "loki_url" => config.loki_url = optional(raw),
-        "object_store_url" => config.object_store_url = raw.trim().to_string(),
+        "object_store_url" => config.object_store_url = optional(raw),
         "prometheus_queries" => config.prometheus_queries = parse_list(raw),
         "loki_queries" => config.loki_queries = parse_list(raw),
         "pull_interval_secs" => config.pull_interval_secs = parse(raw)?,

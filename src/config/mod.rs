@@ -105,10 +105,12 @@ pub struct Config {
     pub loki_url: Option<String>,
     /// Isolation-forest score above which a point is anomalous, in (0, 1).
     pub anomaly_threshold: f64,
-    /// Where models (and archives) are kept: a folder (`./aegis-data/objects`, also
-    /// `file:///abs/path`) or an S3-compatible bucket (`s3://bucket/prefix`, credentials and
-    /// endpoint from the usual `AWS_*` variables).
-    pub object_store_url: String,
+    /// Where models (and archives) are kept: a folder (also `file:///abs/path`) or an
+    /// S3-compatible bucket (`s3://bucket/prefix`, credentials and endpoint from the usual
+    /// `AWS_*` variables). Unset: the folder `objects` beside an SQLite database; with
+    /// PostgreSQL none (the `models` table, shared by replicas, is enough).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_store_url: Option<String>,
     /// Kubeconfig for `executor_mode = "kubernetes"`; in-cluster service account when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubeconfig_path: Option<PathBuf>,
@@ -186,7 +188,7 @@ impl Default for Config {
             loki_queries: Vec::new(),
             pull_interval_secs: 15,
             anomaly_threshold: 0.6,
-            object_store_url: "./aegis-data/objects".into(),
+            object_store_url: None,
             kubeconfig_path: None,
             allowed_namespaces: vec!["default".to_owned(), "production".to_owned()],
             require_action_signature: true,
@@ -309,18 +311,16 @@ impl Config {
         check_url(&self.prometheus_url, &["http", "https"])
             .map_err(|m| invalid("prometheus_url", m))?;
         check_url(&self.loki_url, &["http", "https"]).map_err(|m| invalid("loki_url", m))?;
-        if self.object_store_url.is_empty()
-            || (self.object_store_url.contains("://")
-                && !["file://", "s3://", "memory://"]
-                    .iter()
-                    .any(|p| self.object_store_url.starts_with(p)))
+        if let Some(url) = &self.object_store_url
+            && (url.is_empty()
+                || (url.contains("://")
+                    && !["file://", "s3://", "memory://"]
+                        .iter()
+                        .any(|p| url.starts_with(p))))
         {
             return Err(invalid(
                 "object_store_url",
-                format!(
-                    "`{}` is neither a folder nor a file://, s3:// or memory:// url",
-                    self.object_store_url
-                ),
+                format!("`{url}` is neither a folder nor a file://, s3:// or memory:// url"),
             ));
         }
         if !(self.anomaly_threshold > 0.0 && self.anomaly_threshold < 1.0) {
