@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Loaded};
-use crate::{backup_cmd, logging, model_cmd, policy_cmd, serve};
+use crate::{audit_export, backup_cmd, logging, model_cmd, policy_cmd, serve};
 
 /// Policy-driven self-healing for Kubernetes: ingest, detect, decide, remediate, audit.
 #[derive(Debug, Parser)]
@@ -184,6 +184,28 @@ enum UserCommand {
 enum AuditCommand {
     /// Recompute the audit hash chains; exit 1 naming the first broken row.
     Verify(ConfigArgs),
+    /// Export audit rows created in [since, until) as Parquet files partitioned by day,
+    /// each with a manifest of its chain head, to a folder or `s3://bucket/prefix`.
+    Export {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// First day or time (`2026-11-30` or RFC 3339).
+        #[arg(long)]
+        since: String,
+        /// End, exclusive (default now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Folder or object-store URL of the archive.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
+    /// Verify an exported archive on its own (no database needed); exit 1 naming the
+    /// first broken file and row.
+    VerifyArchive {
+        /// Folder or object-store URL of the archive.
+        #[arg(long, value_name = "URL")]
+        from: String,
+    },
 }
 
 /// Loads the configuration or explains why not (exit 2).
@@ -211,6 +233,27 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Openapi => {
             println!("{}", aegis_api::openapi_json());
             return ExitCode::SUCCESS;
+        }
+        Command::Audit {
+            command: AuditCommand::VerifyArchive { from },
+        } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            return match runtime.block_on(audit_export::verify_archive(from)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Model { command } => {
             return match command {
@@ -256,6 +299,9 @@ pub fn run(cli: Cli) -> ExitCode {
         | Command::Audit {
             command: AuditCommand::Verify(args),
         }
+        | Command::Audit {
+            command: AuditCommand::Export { config: args, .. },
+        }
         | Command::Backup { config: args, .. }
         | Command::Restore { config: args, .. } => args,
     };
@@ -293,6 +339,23 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Audit {
                 command: AuditCommand::Verify(_),
             } => audit_verify(&loaded.config).await,
+            Command::Audit {
+                command:
+                    AuditCommand::Export {
+                        since, until, to, ..
+                    },
+            } => {
+                let since = audit_export::parse_time(&since)?;
+                let until = until
+                    .as_deref()
+                    .map(audit_export::parse_time)
+                    .transpose()?
+                    .unwrap_or_else(chrono::Utc::now);
+                audit_export::export(&loaded.config, since, until, &to).await
+            }
+            Command::Audit {
+                command: AuditCommand::VerifyArchive { .. },
+            } => Ok(ExitCode::SUCCESS),
             Command::Backup { to, force, .. } => {
                 backup_cmd::backup(&loaded.config, &to, force).await
             }

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 a failure at run time (or a check that found problems),
 //! 2 a usage or configuration error.
 
+mod audit_export;
 mod backup_cmd;
 mod cli;
 mod config;

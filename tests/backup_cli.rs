@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{aegis, create_admin, free_port, http, terminate, wait_healthy};
+use common::{FreshDb, aegis, create_admin, free_port, http, terminate, wait_healthy};
 
 const SECRET: &str = "test-secret-test-secret-test-secret-42";
 const PASSWORD: &str = "correct horse battery staple";
@@ -166,48 +166,6 @@ fn sqlite_backup_under_load_restores_into_a_fresh_directory() {
     );
     assert_eq!(code, 1);
     assert!(stderr.contains("checksum"), "{stderr}");
-}
-
-/// A fresh PostgreSQL database on the test server; dropped by the returned guard.
-struct FreshDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl FreshDb {
-    fn new(tag: &str) -> Self {
-        let admin = std::env::var("AEGIS_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let name = format!("aegis_{tag}_{}_{}", std::process::id(), free_port());
-        let out = std::process::Command::new("psql")
-            .args([&admin, "-qc", &format!("CREATE DATABASE {name}")])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let base = admin.rsplit_once('/').unwrap().0.to_string();
-        Self {
-            url: format!("{base}/{name}"),
-            admin,
-            name,
-        }
-    }
-}
-
-impl Drop for FreshDb {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args([
-                &self.admin,
-                "-qc",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            ])
-            .output();
-    }
 }
 
 #[test]

@@ -164,3 +164,46 @@ pub fn service_token(port: u16, admin: &str, name: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
     v["token"].as_str().unwrap().to_owned()
 }
+
+/// A fresh PostgreSQL database on the test server; dropped by the returned guard.
+pub struct FreshDb {
+    admin: String,
+    name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+impl FreshDb {
+    pub fn new(tag: &str) -> Self {
+        let admin = std::env::var("AEGIS_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let name = format!("aegis_{tag}_{}_{}", std::process::id(), free_port());
+        let out = std::process::Command::new("psql")
+            .args([&admin, "-qc", &format!("CREATE DATABASE {name}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let base = admin.rsplit_once('/').unwrap().0.to_string();
+        Self {
+            url: format!("{base}/{name}"),
+            admin,
+            name,
+        }
+    }
+}
+
+impl Drop for FreshDb {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args([
+                &self.admin,
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}

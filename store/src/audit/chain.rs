@@ -388,3 +388,178 @@ impl AuditLog for Store {
         })
     }
 }
+
+/// How an exported audit column is typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    /// Text, never null.
+    Text,
+    /// Text or null.
+    OptText,
+    /// A 64-bit integer.
+    Int,
+    /// A UTC time with microseconds.
+    Time,
+}
+
+/// One value of an exported audit row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuditValue {
+    /// Text.
+    Text(String),
+    /// Text or null.
+    OptText(Option<String>),
+    /// Integer.
+    Int(i64),
+    /// Time.
+    Time(DateTime<Utc>),
+}
+
+/// One audit row with every hashed column, as exported and re-verified from archives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// Row id (position in the chain).
+    pub id: i64,
+    /// The hashed columns in [`audit_columns`] order.
+    pub values: Vec<AuditValue>,
+    /// The previous row's hash.
+    pub prev_hash: String,
+    /// This row's hash.
+    pub hash: String,
+}
+
+/// The hashed columns of `table` (besides `id`, `prev_hash`, `hash`), in hash order.
+pub fn audit_columns(table: AuditTable) -> Vec<(&'static str, AuditKind)> {
+    Layout::of(table)
+        .columns
+        .iter()
+        .map(|(n, k)| {
+            (
+                *n,
+                match k {
+                    Kind::Text => AuditKind::Text,
+                    Kind::OptText => AuditKind::OptText,
+                    Kind::Int => AuditKind::Int,
+                    Kind::Time => AuditKind::Time,
+                },
+            )
+        })
+        .collect()
+}
+
+fn to_value(v: &AuditValue) -> Value {
+    match v {
+        AuditValue::Text(s) => Value::Text(s.clone()),
+        AuditValue::OptText(s) => Value::OptText(s.clone()),
+        AuditValue::Int(i) => Value::Int(*i),
+        AuditValue::Time(t) => Value::Time(*t),
+    }
+}
+
+/// Checks a contiguous run of exported rows on its own: ids follow each other from the
+/// first, each row links to the one before (the first to `prev_hash`), and every hash
+/// recomputes from the row's values. The first broken row, if any.
+pub fn verify_records(
+    table: AuditTable,
+    records: &[AuditRecord],
+    prev_hash: &str,
+) -> Option<BrokenRow> {
+    let layout = Layout::of(table);
+    let mut prev = prev_hash.to_owned();
+    for (expected, r) in (records.first()?.id..).zip(records) {
+        let values: Vec<Value> = r.values.iter().map(to_value).collect();
+        if values.len() != layout.columns.len() {
+            return Some(BrokenRow {
+                id: r.id,
+                reason: "the row has the wrong number of columns".into(),
+            });
+        }
+        if let Some(reason) = check_row(
+            layout,
+            expected,
+            &prev,
+            r.id,
+            &values,
+            &r.prev_hash,
+            &r.hash,
+        ) {
+            return Some(BrokenRow { id: r.id, reason });
+        }
+        prev = r.hash.clone();
+    }
+    None
+}
+
+/// Reads rows `first_id..=last_id` of `$layout` as records.
+macro_rules! records_on {
+    ($pool:expr, $layout:expr, $first:expr, $last:expr) => {{
+        let layout: &Layout = $layout;
+        let sql = format!(
+            "SELECT * FROM {} WHERE id >= $1 AND id <= $2 ORDER BY id",
+            layout.name()
+        );
+        let rows = sqlx::query(&sql)
+            .bind($first)
+            .bind($last)
+            .fetch_all($pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut values = Vec::with_capacity(layout.columns.len());
+            for (name, kind) in layout.columns {
+                values.push(match kind {
+                    Kind::Text => AuditValue::Text(row.try_get(*name)?),
+                    Kind::OptText => AuditValue::OptText(row.try_get(*name)?),
+                    Kind::Int => AuditValue::Int(row.try_get(*name)?),
+                    Kind::Time => AuditValue::Time(row.try_get(*name)?),
+                });
+            }
+            out.push(AuditRecord {
+                id: row.try_get("id")?,
+                values,
+                prev_hash: row.try_get("prev_hash")?,
+                hash: row.try_get("hash")?,
+            });
+        }
+        out
+    }};
+}
+
+impl Store {
+    /// Audit rows with ids in `first_id..=last_id`, oldest first.
+    pub async fn audit_records(
+        &self,
+        table: AuditTable,
+        first_id: i64,
+        last_id: i64,
+    ) -> Result<Vec<AuditRecord>> {
+        let layout = Layout::of(table);
+        Ok(match self.pool() {
+            Pool::Sqlite(pool) => records_on!(pool, layout, first_id, last_id),
+            Pool::Postgres(pool) => records_on!(pool, layout, first_id, last_id),
+        })
+    }
+
+    /// The id range of rows created in `[since, until)`: the first id at or after `since`
+    /// and the last before `until` (ids between are exported whole, so a file is always a
+    /// contiguous piece of the chain). `None` when no row falls in the range.
+    pub async fn audit_id_range(
+        &self,
+        table: AuditTable,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<(i64, i64)>> {
+        let name = table.table_name();
+        let first_sql = format!("SELECT MIN(id) FROM {name} WHERE created_at >= $1");
+        let last_sql = format!("SELECT MAX(id) FROM {name} WHERE created_at < $1");
+        let (first, last): (Option<i64>, Option<i64>) = with_pool!(self, pool => {
+            let first: Option<i64> = sqlx::query_scalar(&first_sql).bind(since).fetch_one(pool).await?;
+            let last: Option<i64> = sqlx::query_scalar(&last_sql).bind(until).fetch_one(pool).await?;
+            (first, last)
+        });
+        Ok(match (first, last) {
+            (Some(a), Some(b)) if a <= b => Some((a, b)),
+            _ => None,
+        })
+    }
+}
