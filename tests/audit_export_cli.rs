@@ -33,7 +33,7 @@ async fn populate(url: &str) -> Store {
     let at = |d: u32, h: u32| Some(Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap());
     let decision = |t, n: usize| NewPolicyAudit {
         created_at: t,
-        request_id: (n % 2 == 0).then(|| format!("req-{n}")),
+        request_id: n.is_multiple_of(2).then(|| format!("req-{n}")),
         policy_type: "self_healing".into(),
         action: "scale_up".into(),
         resource: "cluster:production".into(),
@@ -148,7 +148,7 @@ async fn export_and_verify(url: &str) {
     for (i, r) in db_rows.iter().enumerate() {
         assert_eq!(hashes.value(i), r.hash);
         assert_eq!(reasons.value(i), format!("decision {}", i + 2));
-        assert_eq!(request_ids.is_null(i), (i + 2) % 2 == 1);
+        assert_eq!(request_ids.is_null(i), !(i + 2).is_multiple_of(2));
     }
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(format!("{}.manifest.json", file.display())).unwrap(),
