@@ -202,8 +202,10 @@ fn table_of(name: &str) -> Option<AuditTable> {
     AuditTable::ALL.into_iter().find(|t| t.table_name() == name)
 }
 
-/// Writes one file and its manifest; the rows must verify first.
+/// Writes one file and its manifest (the rows must verify first), reads the file back and
+/// verifies it, and records it in `audit_archives`, which lets retention delete its rows.
 async fn write_file(
+    store: &aegis_store::Store,
     objects: &Objects,
     table: AuditTable,
     day: NaiveDate,
@@ -254,6 +256,22 @@ async fn write_file(
         )
         .await
         .map_err(anyhow::Error::msg)?;
+    // Read back what the store now holds: only a file that verifies counts as archived.
+    verify_file(objects, &key)
+        .await
+        .with_context(|| format!("{key}: the written file does not verify"))?;
+    store
+        .record_archive(&aegis_store::AuditArchive {
+            audit_table: table.table_name().into(),
+            first_id: manifest.first_id,
+            last_id: manifest.last_id,
+            prev_hash: manifest.prev_hash.clone(),
+            last_hash: manifest.last_hash.clone(),
+            location: format!("{}/{key}", objects.url().trim_end_matches('/')),
+            sha256: manifest.sha256.clone(),
+            verified_at: Utc::now(),
+        })
+        .await?;
     Ok(key)
 }
 
@@ -275,66 +293,170 @@ pub async fn export(
             println!("{}: no rows in the range", table.table_name());
             continue;
         };
-        // The row before the range must be what the first exported row links to.
-        let before = if first > 1 {
-            store
-                .audit_records(table, first - 1, first - 1)
-                .await?
-                .pop()
-        } else {
-            None
-        };
-        let mut head = before.map_or_else(|| aegis_core::GENESIS_HASH.to_owned(), |r| r.hash);
-        let mut day: Option<NaiveDate> = None;
-        let mut pending: Vec<AuditRecord> = Vec::new();
-        let mut next = first;
-        while next <= last {
-            let page = store
-                .audit_records(table, next, (next + PAGE - 1).min(last))
-                .await?;
-            if page.is_empty() {
-                break;
-            }
-            next = page.last().map_or(last, |r| r.id) + 1;
-            for r in page {
-                let d = created_day(&r).max(day.unwrap_or(NaiveDate::MIN));
-                if let Some(current) = day
-                    && d > current
-                    && !pending.is_empty()
-                {
-                    if pending[0].prev_hash != head {
-                        bail!(
-                            "{}: row {} does not link to the row before it",
-                            table.table_name(),
-                            pending[0].id
-                        );
-                    }
-                    let key = write_file(&objects, table, current, &pending).await?;
-                    head = pending.last().map_or(head, |r| r.hash.clone());
-                    println!("{key}: {} rows", pending.len());
-                    files += 1;
-                    pending.clear();
-                }
-                day = Some(d);
-                pending.push(r);
-            }
-        }
-        if let (Some(current), false) = (day, pending.is_empty()) {
-            if pending[0].prev_hash != head {
-                bail!(
-                    "{}: row {} does not link to the row before it",
-                    table.table_name(),
-                    pending[0].id
-                );
-            }
-            let key = write_file(&objects, table, current, &pending).await?;
-            println!("{key}: {} rows", pending.len());
+        for key in export_ids(&store, &objects, table, first, last).await? {
+            println!("{key}");
             files += 1;
         }
     }
     store.close().await;
     println!("exported {files} files to {to}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The scheduled export: every row of both chains not yet in a verified archive and
+/// created before `until`. Returns the files written.
+pub async fn export_pending(
+    store: &aegis_store::Store,
+    objects: &Objects,
+    until: DateTime<Utc>,
+) -> anyhow::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for table in AuditTable::ALL {
+        let done = store
+            .audit_archives(table)
+            .await?
+            .iter()
+            .map(|a| a.last_id)
+            .max()
+            .unwrap_or(0);
+        let Some((_, last)) = store
+            .audit_id_range(table, DateTime::<Utc>::UNIX_EPOCH, until)
+            .await?
+        else {
+            continue;
+        };
+        if last > done {
+            keys.extend(export_ids(store, objects, table, done + 1, last).await?);
+        }
+    }
+    Ok(keys)
+}
+
+/// Exports rows `first..=last` of `table`, one file per (monotone) UTC day.
+async fn export_ids(
+    store: &aegis_store::Store,
+    objects: &Objects,
+    table: AuditTable,
+    first: i64,
+    last: i64,
+) -> anyhow::Result<Vec<String>> {
+    // The row before the range must be what the first exported row links to.
+    let before = if first > 1 {
+        store
+            .audit_records(table, first - 1, first - 1)
+            .await?
+            .pop()
+    } else {
+        None
+    };
+    let mut head = match before {
+        Some(r) => r.hash,
+        None if first <= 1 => aegis_core::GENESIS_HASH.to_owned(),
+        // Pruned: the archive ending just before anchors the range.
+        None => store
+            .audit_archives(table)
+            .await?
+            .into_iter()
+            .find(|a| a.last_id == first - 1)
+            .map(|a| a.last_hash)
+            .context("the row before the range is gone and no verified archive ends there")?,
+    };
+    let mut keys = Vec::new();
+    let mut day: Option<NaiveDate> = None;
+    let mut pending: Vec<AuditRecord> = Vec::new();
+    let mut next = first;
+    loop {
+        let page = if next <= last {
+            store
+                .audit_records(table, next, (next + PAGE - 1).min(last))
+                .await?
+        } else {
+            Vec::new()
+        };
+        let done = page.is_empty();
+        next = page.last().map_or(last, |r| r.id) + 1;
+        for r in page {
+            let d = created_day(&r).max(day.unwrap_or(NaiveDate::MIN));
+            if let Some(current) = day
+                && d > current
+                && !pending.is_empty()
+            {
+                keys.push(flush(store, objects, table, current, &mut pending, &mut head).await?);
+            }
+            day = Some(d);
+            pending.push(r);
+        }
+        if done {
+            break;
+        }
+    }
+    if let (Some(current), false) = (day, pending.is_empty()) {
+        keys.push(flush(store, objects, table, current, &mut pending, &mut head).await?);
+    }
+    Ok(keys)
+}
+
+async fn flush(
+    store: &aegis_store::Store,
+    objects: &Objects,
+    table: AuditTable,
+    day: NaiveDate,
+    pending: &mut Vec<AuditRecord>,
+    head: &mut String,
+) -> anyhow::Result<String> {
+    if pending.first().map(|r| r.prev_hash.as_str()) != Some(head.as_str()) {
+        bail!(
+            "{}: row {} does not link to the row before it",
+            table.table_name(),
+            pending.first().map_or(0, |r| r.id)
+        );
+    }
+    let key = write_file(store, objects, table, day, pending).await?;
+    if let Some(r) = pending.last() {
+        *head = r.hash.clone();
+    }
+    let line = format!("{key}: {} rows", pending.len());
+    pending.clear();
+    Ok(line)
+}
+
+/// One archive file against its manifest and its rows' hashes.
+async fn verify_file(objects: &Objects, key: &str) -> anyhow::Result<ArchiveManifest> {
+    let manifest: ArchiveManifest = serde_json::from_slice(
+        &objects
+            .get(&format!("{key}.manifest.json"))
+            .await
+            .map_err(anyhow::Error::msg)?
+            .context("no manifest")?,
+    )?;
+    let table = table_of(&manifest.table).context("unknown table")?;
+    let bytes = objects
+        .get(key)
+        .await
+        .map_err(anyhow::Error::msg)?
+        .context("missing")?;
+    if hex::encode(sha2::Sha256::digest(&bytes)) != manifest.sha256 {
+        bail!("checksum differs from the manifest");
+    }
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(bytes),
+    )?
+    .build()?;
+    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>()?;
+    let records = from_batches(table, &batches)?;
+    if records.len() != manifest.rows
+        || records.first().map(|r| r.id) != Some(manifest.first_id)
+        || records.last().map(|r| r.id) != Some(manifest.last_id)
+    {
+        bail!("rows or ids differ from the manifest");
+    }
+    if let Some(broken) = verify_records(table, &records, &manifest.prev_hash) {
+        bail!("row {}: {}", broken.id, broken.reason);
+    }
+    if records.last().map(|r| r.hash.as_str()) != Some(manifest.last_hash.as_str()) {
+        bail!("the last hash differs from the manifest");
+    }
+    Ok(manifest)
 }
 
 /// `aegis audit verify-archive --from URL`: every file against its manifest, its rows'
@@ -346,44 +468,7 @@ pub async fn verify_archive(from: &str) -> anyhow::Result<ExitCode> {
     let mut failures = Vec::new();
     let mut rows = 0usize;
     for key in keys.iter().filter(|k| k.ends_with(".parquet")) {
-        let result: anyhow::Result<ArchiveManifest> = async {
-            let manifest: ArchiveManifest = serde_json::from_slice(
-                &objects
-                    .get(&format!("{key}.manifest.json"))
-                    .await
-                    .map_err(anyhow::Error::msg)?
-                    .context("no manifest")?,
-            )?;
-            let table = table_of(&manifest.table).context("unknown table")?;
-            let bytes = objects
-                .get(key)
-                .await
-                .map_err(anyhow::Error::msg)?
-                .context("missing")?;
-            if hex::encode(sha2::Sha256::digest(&bytes)) != manifest.sha256 {
-                bail!("checksum differs from the manifest");
-            }
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                bytes::Bytes::from(bytes),
-            )?
-            .build()?;
-            let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>()?;
-            let records = from_batches(table, &batches)?;
-            if records.len() != manifest.rows
-                || records.first().map(|r| r.id) != Some(manifest.first_id)
-                || records.last().map(|r| r.id) != Some(manifest.last_id)
-            {
-                bail!("rows or ids differ from the manifest");
-            }
-            if let Some(broken) = verify_records(table, &records, &manifest.prev_hash) {
-                bail!("row {}: {}", broken.id, broken.reason);
-            }
-            if records.last().map(|r| r.hash.as_str()) != Some(manifest.last_hash.as_str()) {
-                bail!("the last hash differs from the manifest");
-            }
-            Ok(manifest)
-        }
-        .await;
+        let result = verify_file(&objects, key).await;
         match result {
             Ok(m) => {
                 rows += m.rows;

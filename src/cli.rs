@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Loaded};
-use crate::{audit_export, backup_cmd, logging, model_cmd, policy_cmd, serve};
+use crate::{audit_export, backup_cmd, logging, model_cmd, policy_cmd, retention, serve};
 
 /// Policy-driven self-healing for Kubernetes: ingest, detect, decide, remediate, audit.
 #[derive(Debug, Parser)]
@@ -70,6 +70,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run retention (and the scheduled audit export, when configured) once.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// Fit and apply detector models offline.
     Model {
         #[command(subcommand)]
@@ -80,6 +85,13 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum RetentionCommand {
+    /// Export what is due, then delete prediction history and archived audit rows past
+    /// their retention (`retention_predictions_days`, `retention_audit_days`).
+    Run(ConfigArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -302,6 +314,9 @@ pub fn run(cli: Cli) -> ExitCode {
         | Command::Audit {
             command: AuditCommand::Export { config: args, .. },
         }
+        | Command::Retention {
+            command: RetentionCommand::Run(args),
+        }
         | Command::Backup { config: args, .. }
         | Command::Restore { config: args, .. } => args,
     };
@@ -356,6 +371,20 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Audit {
                 command: AuditCommand::VerifyArchive { .. },
             } => Ok(ExitCode::SUCCESS),
+            Command::Retention { .. } => {
+                let store = open_store(&loaded.config).await?;
+                let summary = retention::run_once(&loaded.config, &store).await;
+                store.close().await;
+                let summary = summary?;
+                for f in &summary.exported_files {
+                    println!("exported {f}");
+                }
+                println!("prediction rows deleted: {}", summary.predictions_deleted);
+                for (table, n) in &summary.audit_deleted {
+                    println!("{table} rows deleted: {n}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Backup { to, force, .. } => {
                 backup_cmd::backup(&loaded.config, &to, force).await
             }

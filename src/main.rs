@@ -11,6 +11,7 @@ mod config;
 mod logging;
 mod model_cmd;
 mod policy_cmd;
+mod retention;
 mod serve;
 
 use std::process::ExitCode;

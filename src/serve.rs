@@ -202,6 +202,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    // Retention and the scheduled audit export, hourly (the first pass at start).
+    tokio::spawn(crate::retention::run_forever(config.clone(), store.clone()));
     let state = AppState::new(store.clone(), config.executor_mode)
         .with_detectors(detectors)
         .with_metrics(handle)

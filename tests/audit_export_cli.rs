@@ -9,9 +9,8 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use aegis_store::{AuditLog, AuditTable, NewActionAudit, NewPolicyAudit, Store, StoreOptions};
+use aegis_store::AuditTable;
 use arrow_array::{Array, RecordBatch, StringArray};
-use chrono::{TimeZone, Utc};
 use common::{FreshDb, aegis};
 
 fn run(dir: &Path, db: &str, args: &[&str]) -> (i32, String, String) {
@@ -25,58 +24,6 @@ fn run(dir: &Path, db: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// 3 days of decisions (2 + 3 + 1) and 2 days of action events.
-async fn populate(url: &str) -> Store {
-    let store = Store::connect(url, &StoreOptions::default()).await.unwrap();
-    let at = |d: u32, h: u32| Some(Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap());
-    let decision = |t, n: usize| NewPolicyAudit {
-        created_at: t,
-        request_id: n.is_multiple_of(2).then(|| format!("req-{n}")),
-        policy_type: "self_healing".into(),
-        action: "scale_up".into(),
-        resource: "cluster:production".into(),
-        user_id: Some("ai-engine".into()),
-        role: Some("service".into()),
-        decision: "ALLOW".into(),
-        policy_id: None,
-        policy_name: Some("Allow Auto-Scale".into()),
-        reason: format!("decision {n}"),
-        context: serde_json::json!({"severity": "high", "n": n}),
-        evaluated_in_us: n as i64,
-    };
-    let times = [
-        at(20, 10),
-        at(20, 12),
-        at(21, 9),
-        at(21, 10),
-        at(21, 23),
-        at(22, 1),
-    ];
-    let rows: Vec<NewPolicyAudit> = times
-        .iter()
-        .enumerate()
-        .map(|(n, t)| decision(*t, n))
-        .collect();
-    store.append_policy_audit(&rows).await.unwrap();
-    let event = |t, phase: &str| NewActionAudit {
-        created_at: t,
-        action_id: "a-1".into(),
-        phase: phase.into(),
-        action: "scale_deployment".into(),
-        namespace: "production".into(),
-        target: "api".into(),
-        status: "succeeded".into(),
-        actor: Some("svc".into()),
-        reason: None,
-        details: serde_json::json!({"replicas": 4}),
-    };
-    store
-        .append_action_audit(&[event(at(20, 11), "intent"), event(at(21, 11), "result")])
-        .await
-        .unwrap();
-    store
 }
 
 fn read_parquet(path: &Path) -> Vec<RecordBatch> {
@@ -102,7 +49,7 @@ fn day_file(root: &Path, table: &str, day: &str) -> std::path::PathBuf {
 
 async fn export_and_verify(url: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let store = populate(url).await;
+    let store = common::populate_audit(url).await;
     let archive = dir.path().join("archive");
     let to = archive.display().to_string();
     let (code, stdout, stderr) = run(

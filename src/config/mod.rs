@@ -111,6 +111,15 @@ pub struct Config {
     /// PostgreSQL none (the `models` table, shared by replicas, is enough).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object_store_url: Option<String>,
+    /// Days of prediction history kept (0 keeps everything).
+    pub retention_predictions_days: u32,
+    /// Days of audit rows (decisions and actions) kept in the database (0 keeps
+    /// everything). Older rows are deleted only once a verified archive holds them.
+    pub retention_audit_days: u32,
+    /// Scheduled audit export: every hour, rows created before today (UTC) that no verified
+    /// archive holds yet go to this folder or `s3://` URL as Parquet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_export_url: Option<String>,
     /// Kubeconfig for `executor_mode = "kubernetes"`; in-cluster service account when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubeconfig_path: Option<PathBuf>,
@@ -189,6 +198,9 @@ impl Default for Config {
             pull_interval_secs: 15,
             anomaly_threshold: 0.6,
             object_store_url: None,
+            retention_predictions_days: 30,
+            retention_audit_days: 0,
+            audit_export_url: None,
             kubeconfig_path: None,
             allowed_namespaces: vec!["default".to_owned(), "production".to_owned()],
             require_action_signature: true,

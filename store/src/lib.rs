@@ -35,9 +35,10 @@ pub mod testing;
 mod users;
 
 pub use audit::{
-    AuditKind, AuditLog, AuditReceipt, AuditRecord, AuditTable, AuditValue, AuditWriterOptions,
-    AuditWriterStats, BrokenRow, NewActionAudit, NewPolicyAudit, PolicyAuditSender,
-    PolicyAuditWriter, VerifyReport, WriterClosed, audit_columns, verify_records,
+    AuditArchive, AuditKind, AuditLog, AuditReceipt, AuditRecord, AuditTable, AuditValue,
+    AuditWriterOptions, AuditWriterStats, BrokenRow, NewActionAudit, NewPolicyAudit,
+    PolicyAuditSender, PolicyAuditWriter, VerifyReport, WriterClosed, audit_columns,
+    verify_records,
 };
 pub use backup::{COUNTED_TABLES, PgSnapshot, TableCounts, postgres_has_aegis_tables, sqlite_path};
 pub use detections::{

@@ -207,3 +207,57 @@ impl Drop for FreshDb {
             .output();
     }
 }
+
+/// 3 days of decisions (2 + 3 + 1) and 2 days of action events.
+pub async fn populate_audit(url: &str) -> aegis_store::Store {
+    use aegis_store::{AuditLog, NewActionAudit, NewPolicyAudit, Store, StoreOptions};
+    use chrono::{TimeZone, Utc};
+    let store = Store::connect(url, &StoreOptions::default()).await.unwrap();
+    let at = |d: u32, h: u32| Some(Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap());
+    let decision = |t, n: usize| NewPolicyAudit {
+        created_at: t,
+        request_id: n.is_multiple_of(2).then(|| format!("req-{n}")),
+        policy_type: "self_healing".into(),
+        action: "scale_up".into(),
+        resource: "cluster:production".into(),
+        user_id: Some("ai-engine".into()),
+        role: Some("service".into()),
+        decision: "ALLOW".into(),
+        policy_id: None,
+        policy_name: Some("Allow Auto-Scale".into()),
+        reason: format!("decision {n}"),
+        context: serde_json::json!({"severity": "high", "n": n}),
+        evaluated_in_us: n as i64,
+    };
+    let times = [
+        at(20, 10),
+        at(20, 12),
+        at(21, 9),
+        at(21, 10),
+        at(21, 23),
+        at(22, 1),
+    ];
+    let rows: Vec<NewPolicyAudit> = times
+        .iter()
+        .enumerate()
+        .map(|(n, t)| decision(*t, n))
+        .collect();
+    store.append_policy_audit(&rows).await.unwrap();
+    let event = |t, phase: &str| NewActionAudit {
+        created_at: t,
+        action_id: "a-1".into(),
+        phase: phase.into(),
+        action: "scale_deployment".into(),
+        namespace: "production".into(),
+        target: "api".into(),
+        status: "succeeded".into(),
+        actor: Some("svc".into()),
+        reason: None,
+        details: serde_json::json!({"replicas": 4}),
+    };
+    store
+        .append_action_audit(&[event(at(20, 11), "intent"), event(at(21, 11), "result")])
+        .await
+        .unwrap();
+    store
+}

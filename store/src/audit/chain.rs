@@ -263,7 +263,36 @@ macro_rules! verify_on {
         let mut prev = GENESIS_HASH.to_owned();
         let mut checked = 0_u64;
         let mut broken = None;
+        // Rows pruned by retention: the chain resumes after a verified archive, whose
+        // recorded last hash is the anchor.
+        let first: Option<i64> = sqlx::query_scalar(&format!("SELECT MIN(id) FROM {}", layout.name()))
+            .fetch_one($pool)
+            .await?;
+        if let Some(first) = first.filter(|f| *f > 1) {
+            let anchor: Option<String> = sqlx::query_scalar(
+                "SELECT last_hash FROM audit_archives WHERE audit_table = $1 AND last_id = $2 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(layout.name())
+            .bind(first - 1)
+            .fetch_optional($pool)
+            .await?;
+            match anchor {
+                Some(hash) => {
+                    expected_id = first;
+                    prev = hash;
+                }
+                None => {
+                    broken = Some(BrokenRow {
+                        id: first,
+                        reason: format!("rows 1..{} are missing and no verified archive ends at row {}", first - 1, first - 1),
+                    })
+                }
+            }
+        }
         'pages: loop {
+            if broken.is_some() {
+                break;
+            }
             let rows = sqlx::query(&sql)
                 .bind(expected_id - 1)
                 .bind(VERIFY_PAGE)
@@ -561,5 +590,89 @@ impl Store {
             (Some(a), Some(b)) if a <= b => Some((a, b)),
             _ => None,
         })
+    }
+}
+
+/// A verified archive file of an audit chain piece.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AuditArchive {
+    /// `policy_audit_logs` or `action_audit_logs`.
+    pub audit_table: String,
+    /// First row id in the file.
+    pub first_id: i64,
+    /// Last row id in the file.
+    pub last_id: i64,
+    /// Chain head before the file.
+    pub prev_hash: String,
+    /// Hash of the last row.
+    pub last_hash: String,
+    /// Where the file is (URL and key).
+    pub location: String,
+    /// SHA-256 of the file.
+    pub sha256: String,
+    /// When it was read back and verified.
+    pub verified_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Records a verified archive; from then on retention may delete its rows.
+    pub async fn record_archive(&self, a: &AuditArchive) -> Result<()> {
+        const SQL: &str = "INSERT INTO audit_archives (audit_table, first_id, last_id, prev_hash, last_hash, location, sha256, verified_at) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        with_pool!(self, pool => sqlx::query(SQL).bind(&a.audit_table).bind(a.first_id).bind(a.last_id).bind(&a.prev_hash)
+            .bind(&a.last_hash).bind(&a.location).bind(&a.sha256).bind(a.verified_at).execute(pool).await?.rows_affected());
+        Ok(())
+    }
+
+    /// Verified archives of `table`, by first id.
+    pub async fn audit_archives(&self, table: AuditTable) -> Result<Vec<AuditArchive>> {
+        const SQL: &str = "SELECT audit_table, first_id, last_id, prev_hash, last_hash, location, sha256, verified_at \
+            FROM audit_archives WHERE audit_table = $1 ORDER BY first_id, id";
+        let rows: Vec<AuditArchive> = with_pool!(self, pool => sqlx::query_as(SQL).bind(table.table_name()).fetch_all(pool).await?);
+        Ok(rows)
+    }
+
+    /// Retention for an audit chain: deletes the oldest rows created before `cutoff`, but
+    /// only as far as verified archives cover them without a gap, and only up to the end
+    /// of an archive (whose last hash then anchors `audit verify`); the newest row is never
+    /// deleted. Returns rows deleted.
+    pub async fn prune_audit(&self, table: AuditTable, cutoff: DateTime<Utc>) -> Result<u64> {
+        let name = table.table_name();
+        let first: Option<i64> = with_pool!(self, pool =>
+            sqlx::query_scalar(&format!("SELECT MIN(id) FROM {name}")).fetch_one(pool).await?);
+        let Some(first) = first else { return Ok(0) };
+        let young: Option<i64> = with_pool!(self, pool =>
+            sqlx::query_scalar(&format!("SELECT MIN(id) FROM {name} WHERE created_at >= $1")).bind(cutoff).fetch_one(pool).await?);
+        let newest: Option<i64> = with_pool!(self, pool =>
+            sqlx::query_scalar(&format!("SELECT MAX(id) FROM {name}")).fetch_one(pool).await?);
+        // Rows up to `limit` are all older than the cutoff; the newest row always stays, so
+        // the next append links to it.
+        let limit = young
+            .map_or(i64::MAX, |y| y - 1)
+            .min(newest.unwrap_or(first) - 1);
+        let mut covered = first - 1;
+        let mut boundary = None;
+        for a in self.audit_archives(table).await? {
+            if a.first_id > covered + 1 {
+                break;
+            }
+            if a.last_id > covered {
+                covered = a.last_id;
+                if covered <= limit {
+                    boundary = Some(covered);
+                }
+            }
+        }
+        let Some(upto) = boundary else { return Ok(0) };
+        let deleted = with_pool!(self, pool =>
+            sqlx::query(&format!("DELETE FROM {name} WHERE id <= $1")).bind(upto).execute(pool).await?.rows_affected());
+        Ok(deleted)
+    }
+
+    /// Retention for prediction history: deletes rows created before `cutoff`.
+    pub async fn prune_predictions(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        let deleted = with_pool!(self, pool =>
+            sqlx::query("DELETE FROM prediction_history WHERE created_at < $1").bind(cutoff).execute(pool).await?.rows_affected());
+        Ok(deleted)
     }
 }

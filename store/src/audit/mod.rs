@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::Result;
 
-pub use chain::{AuditKind, AuditRecord, AuditValue, audit_columns, verify_records};
+pub use chain::{AuditArchive, AuditKind, AuditRecord, AuditValue, audit_columns, verify_records};
 pub use writer::{
     AuditWriterOptions, AuditWriterStats, PolicyAuditSender, PolicyAuditWriter, WriterClosed,
 };
