@@ -199,6 +199,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 if let Err(error) = detectors.retrain().await {
                     tracing::warn!(%error, "retraining the anomaly model failed; the current one stays");
                 }
+                if let Err(error) = detectors.save_templates().await {
+                    tracing::warn!(%error, "saving the log templates failed");
+                }
             }
         });
     }

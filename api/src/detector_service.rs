@@ -128,13 +128,18 @@ impl DetectorService {
             },
             None => train_classifier(&places).await?,
         };
+        // The template miner's state: template ids stay stable across restarts and replicas.
+        let drain = match places.load("drain-templates").await.map(|f| f.payload) {
+            Some(ModelPayload::DrainTemplates(d)) => d,
+            _ => Drain::default(),
+        };
         Ok(Arc::new(Self {
             objects,
             store,
             threshold,
             anomaly: ArcSwap::from_pointee(anomaly),
             classifier: ArcSwap::from_pointee(classifier),
-            drain: Mutex::new(Drain::default()),
+            drain: Mutex::new(drain),
             reservoir: Mutex::new(Reservoir::new(FAILURE_FEATURES.len(), RESERVOIR_ROWS, 7)),
             latencies: Mutex::new([VecDeque::new(), VecDeque::new()]),
             last_retrain: Mutex::new(None),
@@ -245,6 +250,25 @@ impl DetectorService {
         self.classifier.store(Arc::new(model));
         tracing::info!(version = %version, "failure classifier retrained");
         Ok(version)
+    }
+
+    /// Saves the template miner's state (a `drain-templates` model) to the database and
+    /// object storage; returns its version.
+    pub async fn save_templates(&self) -> Result<String, String> {
+        let drain = self.with_drain(|d| d.clone());
+        let templates = drain.len();
+        let now = Utc::now();
+        let file = ModelFile::new(
+            ModelPayload::DrainTemplates(drain),
+            Vec::new(),
+            None,
+            templates,
+            now.to_rfc3339(),
+            now.timestamp(),
+        )
+        .map_err(|e| e.to_string())?;
+        self.places().save(&file).await?;
+        Ok(file.version)
     }
 
     /// Refits the anomaly model on the reservoir when it holds enough rows; returns the
@@ -365,7 +389,7 @@ impl Places<'_> {
     async fn load(&self, kind: &str) -> Option<ModelFile> {
         if let Some(objects) = self.objects {
             match objects.latest_model(kind).await {
-                Ok(Some(f)) if f.feature_schema == schema() => {
+                Ok(Some(f)) if f.feature_schema == schema() || kind == "drain-templates" => {
                     tracing::info!(version = %f.version, url = %objects.url(), "model loaded from object storage");
                     return Some(f);
                 }
@@ -397,7 +421,7 @@ impl Places<'_> {
 async fn load(store: &Store, kind: &str) -> Option<ModelFile> {
     match store.latest_model(kind).await {
         Ok(Some(row)) => match ModelFile::from_bytes(row.body.as_bytes()) {
-            Ok(f) if f.feature_schema == schema() => Some(f),
+            Ok(f) if f.feature_schema == schema() || kind == "drain-templates" => Some(f),
             Ok(_) => {
                 tracing::warn!(version = %row.version, "stored model has another feature schema; fitting a new one");
                 None
