@@ -113,6 +113,82 @@ fn counts_text(counts: &TableCounts) -> String {
         .join(", ")
 }
 
+/// Whether `target` names object storage rather than a local file.
+fn is_url(target: &str) -> bool {
+    target.starts_with("s3://") || target.starts_with("file://") || target.starts_with("memory://")
+}
+
+/// Splits `s3://bucket/dir/name` into the store URL (`s3://bucket/dir`) and the key (`name`).
+fn split_url(target: &str) -> anyhow::Result<(String, String)> {
+    let (scheme, rest) = target.split_once("://").context("not a URL")?;
+    let (dir, name) = rest.rsplit_once('/').context("the URL names no file")?;
+    if name.is_empty() || dir.is_empty() {
+        bail!("`{target}` must name a file inside a bucket or folder");
+    }
+    Ok((format!("{scheme}://{dir}"), name.to_string()))
+}
+
+/// `aegis backup --to PATH_OR_URL`: to object storage, the backup is written and verified
+/// locally first, then uploaded with its manifest.
+pub async fn backup_to(config: &Config, to: &str, force: bool) -> anyhow::Result<ExitCode> {
+    if !is_url(to) {
+        return backup(config, Path::new(to), force).await;
+    }
+    let (store_url, name) = split_url(to)?;
+    let objects = aegis_api::objects::Objects::open(&store_url).map_err(anyhow::Error::msg)?;
+    if !force
+        && objects
+            .get(&name)
+            .await
+            .map_err(anyhow::Error::msg)?
+            .is_some()
+    {
+        bail!("{to} exists; pass --force to replace it");
+    }
+    let dir = tempfile::tempdir()?;
+    let local = dir.path().join(&name);
+    let code = backup(config, &local, false).await?;
+    objects
+        .put(&name, std::fs::read(&local)?)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    objects
+        .put(
+            &format!("{name}.manifest.json"),
+            std::fs::read(manifest_path(&local))?,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+    println!("uploaded to {to}");
+    Ok(code)
+}
+
+/// `aegis restore --from PATH_OR_URL`: from object storage, the backup and its manifest
+/// are downloaded first.
+pub async fn restore_from(config: &Config, from: &str, force: bool) -> anyhow::Result<ExitCode> {
+    if !is_url(from) {
+        return restore(config, Path::new(from), force).await;
+    }
+    let (store_url, name) = split_url(from)?;
+    let objects = aegis_api::objects::Objects::open(&store_url).map_err(anyhow::Error::msg)?;
+    let dir = tempfile::tempdir()?;
+    let local = dir.path().join(&name);
+    let body = objects
+        .get(&name)
+        .await
+        .map_err(anyhow::Error::msg)?
+        .with_context(|| format!("{from} does not exist"))?;
+    std::fs::write(&local, body)?;
+    if let Some(m) = objects
+        .get(&format!("{name}.manifest.json"))
+        .await
+        .map_err(anyhow::Error::msg)?
+    {
+        std::fs::write(manifest_path(&local), m)?;
+    }
+    restore(config, &local, force).await
+}
+
 /// `aegis backup --to PATH`.
 pub async fn backup(config: &Config, to: &Path, force: bool) -> anyhow::Result<ExitCode> {
     if to.exists() && !force {

@@ -52,9 +52,10 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
         /// The backup file (SQLite: a database file; PostgreSQL: a `pg_dump` custom-format
-        /// archive); a `FILE.manifest.json` with row counts and a checksum goes beside it.
-        #[arg(long, value_name = "PATH")]
-        to: PathBuf,
+        /// archive), or an object-store URL (`s3://bucket/dir/file`); a
+        /// `….manifest.json` with row counts and a checksum goes beside it.
+        #[arg(long, value_name = "PATH_OR_URL")]
+        to: String,
         /// Replace an existing file.
         #[arg(long)]
         force: bool,
@@ -63,9 +64,9 @@ enum Command {
     Restore {
         #[command(flatten)]
         config: ConfigArgs,
-        /// The backup file written by `aegis backup`.
-        #[arg(long, value_name = "PATH")]
-        from: PathBuf,
+        /// The backup written by `aegis backup` (a file or an object-store URL).
+        #[arg(long, value_name = "PATH_OR_URL")]
+        from: String,
         /// SQLite: move an existing database aside (`.pre-restore-UNIXTIME`) instead of refusing.
         #[arg(long)]
         force: bool,
@@ -386,10 +387,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Backup { to, force, .. } => {
-                backup_cmd::backup(&loaded.config, &to, force).await
+                backup_cmd::backup_to(&loaded.config, &to, force).await
             }
             Command::Restore { from, force, .. } => {
-                backup_cmd::restore(&loaded.config, &from, force).await
+                backup_cmd::restore_from(&loaded.config, &from, force).await
             }
             Command::User {
                 command:

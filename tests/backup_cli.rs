@@ -178,3 +178,106 @@ fn postgres_backup_under_load_restores_into_a_fresh_database() {
     assert_eq!(manifest["backend"], "postgres");
     restore_and_verify(dir.path(), &target.url, &backup, &manifest);
 }
+
+/// Kills the server when the test ends.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `PUT /bucket` on moto until it answers 2xx (it accepts unsigned requests).
+fn create_bucket(port: u16, bucket: &str) {
+    use std::io::{Read, Write};
+    for _ in 0..100 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let req = format!(
+                "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            if s.write_all(req.as_bytes()).is_ok() {
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                if answer.starts_with("HTTP/1.1 2") {
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("moto did not come up on port {port}");
+}
+
+#[test]
+fn backup_to_and_restore_from_s3_and_file_urls() {
+    let python = std::env::var("AEGIS_TEST_PYTHON")
+        .unwrap_or_else(|_| "/var/tmp/aegis-venv/bin/python".into());
+    let moto = Path::new(&python).with_file_name("moto_server");
+    assert!(
+        moto.exists(),
+        "{} is missing (pip install 'moto[server]'; .ci/run installs it)",
+        moto.display()
+    );
+    let port = free_port();
+    let _server = Server(
+        std::process::Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    create_bucket(port, "aegis-backups");
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!("sqlite://{}", dir.path().join("live/aegis.db").display());
+    let out = create_admin(dir.path(), &source, "ops@example.com", PASSWORD);
+    assert!(out.status.success());
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let s3 = [
+        ("AWS_ENDPOINT", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let folder = format!("file://{}/remote/aegis.db", dir.path().display());
+    for (url, target) in [
+        ("s3://aegis-backups/nightly/aegis.db", "from-s3"),
+        (folder.as_str(), "from-file"),
+    ] {
+        let mut cmd = aegis(dir.path());
+        cmd.args(["backup", "--to", url])
+            .env("AEGIS_DATABASE_URL", &source)
+            .envs(s3);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("uploaded to {url}")));
+        let fresh = format!(
+            "sqlite://{}",
+            dir.path().join(format!("{target}/aegis.db")).display()
+        );
+        let mut cmd = aegis(dir.path());
+        cmd.args(["restore", "--from", url])
+            .env("AEGIS_DATABASE_URL", &fresh)
+            .envs(s3);
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{url}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("row counts match the backup manifest"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("users 1"), "{stdout}");
+    }
+    assert!(dir.path().join("remote/aegis.db.manifest.json").is_file());
+}
