@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Loaded};
-use crate::{audit_export, backup_cmd, logging, model_cmd, policy_cmd, retention, serve};
+use crate::{
+    audit_export, backtest_cmd, backup_cmd, logging, model_cmd, policy_cmd, retention, serve,
+};
 
 /// Policy-driven self-healing for Kubernetes: ingest, detect, decide, remediate, audit.
 #[derive(Debug, Parser)]
@@ -75,6 +77,26 @@ enum Command {
     Retention {
         #[command(subcommand)]
         command: RetentionCommand,
+    },
+    /// Run the streaming detector over a recorded series (CSV `timestamp,value` or
+    /// `timestamp,series,value`) in event time; writes `timestamp,value,anomaly_score,is_anomaly`
+    /// per input row, in order.
+    Backtest {
+        /// The recorded series.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write the scores (`-` for standard output).
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+        /// Points before the first model (as live).
+        #[arg(long, default_value_t = 240)]
+        warmup_points: usize,
+        /// Points between refits on recent normal points.
+        #[arg(long, default_value_t = 720)]
+        retrain_every: usize,
+        /// Score at or above which a point is anomalous.
+        #[arg(long, default_value_t = 0.6)]
+        threshold: f64,
     },
     /// Fit and apply detector models offline.
     Model {
@@ -268,6 +290,21 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             };
         }
+        Command::Backtest {
+            input,
+            output,
+            warmup_points,
+            retrain_every,
+            threshold,
+        } => {
+            let config = aegis_engine::StreamConfig {
+                warmup_points: *warmup_points,
+                retrain_every: *retrain_every,
+                threshold: *threshold,
+                ..Default::default()
+            };
+            return backtest_cmd::run(input, output, config);
+        }
         Command::Model { command } => {
             return match command {
                 ModelCommand::Fit {
@@ -405,7 +442,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Config { .. }
             | Command::Policy { .. }
             | Command::Openapi
-            | Command::Model { .. } => Ok(ExitCode::SUCCESS),
+            | Command::Model { .. }
+            | Command::Backtest { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     match result {

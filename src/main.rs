@@ -5,6 +5,7 @@
 //! 2 a usage or configuration error.
 
 mod audit_export;
+mod backtest_cmd;
 mod backup_cmd;
 mod cli;
 mod config;

@@ -1,4 +1,20 @@
-//! Aegis engine: per-series windows, per-entity features, the tick loop that scores, decides and acts, and SQL over recent data.
+//! Aegis engine: per-series windows, per-entity features, the tick loop that scores,
+//! decides and acts, and SQL over recent data.
 //!
-//! This crate is part of the promised workspace layout; its contents arrive with
-//! the engine issue. It depends only on `aegis-core`, so the crate graph stays one-way.
+//! Built so far:
+//! - [`SeriesWindow`]: a ring buffer of one series at a fixed resolution over a fixed span;
+//!   late, duplicate and out-of-order samples handled, gaps kept as missing.
+//! - [`features`]: the per-window kernels (last, mean, std, min, max, slope, rate, z-score
+//!   against a baseline, EWMA), skipping missing slots.
+//! - [`StreamingDetector`]: the univariate detector the loop and `aegis backtest` share —
+//!   features per point, warm-up, periodic retraining on recent normal rows, scores in
+//!   event time.
+//!
+//! It depends on `aegis-core` and `aegis-detectors`, not on ingest, store or API.
+
+pub mod features;
+mod stream;
+mod window;
+
+pub use stream::{StreamConfig, StreamScore, StreamingDetector};
+pub use window::{Insert, SeriesWindow};

@@ -1,0 +1,188 @@
+//! One series at a fixed resolution over a fixed span, as a ring of slots.
+
+/// What happened to a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insert {
+    /// Stored in a new or empty slot.
+    Stored,
+    /// Replaced an older sample of the same slot (a later timestamp wins).
+    Replaced,
+    /// Ignored: same slot, older or equal timestamp (a duplicate or a stale resend).
+    Duplicate,
+    /// Dropped: older than the window's span.
+    TooLate,
+    /// Dropped: not a finite number.
+    Invalid,
+}
+
+/// A ring of `slots` slots of `resolution_ms`; the newest slot is the one holding the
+/// newest timestamp seen. Slots without a sample are missing (`None` from [`get`](Self::get)).
+#[derive(Debug, Clone)]
+pub struct SeriesWindow {
+    resolution_ms: i64,
+    values: Vec<f64>,
+    stamps: Vec<i64>,
+    /// Absolute slot number (`timestamp / resolution`) of the newest slot; `None` when empty.
+    head: Option<i64>,
+    /// Samples dropped because they were older than the span.
+    pub late: u64,
+}
+
+impl SeriesWindow {
+    /// A window of `span_ms` at `resolution_ms` (at least one slot).
+    pub fn new(span_ms: i64, resolution_ms: i64) -> Self {
+        let resolution_ms = resolution_ms.max(1);
+        let slots = (span_ms / resolution_ms).max(1) as usize;
+        Self {
+            resolution_ms,
+            values: vec![f64::NAN; slots],
+            stamps: vec![i64::MIN; slots],
+            head: None,
+            late: 0,
+        }
+    }
+
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Bytes held by the buffers (for memory accounting).
+    pub fn memory_bytes(&self) -> usize {
+        self.values.len() * (std::mem::size_of::<f64>() + std::mem::size_of::<i64>())
+    }
+
+    fn index(&self, slot: i64) -> usize {
+        slot.rem_euclid(self.values.len() as i64) as usize
+    }
+
+    /// Adds a sample at `timestamp_ms`.
+    pub fn insert(&mut self, timestamp_ms: i64, value: f64) -> Insert {
+        if !value.is_finite() {
+            return Insert::Invalid;
+        }
+        let slot = timestamp_ms.div_euclid(self.resolution_ms);
+        let n = self.values.len() as i64;
+        match self.head {
+            None => self.head = Some(slot),
+            Some(head) if slot > head => {
+                // Clear the slots the ring moves over (all of them after a long gap).
+                let steps = (slot - head).min(n);
+                for s in (slot - steps + 1)..=slot {
+                    let i = self.index(s);
+                    self.values[i] = f64::NAN;
+                    self.stamps[i] = i64::MIN;
+                }
+                self.head = Some(slot);
+            }
+            Some(head) if slot <= head - n => {
+                self.late += 1;
+                return Insert::TooLate;
+            }
+            Some(_) => {}
+        }
+        let i = self.index(slot);
+        if self.stamps[i] == i64::MIN {
+            self.values[i] = value;
+            self.stamps[i] = timestamp_ms;
+            Insert::Stored
+        } else if timestamp_ms > self.stamps[i] {
+            self.values[i] = value;
+            self.stamps[i] = timestamp_ms;
+            Insert::Replaced
+        } else {
+            Insert::Duplicate
+        }
+    }
+
+    /// The value of the slot `age` slots before the newest (0 = newest).
+    pub fn get(&self, age: usize) -> Option<f64> {
+        let head = self.head?;
+        if age >= self.values.len() {
+            return None;
+        }
+        let v = self.values[self.index(head - age as i64)];
+        (!v.is_nan()).then_some(v)
+    }
+
+    /// The slots oldest first (missing as NaN), into `out`.
+    pub fn values_into(&self, out: &mut Vec<f64>) {
+        out.clear();
+        let Some(head) = self.head else { return };
+        let n = self.values.len() as i64;
+        out.extend((head - n + 1..=head).map(|s| self.values[self.index(s)]));
+    }
+
+    /// The newest slot's start time in milliseconds.
+    pub fn head_ms(&self) -> Option<i64> {
+        self.head.map(|h| h * self.resolution_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn gaps_duplicates_out_of_order_and_late_samples() {
+        let mut w = SeriesWindow::new(5_000, 1_000);
+        assert_eq!(w.slots(), 5);
+        assert_eq!(w.insert(10_000, 1.0), Insert::Stored);
+        assert_eq!(w.insert(12_000, 3.0), Insert::Stored);
+        // Out of order but inside the span.
+        assert_eq!(w.insert(11_000, 2.0), Insert::Stored);
+        // Same slot: a later timestamp wins, an older one or a resend does not.
+        assert_eq!(w.insert(12_500, 3.5), Insert::Replaced);
+        assert_eq!(w.insert(12_200, 9.0), Insert::Duplicate);
+        assert_eq!(w.insert(12_500, 9.0), Insert::Duplicate);
+        assert_eq!(w.insert(12_600, f64::NAN), Insert::Invalid);
+        assert_eq!(
+            (w.get(0), w.get(1), w.get(2)),
+            (Some(3.5), Some(2.0), Some(1.0))
+        );
+        // A gap: slots 13 and 14 stay missing.
+        assert_eq!(w.insert(15_000, 5.0), Insert::Stored);
+        assert_eq!(
+            (w.get(0), w.get(1), w.get(2), w.get(3)),
+            (Some(5.0), None, None, Some(3.5))
+        );
+        // Older than the span (slot 10 ≤ 15 − 5).
+        assert_eq!(w.insert(10_999, 0.0), Insert::TooLate);
+        assert_eq!(w.late, 1);
+        let mut v = Vec::new();
+        w.values_into(&mut v);
+        assert_eq!(v.len(), 5);
+        assert_eq!(v[0], 2.0);
+        assert!(v[2].is_nan());
+        // A jump past the whole span clears everything.
+        w.insert(100_000, 7.0);
+        assert_eq!(w.get(0), Some(7.0));
+        assert!((1..5).all(|a| w.get(a).is_none()));
+    }
+
+    proptest! {
+        /// Against a plain map of slot → (timestamp, value), for any order of samples.
+        #[test]
+        fn agrees_with_a_naive_model(samples in proptest::collection::vec((0i64..60_000, -1e6f64..1e6), 1..200)) {
+            let mut w = SeriesWindow::new(10_000, 1_000);
+            let mut naive: std::collections::BTreeMap<i64, (i64, f64)> = Default::default();
+            let mut head: Option<i64> = None;
+            for (ts, v) in &samples {
+                w.insert(*ts, *v);
+                let slot = ts / 1_000;
+                if head.is_some_and(|h| slot <= h - 10) { continue; }
+                head = Some(head.map_or(slot, |h| h.max(slot)));
+                let e = naive.entry(slot).or_insert((i64::MIN, 0.0));
+                if *ts > e.0 { *e = (*ts, *v); }
+            }
+            let head = head.unwrap_or(0);
+            for age in 0..10 {
+                let slot = head - age as i64;
+                let expected = naive.get(&slot).map(|(_, v)| *v);
+                prop_assert_eq!(w.get(age), expected, "age {}", age);
+            }
+        }
+    }
+}
