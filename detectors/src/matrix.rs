@@ -43,6 +43,15 @@ impl Matrix {
         Ok(Self { data, rows, cols })
     }
 
+    /// A matrix with no rows and `cols` columns (at least one).
+    pub fn empty(cols: usize) -> Self {
+        Self {
+            data: Vec::new(),
+            rows: 0,
+            cols: cols.max(1),
+        }
+    }
+
     /// A matrix of values generated finite by construction (synthetic data).
     pub(crate) fn from_parts(data: Vec<f32>, cols: usize) -> Self {
         let rows = data.len() / cols;

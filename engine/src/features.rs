@@ -26,12 +26,17 @@ pub struct Summary {
 
 /// Summarises `values` (NaN = missing); all zero when none is present.
 pub fn summarize(values: &[f64]) -> Summary {
+    summarize_parts(values, &[])
+}
+
+/// Like [`summarize`] over `a` followed by `b` (a ring buffer's two halves).
+pub fn summarize_parts(a: &[f64], b: &[f64]) -> Summary {
     let (mut n, mut sum, mut sum_sq) = (0usize, 0.0, 0.0);
     let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
     let (mut sx, mut sxy, mut sxx) = (0.0, 0.0, 0.0);
     let mut first = None;
     let mut last = None;
-    for (i, v) in values.iter().enumerate() {
+    for (i, v) in a.iter().chain(b).enumerate() {
         if v.is_nan() {
             continue;
         }
@@ -87,8 +92,13 @@ pub fn z_score(value: f64, baseline: &Summary) -> f64 {
 
 /// Exponentially weighted moving average with weight `alpha` of the newest value.
 pub fn ewma(values: &[f64], alpha: f64) -> f64 {
+    ewma_parts(values, &[], alpha)
+}
+
+/// Like [`ewma`] over `a` followed by `b`.
+pub fn ewma_parts(a: &[f64], b: &[f64], alpha: f64) -> f64 {
     let mut acc: Option<f64> = None;
-    for v in values.iter().filter(|v| !v.is_nan()) {
+    for v in a.iter().chain(b).filter(|v| !v.is_nan()) {
         acc = Some(match acc {
             None => *v,
             Some(a) => a + alpha * (v - a),

@@ -6,6 +6,8 @@
 //!   late, duplicate and out-of-order samples handled, gaps kept as missing.
 //! - [`features`]: the per-window kernels (last, mean, std, min, max, slope, rate, z-score
 //!   against a baseline, EWMA), skipping missing slots.
+//! - [`matrix`]: the per-tick feature matrix, one row per entity, built straight from the
+//!   windows into the buffer the detectors score.
 //! - [`StreamingDetector`]: the univariate detector the loop and `aegis backtest` share —
 //!   features per point, warm-up, periodic retraining on recent normal rows, scores in
 //!   event time.
@@ -13,6 +15,7 @@
 //! It depends on `aegis-core` and `aegis-detectors`, not on ingest, store or API.
 
 pub mod features;
+pub mod matrix;
 mod stream;
 mod window;
 

@@ -113,6 +113,17 @@ impl SeriesWindow {
         out.extend((head - n + 1..=head).map(|s| self.values[self.index(s)]));
     }
 
+    /// The slots oldest first as two slices (the ring's two halves), without copying;
+    /// empty when nothing was inserted.
+    pub fn slices(&self) -> (&[f64], &[f64]) {
+        let Some(head) = self.head else {
+            return (&[], &[]);
+        };
+        let split = self.index(head) + 1;
+        let (newer, older) = self.values.split_at(split);
+        (older, newer)
+    }
+
     /// The newest slot's start time in milliseconds.
     pub fn head_ms(&self) -> Option<i64> {
         self.head.map(|h| h * self.resolution_ms)
@@ -153,6 +164,13 @@ mod tests {
         assert_eq!(w.late, 1);
         let mut v = Vec::new();
         w.values_into(&mut v);
+        let (a, b) = w.slices();
+        let joined: Vec<f64> = a.iter().chain(b).copied().collect();
+        assert_eq!(
+            format!("{joined:?}"),
+            format!("{v:?}"),
+            "slices are the same slots, oldest first"
+        );
         assert_eq!(v.len(), 5);
         assert_eq!(v[0], 2.0);
         assert!(v[2].is_nan());
