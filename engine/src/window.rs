@@ -26,6 +26,13 @@ pub struct SeriesWindow {
     head: Option<i64>,
     /// Samples dropped because they were older than the span.
     pub late: u64,
+    /// Running sum, sum of squares and count of the present slots, so a long baseline's
+    /// mean and spread cost O(1) per tick; recomputed exactly once per turn of the ring
+    /// so rounding cannot drift.
+    sum: f64,
+    sum_sq: f64,
+    present: usize,
+    changes: usize,
 }
 
 impl SeriesWindow {
@@ -39,6 +46,10 @@ impl SeriesWindow {
             stamps: vec![i64::MIN; slots],
             head: None,
             late: 0,
+            sum: 0.0,
+            sum_sq: 0.0,
+            present: 0,
+            changes: 0,
         }
     }
 
@@ -70,7 +81,7 @@ impl SeriesWindow {
                 let steps = (slot - head).min(n);
                 for s in (slot - steps + 1)..=slot {
                     let i = self.index(s);
-                    self.values[i] = f64::NAN;
+                    self.set(i, f64::NAN);
                     self.stamps[i] = i64::MIN;
                 }
                 self.head = Some(slot);
@@ -83,16 +94,54 @@ impl SeriesWindow {
         }
         let i = self.index(slot);
         if self.stamps[i] == i64::MIN {
-            self.values[i] = value;
+            self.set(i, value);
             self.stamps[i] = timestamp_ms;
             Insert::Stored
         } else if timestamp_ms > self.stamps[i] {
-            self.values[i] = value;
+            self.set(i, value);
             self.stamps[i] = timestamp_ms;
             Insert::Replaced
         } else {
             Insert::Duplicate
         }
+    }
+
+    /// Writes slot `i`, keeping the running sums.
+    fn set(&mut self, i: usize, value: f64) {
+        let old = self.values[i];
+        if !old.is_nan() {
+            self.sum -= old;
+            self.sum_sq -= old * old;
+            self.present -= 1;
+        }
+        if !value.is_nan() {
+            self.sum += value;
+            self.sum_sq += value * value;
+            self.present += 1;
+        }
+        self.values[i] = value;
+        self.changes += 1;
+        if self.changes >= self.values.len() {
+            self.changes = 0;
+            let present = self.values.iter().filter(|v| !v.is_nan());
+            self.sum = present.clone().sum();
+            self.sum_sq = present.clone().map(|v| v * v).sum();
+            self.present = present.count();
+        }
+    }
+
+    /// Count, mean and population standard deviation of the present slots, in O(1).
+    pub fn mean_std(&self) -> (usize, f64, f64) {
+        if self.present == 0 {
+            return (0, 0.0, 0.0);
+        }
+        let n = self.present as f64;
+        let mean = self.sum / n;
+        (
+            self.present,
+            mean,
+            (self.sum_sq / n - mean * mean).max(0.0).sqrt(),
+        )
     }
 
     /// The value of the slot `age` slots before the newest (0 = newest).
@@ -178,6 +227,27 @@ mod tests {
         w.insert(100_000, 7.0);
         assert_eq!(w.get(0), Some(7.0));
         assert!((1..5).all(|a| w.get(a).is_none()));
+    }
+
+    #[test]
+    fn running_mean_and_spread_match_a_full_pass() {
+        let mut w = SeriesWindow::new(50_000, 1_000);
+        for t in 0..500i64 {
+            w.insert(
+                t * 1_000 + (t % 3) * 100,
+                (t as f64 * 0.37).sin() * 100.0 + 1e6,
+            );
+            if t % 7 == 0 {
+                w.insert(t * 1_000 + 900, 5.0);
+            }
+            let mut v = Vec::new();
+            w.values_into(&mut v);
+            let full = crate::features::summarize(&v);
+            let (n, mean, std) = w.mean_std();
+            assert_eq!(n, full.count);
+            assert!((mean - full.mean).abs() < 1e-6, "{mean} vs {}", full.mean);
+            assert!((std - full.std).abs() < 1e-3, "{std} vs {}", full.std);
+        }
     }
 
     proptest! {
