@@ -2,6 +2,8 @@
 //! decides and acts, and SQL over recent data.
 //!
 //! Built so far:
+//! - [`Entity`]: the workload a series or stream describes, from Kubernetes labels
+//!   ([`resolve_entity`]: deployment labels, kube-state-metrics owners, pod names).
 //! - [`SeriesWindow`]: a ring buffer of one series at a fixed resolution over a fixed span;
 //!   late, duplicate and out-of-order samples handled, gaps kept as missing.
 //! - [`features`]: the per-window kernels (last, mean, std, min, max, slope, rate, z-score
@@ -14,10 +16,12 @@
 //!
 //! It depends on `aegis-core` and `aegis-detectors`, not on ingest, store or API.
 
+mod entity;
 pub mod features;
 pub mod matrix;
 mod stream;
 mod window;
 
+pub use entity::{Entity, resolve as resolve_entity};
 pub use stream::{StreamConfig, StreamScore, StreamingDetector};
 pub use window::{Insert, SeriesWindow};
