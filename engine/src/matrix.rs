@@ -35,6 +35,12 @@ pub fn column_names(metrics: &[&str]) -> Vec<String> {
 /// Builds the feature matrix of `entities` (each with the same metrics, in order). Missing
 /// data yields zeros, so an entity with a gap still gets a row.
 pub fn build(entities: &[EntityWindows], metrics: usize) -> Matrix {
+    let refs: Vec<&EntityWindows> = entities.iter().collect();
+    build_refs(&refs, metrics)
+}
+
+/// Like [`build`] over borrowed entities (the ones with new data this tick).
+pub fn build_refs(entities: &[&EntityWindows], metrics: usize) -> Matrix {
     let cols = metrics * PER_METRIC;
     let mut data = vec![0f32; entities.len() * cols];
     if cols > 0 {
