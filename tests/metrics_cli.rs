@@ -154,6 +154,24 @@ fn every_contract_metric_is_exported_after_each_subsystem_ran() {
         missing.is_empty(),
         "missing from /metrics: {missing:?}\n{metrics}"
     );
+    // Process metrics and build info.
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "aegis_build_info{",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(name)),
+            "{name} missing"
+        );
+    }
+    let rss: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(rss > 1e6 && rss < 4e9, "rss {rss}");
     // Histograms are histograms (latency buckets), not bare gauges.
     for h in [
         "aegis_http_request_duration_seconds",
