@@ -11,20 +11,7 @@ use std::sync::Arc;
 
 use aegis_store::AuditTable;
 use arrow_array::{Array, RecordBatch, StringArray};
-use common::{FreshDb, aegis};
-
-fn run(dir: &Path, db: &str, args: &[&str]) -> (i32, String, String) {
-    let out = aegis(dir)
-        .args(args)
-        .env("AEGIS_DATABASE_URL", db)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{FreshDb, run};
 
 fn read_parquet(path: &Path) -> Vec<RecordBatch> {
     let f = std::fs::File::open(path).unwrap();

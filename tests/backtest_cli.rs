@@ -6,27 +6,10 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aegis");
 
-/// Three days of CPU at one point a minute: a daily rhythm, noise, and +30 for one hour
-/// (`incident`, in minutes from the start).
+/// Three days of CPU at one point a minute, +30 for one hour (`incident`, in minutes).
 fn cpu(incident: std::ops::Range<usize>, phase: f64) -> Vec<f64> {
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ phase.to_bits();
-    let mut noise = move || {
-        let mut acc = 0.0;
-        for _ in 0..4 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            acc += (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
-        }
-        acc * 2.0
-    };
-    (0..3 * 1440)
-        .map(|t| {
-            40.0 + 15.0 * (std::f64::consts::TAU * t as f64 / 1440.0 + phase).sin()
-                + noise()
-                + if incident.contains(&t) { 30.0 } else { 0.0 }
-        })
-        .collect()
+    let seed = 0x9E37_79B9_7F4A_7C15u64 ^ phase.to_bits();
+    aegis_detectors::synthetic::cpu_series(3 * 1440, incident, phase, seed)
 }
 
 fn time(minute: usize) -> String {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{FreshDb, aegis, create_admin, free_port, http, terminate, wait_healthy};
+use common::{FreshDb, aegis, create_admin, free_port, http, run, terminate, wait_healthy};
 
 const SECRET: &str = "test-secret-test-secret-test-secret-42";
 const PASSWORD: &str = "correct horse battery staple";
@@ -31,19 +31,6 @@ fn serve(dir: &Path, db: &str) -> (Child, u16) {
     let (status, body) = wait_healthy(&mut child, port);
     assert_eq!(status, 200, "{body}");
     (child, port)
-}
-
-fn run(dir: &Path, db: &str, args: &[&str]) -> (i32, String, String) {
-    let out = aegis(dir)
-        .args(args)
-        .env("AEGIS_DATABASE_URL", db)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Runs `serve` on `source` with evaluate requests (each one a decision audit row) in

@@ -5,24 +5,8 @@
 
 mod common;
 
-use std::path::Path;
-
 use aegis_store::{AuditLog, NewPolicyAudit};
-use common::{FreshDb, aegis};
-
-fn run(dir: &Path, db: &str, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
-    let mut cmd = aegis(dir);
-    cmd.args(args).env("AEGIS_DATABASE_URL", db);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{FreshDb, run_with as run};
 
 async fn raw(url: &str, sql: &str) -> Result<u64, String> {
     use sqlx::Connection;

@@ -14,8 +14,8 @@ use std::time::Instant;
 use aegis_core::metric_names;
 use aegis_detectors::{
     Drain, FAILURE_FEATURES, FailureClassifier, FailureType, IsolationForest,
-    IsolationForestParams, Matrix, ModelFile, ModelPayload, RandomForestParams, Reservoir,
-    synthetic,
+    IsolationForestParams, Matrix, ModelFile, ModelKind, ModelPayload, RandomForestParams,
+    Reservoir, synthetic,
 };
 use aegis_store::{DetectionStore, ModelMetricRow, ModelRow, NewPrediction, Store};
 use arc_swap::ArcSwap;
@@ -69,6 +69,16 @@ fn schema() -> Vec<String> {
     FAILURE_FEATURES.iter().map(|s| s.to_string()).collect()
 }
 
+/// The feature schema a stored model of `kind` must carry: the window features for the
+/// forests, none for the template miner.
+fn schema_for(kind: &str) -> Vec<String> {
+    if kind == ModelKind::DrainTemplates.as_str() {
+        Vec::new()
+    } else {
+        schema()
+    }
+}
+
 fn model_file(
     payload: ModelPayload,
     threshold: Option<f64>,
@@ -103,7 +113,7 @@ impl DetectorService {
             store: &store,
             objects: objects.as_ref(),
         };
-        let anomaly = match places.load("isolation-forest").await {
+        let anomaly = match places.load(ModelKind::IsolationForest.as_str()).await {
             Some(file) => match &file.payload {
                 ModelPayload::IsolationForest(f) => {
                     let forest = f.clone();
@@ -118,7 +128,7 @@ impl DetectorService {
                 model
             }
         };
-        let classifier = match places.load("failure-classifier").await {
+        let classifier = match places.load(ModelKind::FailureClassifier.as_str()).await {
             Some(file) => match &file.payload {
                 ModelPayload::FailureClassifier(c) => {
                     let classifier = c.clone();
@@ -129,7 +139,11 @@ impl DetectorService {
             None => train_classifier(&places).await?,
         };
         // The template miner's state: template ids stay stable across restarts and replicas.
-        let drain = match places.load("drain-templates").await.map(|f| f.payload) {
+        let drain = match places
+            .load(ModelKind::DrainTemplates.as_str())
+            .await
+            .map(|f| f.payload)
+        {
             Some(ModelPayload::DrainTemplates(d)) => d,
             _ => Drain::default(),
         };
@@ -389,7 +403,7 @@ impl Places<'_> {
     async fn load(&self, kind: &str) -> Option<ModelFile> {
         if let Some(objects) = self.objects {
             match objects.latest_model(kind).await {
-                Ok(Some(f)) if f.feature_schema == schema() || kind == "drain-templates" => {
+                Ok(Some(f)) if f.feature_schema == schema_for(kind) => {
                     tracing::info!(version = %f.version, url = %objects.url(), "model loaded from object storage");
                     return Some(f);
                 }
@@ -421,7 +435,7 @@ impl Places<'_> {
 async fn load(store: &Store, kind: &str) -> Option<ModelFile> {
     match store.latest_model(kind).await {
         Ok(Some(row)) => match ModelFile::from_bytes(row.body.as_bytes()) {
-            Ok(f) if f.feature_schema == schema() || kind == "drain-templates" => Some(f),
+            Ok(f) if f.feature_schema == schema_for(kind) => Some(f),
             Ok(_) => {
                 tracing::warn!(version = %row.version, "stored model has another feature schema; fitting a new one");
                 None

@@ -50,13 +50,13 @@ impl Default for DrainConfig {
     }
 }
 
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 struct Node {
     children: HashMap<Box<str>, Node, RandomState>,
     templates: Vec<TemplateId>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Template {
     tokens: Vec<Box<str>>,
     count: u64,
@@ -83,6 +83,16 @@ pub struct Drain {
     masked: String,
     #[serde(skip)]
     spans: Vec<(u32, u32)>,
+}
+
+impl PartialEq for Drain {
+    /// The mined state; the per-line scratch buffers do not count.
+    fn eq(&self, other: &Self) -> bool {
+        self.config == other.config
+            && self.roots == other.roots
+            && self.templates == other.templates
+            && self.overflow == other.overflow
+    }
 }
 
 impl Default for Drain {

@@ -42,4 +42,6 @@ pub use iforest::{IsolationForest, IsolationForestParams, average_path_length};
 pub use matrix::{Matrix, MatrixView};
 pub use model::{ModelFile, ModelKind, ModelPayload};
 pub use reservoir::Reservoir;
-pub use severity::{Assessment, Contribution, Recommendation, RecommendedAction, Severity, assess};
+pub use severity::{
+    Assessment, Contribution, Recommendation, RecommendedAction, Severity, assess, severity_of,
+};

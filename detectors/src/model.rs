@@ -47,12 +47,6 @@ pub enum ModelPayload {
     DrainTemplates(Drain),
 }
 
-impl PartialEq for Drain {
-    fn eq(&self, other: &Self) -> bool {
-        serde_json::to_value(self).ok() == serde_json::to_value(other).ok()
-    }
-}
-
 /// A model with its metadata, as written to disk, the database or object storage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelFile {

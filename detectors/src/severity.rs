@@ -1,45 +1,20 @@
 //! Severity, a recommended action and an explanation from a detection.
 
+pub use aegis_core::Severity;
 use serde::{Deserialize, Serialize};
 
 use crate::{FailurePrediction, FailureType};
 
-/// How bad a detection is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Worth a look.
-    Low,
-    /// Degraded.
-    Medium,
-    /// Users are affected.
-    High,
-    /// The service is down or about to be.
-    Critical,
-}
-
-impl Severity {
-    /// The wire name (also the policy metadata value).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
-    /// The level of a severity score in [0, 1].
-    pub fn from_score(score: f64) -> Self {
-        if score >= 0.85 {
-            Severity::Critical
-        } else if score >= 0.6 {
-            Severity::High
-        } else if score >= 0.3 {
-            Severity::Medium
-        } else {
-            Severity::Low
-        }
+/// The severity level of a severity score in [0, 1].
+pub fn severity_of(score: f64) -> Severity {
+    if score >= 0.85 {
+        Severity::Critical
+    } else if score >= 0.6 {
+        Severity::High
+    } else if score >= 0.3 {
+        Severity::Medium
+    } else {
+        Severity::Low
     }
 }
 
@@ -150,7 +125,7 @@ pub fn assess(
     });
     let failure_part = failure.map_or(0.0, |f| f.confidence * failure_weight(f.failure_type));
     let severity_score = anomaly_part.max(failure_part).clamp(0.0, 1.0);
-    let severity = Severity::from_score(severity_score);
+    let severity = severity_of(severity_score);
     let top: Vec<String> = contributions
         .iter()
         .take(3)

@@ -190,3 +190,33 @@ pub fn gaussian_with_outliers(
     }
     (Matrix::from_parts(data, cols.max(1)), labels)
 }
+
+/// A CPU series at one point a minute for `minutes`: 40 ± 15 on a daily rhythm (shifted by
+/// `phase` radians), bell-shaped noise of about ±2 from an xorshift seeded with `seed`, and
+/// +30 during `incident` (minutes from the start). The test series of the streaming
+/// detector and `aegis backtest`.
+pub fn cpu_series(
+    minutes: usize,
+    incident: std::ops::Range<usize>,
+    phase: f64,
+    seed: u64,
+) -> Vec<f64> {
+    let mut state = seed.max(1);
+    let mut noise = move || {
+        // A sum of four uniforms: a cheap bell curve.
+        let mut acc = 0.0;
+        for _ in 0..4 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            acc += (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+        }
+        acc * 2.0
+    };
+    (0..minutes)
+        .map(|t| {
+            let daily = 40.0 + 15.0 * (std::f64::consts::TAU * t as f64 / 1440.0 + phase).sin();
+            daily + noise() + if incident.contains(&t) { 30.0 } else { 0.0 }
+        })
+        .collect()
+}

@@ -114,12 +114,18 @@ impl StreamingDetector {
             1.0
         };
         let prev = self.history.back().copied().unwrap_or(value);
-        let recent: Vec<f64> = self.history.iter().rev().take(10).copied().collect();
-        let median = {
-            let mut r = recent;
-            r.sort_by(f64::total_cmp);
-            r.get(r.len() / 2).copied().unwrap_or(value)
-        };
+        let mut recent = [0f64; 10];
+        let n = self
+            .history
+            .iter()
+            .rev()
+            .take(10)
+            .zip(&mut recent)
+            .map(|(v, r)| *r = *v)
+            .count();
+        let recent = &mut recent[..n];
+        recent.sort_by(f64::total_cmp);
+        let median = recent.get(n / 2).copied().unwrap_or(value);
         let ewma = self.ewma.unwrap_or(value);
         let row = [
             z_score(value, &baseline),
@@ -222,27 +228,8 @@ impl StreamingDetector {
 mod tests {
     use super::*;
 
-    /// Three days of a CPU series at one point a minute: a daily rhythm, noise, and a
-    /// one-hour incident on day two.
-    pub(crate) fn cpu_series(incident: std::ops::Range<usize>) -> Vec<f64> {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut noise = move || {
-            // xorshift, then a sum of uniforms as a cheap bell curve.
-            let mut acc = 0.0;
-            for _ in 0..4 {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                acc += (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
-            }
-            acc * 2.0
-        };
-        (0..3 * 1440)
-            .map(|t| {
-                let daily = 40.0 + 15.0 * (std::f64::consts::TAU * t as f64 / 1440.0).sin();
-                daily + noise() + if incident.contains(&t) { 30.0 } else { 0.0 }
-            })
-            .collect()
+    fn cpu_series(incident: std::ops::Range<usize>) -> Vec<f64> {
+        aegis_detectors::synthetic::cpu_series(3 * 1440, incident, 0.0, 0x2545_F491_4F6C_DD1D)
     }
 
     #[test]

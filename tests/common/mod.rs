@@ -261,3 +261,28 @@ pub async fn populate_audit(url: &str) -> aegis_store::Store {
         .unwrap();
     store
 }
+
+/// Runs `aegis ARGS` in `dir` on database `db` with extra `env`; exit code, stdout, stderr.
+pub fn run_with(
+    dir: &Path,
+    db: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (i32, String, String) {
+    let out = aegis(dir)
+        .args(args)
+        .env("AEGIS_DATABASE_URL", db)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`run_with`] without extra environment.
+pub fn run(dir: &Path, db: &str, args: &[&str]) -> (i32, String, String) {
+    run_with(dir, db, &[], args)
+}

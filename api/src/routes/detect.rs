@@ -205,14 +205,12 @@ pub(super) async fn detect_anomaly(
         (Some(features), None) => {
             let (row, defaulted) = feature_row(&features)?;
             let model = svc.anomaly();
-            let (_, shares) = model
+            // One walk of the trees gives both the explanation and the score.
+            let (h, shares) = model
                 .forest
                 .explain_row(&row)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let score = model
-                .forest
-                .score_row(&row)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let score = model.forest.score_of_path_length(h);
             let threshold = model.file.threshold.unwrap_or(threshold);
             if score < threshold {
                 svc.remember_normal(&row);
@@ -425,14 +423,11 @@ pub(super) async fn detect_failure(
         .classify(&row)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let anomaly = svc.anomaly();
-    let anomaly_score = anomaly
-        .forest
-        .score_row(&row)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let (_, shares) = anomaly
+    let (h, shares) = anomaly
         .forest
         .explain_row(&row)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let anomaly_score = anomaly.forest.score_of_path_length(h);
     let threshold = anomaly.file.threshold.unwrap_or(svc.threshold());
     let assessment = assess(
         Some(anomaly_score),
@@ -522,12 +517,9 @@ pub(super) async fn predictions(
             "`detector` must be {ISOLATION_FOREST} or {FAILURE_CLASSIFIER}, not `{d}`"
         )));
     }
-    if let Some(s) = &p.severity
-        && !["low", "medium", "high", "critical"].contains(&s.as_str())
-    {
-        return Err(ApiError::bad_request(format!(
-            "`severity` must be low, medium, high or critical, not `{s}`"
-        )));
+    if let Some(s) = &p.severity {
+        s.parse::<aegis_core::Severity>()
+            .map_err(|e| ApiError::bad_request(format!("`severity`: {e}")))?;
     }
     let w = paging::window(
         p.from.as_deref(),

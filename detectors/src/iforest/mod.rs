@@ -281,6 +281,12 @@ impl IsolationForest {
         Ok((total_h / self.params.trees as f64, contrib))
     }
 
+    /// The anomaly score of a mean path length `h` (as [`explain_row`](Self::explain_row)
+    /// returns it): 2^(−h / c(ψ)). Lets a caller that explains a row skip scoring it again.
+    pub fn score_of_path_length(&self, h: f64) -> f64 {
+        2f64.powf(-h / average_path_length(self.sample_size).max(f64::MIN_POSITIVE))
+    }
+
     /// The score threshold that flags `contamination` of `x` (a share in (0, 0.5]) as
     /// anomalous: the matching upper quantile of the scores.
     pub fn threshold_for_contamination(
