@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Loaded};
 use crate::{
-    audit_export, backtest_cmd, backup_cmd, logging, model_cmd, policy_cmd, retention, serve,
+    audit_export, backtest_cmd, backup_cmd, logging, model_cmd, policy_cmd, replay, retention,
+    serve,
 };
 
 /// Policy-driven self-healing for Kubernetes: ingest, detect, decide, remediate, audit.
@@ -97,6 +98,17 @@ enum Command {
         /// Score at or above which a point is anomalous.
         #[arg(long, default_value_t = 0.6)]
         threshold: f64,
+    },
+    /// Replay recorded telemetry (JSON Lines of samples and log lines) through the whole
+    /// pipeline in event time — windows, detectors, policies, the dry-run executor, the
+    /// audit trails — and write what it detected, decided and would have done (JSON).
+    Replay {
+        /// The recorded telemetry.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write the report (`-` for standard output).
+        #[arg(long, value_name = "FILE", default_value = "-")]
+        output: PathBuf,
     },
     /// Fit and apply detector models offline.
     Model {
@@ -305,6 +317,9 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             return backtest_cmd::run(input, output, config);
         }
+        Command::Replay { input, output } => {
+            return in_runtime(replay::run(input, output));
+        }
         Command::Model { command } => {
             return match command {
                 ModelCommand::Fit {
@@ -443,7 +458,8 @@ pub fn run(cli: Cli) -> ExitCode {
             | Command::Policy { .. }
             | Command::Openapi
             | Command::Model { .. }
-            | Command::Backtest { .. } => Ok(ExitCode::SUCCESS),
+            | Command::Backtest { .. }
+            | Command::Replay { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     match result {
@@ -579,5 +595,26 @@ async fn user_create(
             Ok(ExitCode::FAILURE)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs `fut` on a fresh runtime; errors print and exit 1.
+fn in_runtime(fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

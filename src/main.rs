@@ -12,6 +12,7 @@ mod config;
 mod logging;
 mod model_cmd;
 mod policy_cmd;
+mod replay;
 mod retention;
 mod serve;
 

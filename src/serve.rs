@@ -131,7 +131,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let executor = build_executor(&config, limiter.clone()).await?;
     // Ingest hands Arrow batches to the engine through a bounded queue; until the engine
     // lands, a consumer keeps the latest sample of every series.
-    let (ingest, mut batches) = aegis_ingest::Ingest::new(
+    let (ingest, batches) = aegis_ingest::Ingest::new(
         INGEST_QUEUE_BATCHES,
         aegis_ingest::IngestLimits {
             max_decompressed: config.max_body_bytes.saturating_mul(16),
@@ -140,17 +140,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let latest: Arc<std::sync::Mutex<aegis_ingest::LatestSamples>> = Arc::default();
     let ingest_for_kafka = ingest.clone();
-    let consumer = {
-        let latest = Arc::clone(&latest);
-        tokio::spawn(async move {
-            while let Some(batch) = batches.recv().await {
-                latest
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .apply(&batch.batch);
-            }
-        })
-    };
     let interrupted = executor
         .reconcile(&store)
         .await
@@ -205,6 +194,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let executor = Arc::new(executor);
+    let healing = aegis_api::healing::HealingLoop::new(
+        healing_settings(&config),
+        Arc::clone(&detectors),
+        Arc::clone(&policies),
+        Arc::clone(&executor),
+        store.clone(),
+    );
     // Retention and the scheduled audit export, hourly (the first pass at start).
     tokio::spawn(crate::retention::run_forever(config.clone(), store.clone()));
     let state = AppState::new(store.clone(), config.executor_mode)
@@ -215,8 +212,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_auth(auth)
         .with_limiter(limiter)
         .with_cors_origins(config.cors_allowed_origins.clone())
-        .with_executor(executor)
-        .with_ingest(ingest, Arc::clone(&latest));
+        .with_executor_arc(Arc::clone(&executor))
+        .with_healing(Arc::clone(&healing))
+        .with_ingest(ingest.clone(), Arc::clone(&latest));
 
     let addr = config.listen.0;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -234,6 +232,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
+    // The self-healing loop: ingest queue → windows → ticks → decisions → executor.
+    let consumer = {
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(Arc::clone(&healing).run(
+            ingest.clone(),
+            batches,
+            Arc::clone(&latest),
+            async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            },
+        ))
+    };
+    // With PostgreSQL, replicas elect one leader to execute actions; the others ingest and
+    // score. SQLite is one process: it always leads.
+    let leadership = if store.backend() == aegis_store::Backend::Postgres {
+        let flag = Arc::clone(healing.leader_flag());
+        flag.store(false, std::sync::atomic::Ordering::Relaxed);
+        let mut stop_rx = stop_rx.clone();
+        Some(tokio::spawn(aegis_store::leader::campaign(
+            store.clone(),
+            aegis_store::leader::ENGINE_LOCK,
+            flag,
+            Duration::from_secs(5),
+            async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            },
+        )))
+    } else {
+        None
+    };
     let loki = match &config.loki_url {
         Some(url) => {
             let pusher = aegis_api::loki_outbox::LokiPusher::new(store.clone(), url)
@@ -334,7 +362,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // It stops at its next batch boundary; uncommitted messages are read again later.
         let _ = tokio::time::timeout(Duration::from_secs(5), kafka).await;
     }
-    consumer.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(2), consumer).await;
+    if let Some(leadership) = leadership {
+        // Dropping the connection releases the lock; another replica takes over.
+        let _ = tokio::time::timeout(Duration::from_secs(2), leadership).await;
+    }
     if let Some(loki) = loki {
         // The pusher stops at its next pause; rows not yet accepted stay queued for the next
         // start.
@@ -424,6 +456,36 @@ async fn bootstrap_admin(
         .await?;
     tracing::info!(%email, "created the bootstrap admin");
     Ok(())
+}
+
+/// The loop's settings from the configuration.
+pub(crate) fn healing_settings(config: &Config) -> aegis_api::healing::HealingSettings {
+    let secs = |s: u64| i64::try_from(s.saturating_mul(1_000)).unwrap_or(i64::MAX);
+    let resolution = secs(config.engine_resolution_secs);
+    let defaults = aegis_api::healing::HealingSettings::default();
+    aegis_api::healing::HealingSettings {
+        engine: aegis_engine::EngineConfig {
+            metrics: config.engine_metrics.clone(),
+            window_ms: secs(config.engine_window_secs),
+            resolution_ms: resolution,
+            baseline_ms: secs(config.engine_baseline_secs),
+            // Sixty baseline slots (a minute each for an hour): a baseline needs its mean and
+            // spread, not every sample, and it is most of the memory per series.
+            baseline_resolution_ms: resolution.max(secs(config.engine_baseline_secs) / 60),
+            warmup_ms: secs(config.engine_warmup_secs),
+            idle_ms: secs(config.engine_baseline_secs),
+            max_entities: config.engine_max_entities,
+            hysteresis: aegis_engine::Hysteresis {
+                calm_ticks: config.engine_calm_ticks,
+                ..defaults.engine.hysteresis
+            },
+        },
+        tick: Duration::from_millis(config.engine_tick_ms),
+        warmup_rows: config.engine_warmup_rows,
+        threshold: config.anomaly_threshold,
+        scale_step: config.engine_scale_step,
+        ..defaults
+    }
 }
 
 /// Batches the ingest queue holds before remote write answers 503.

@@ -232,6 +232,39 @@ impl ExecutorService {
             ));
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
+        let policy = policy_request(&req, caller);
+        self.guarded(store, policies, req, actor, policy).await
+    }
+
+    /// The self-healing loop's entry: the same guards from the namespace allowlist on
+    /// (the loop is in-process, so no signature, timestamp or nonce), with `policy` as the
+    /// `self_healing` question (its metadata carries severity, score and failure type, its
+    /// time the event time).
+    pub async fn execute_internal(
+        &self,
+        store: &Store,
+        policies: &PolicyService,
+        req: ActionRequest,
+        actor: &str,
+        policy: PolicyRequest,
+    ) -> Result<ExecuteResponse, ApiError> {
+        if let Err(e) = req.check() {
+            let e = ApiError::bad_request(e.0);
+            return Err(self.refuse(store, Some(&req), Some(actor), e).await);
+        }
+        self.guarded(store, policies, req, Some(actor), policy)
+            .await
+            .map(|(_, r)| r)
+    }
+
+    async fn guarded(
+        &self,
+        store: &Store,
+        policies: &PolicyService,
+        req: ActionRequest,
+        actor: Option<&str>,
+        policy: PolicyRequest,
+    ) -> Result<(axum::http::StatusCode, ExecuteResponse), ApiError> {
         if !namespace_allowed(&req.namespace, &self.settings.allowed_namespaces) {
             let e = ApiError::forbidden(format!(
                 "namespace `{}` is not in AEGIS_ALLOWED_NAMESPACES ({})",
@@ -240,7 +273,7 @@ impl ExecutorService {
             ));
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
-        let decision = policies.engine().evaluate(&policy_request(&req, caller));
+        let decision = policies.engine().evaluate(&policy);
         if !decision.allowed() {
             let e = ApiError::forbidden(format!("policy: {}", decision.reason()));
             return Err(self.refuse(store, Some(&req), actor, e).await);

@@ -22,6 +22,7 @@ pub mod executor_service;
 #[cfg(test)]
 mod executor_tests;
 mod extract;
+pub mod healing;
 mod http_client;
 #[cfg(test)]
 mod ingest_tests;

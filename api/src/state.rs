@@ -29,6 +29,7 @@ pub struct AppState {
     token_cache: Arc<crate::auth::TokenCache>,
     latest: Arc<std::sync::Mutex<aegis_ingest::LatestSamples>>,
     detectors: Option<Arc<crate::detector_service::DetectorService>>,
+    healing: Option<Arc<crate::healing::HealingLoop>>,
 }
 
 impl AppState {
@@ -47,6 +48,7 @@ impl AppState {
             token_cache: Arc::default(),
             latest: Arc::default(),
             detectors: None,
+            healing: None,
             executor: Arc::new(ExecutorService::new(
                 aegis_executor::Executor::DryRun,
                 ExecutorSettings::default(),
@@ -82,6 +84,18 @@ impl AppState {
     ) -> Self {
         self.detectors = Some(detectors);
         self
+    }
+
+    /// Shows the self-healing loop's state in `/api/v1/metrics/stats`.
+    #[must_use]
+    pub fn with_healing(mut self, healing: Arc<crate::healing::HealingLoop>) -> Self {
+        self.healing = Some(healing);
+        self
+    }
+
+    /// The self-healing loop, when it runs.
+    pub fn healing(&self) -> Option<&Arc<crate::healing::HealingLoop>> {
+        self.healing.as_ref()
     }
 
     /// The detectors, once loaded.
@@ -134,6 +148,13 @@ impl AppState {
     #[must_use]
     pub fn with_executor(mut self, executor: ExecutorService) -> Self {
         self.executor = Arc::new(executor);
+        self
+    }
+
+    /// Uses a shared `executor` (the self-healing loop holds it too).
+    #[must_use]
+    pub fn with_executor_arc(mut self, executor: Arc<ExecutorService>) -> Self {
+        self.executor = executor;
         self
     }
 

@@ -1,10 +1,10 @@
-//! The engine's state between ticks: samples routed to their entity's windows, and a tick
-//! that builds the feature matrix of the entities with new data, scores it, and turns
-//! scores into detections through per-entity incidents.
+//! The engine's state between ticks: samples and log lines routed to their entity's
+//! windows, and a tick that builds the feature matrix of the entities with new data, lets
+//! the caller score it, and turns scores into detections through per-entity incidents.
 
 use std::collections::HashMap;
 
-use aegis_detectors::Matrix;
+use aegis_detectors::{Drain, LogFeatures, LogWindow, Matrix};
 
 use crate::matrix::{EntityWindows, build_refs};
 use crate::{Entity, Hysteresis, Incidents, SeriesWindow, Transition, resolve_entity};
@@ -16,23 +16,44 @@ pub struct EngineConfig {
     pub metrics: Vec<String>,
     /// Short window per metric.
     pub window_ms: i64,
+    /// Slot width of the short window.
+    pub resolution_ms: i64,
     /// Longer baseline per metric (for z-scores).
     pub baseline_ms: i64,
-    /// Slot width of both.
-    pub resolution_ms: i64,
+    /// Slot width of the baseline: coarser than the window, since a baseline's mean and
+    /// spread need minutes, not seconds, and it is most of the memory per series.
+    pub baseline_resolution_ms: i64,
+    /// An entity is scored only once its first sample is this old (its baseline means
+    /// something by then).
+    pub warmup_ms: i64,
+    /// Entities without data for this long are dropped (and counted).
+    pub idle_ms: i64,
     /// Most entities held; samples of further entities are counted and dropped.
     pub max_entities: usize,
     /// When incidents open and close.
     pub hysteresis: Hysteresis,
 }
 
+/// The metrics the engine tracks by default: CPU and memory (fractions of the limit),
+/// p99 latency (ms), error rate (fraction of requests) and container restarts (counter).
+pub const DEFAULT_METRICS: [&str; 5] = [
+    "cpu_usage",
+    "memory_usage",
+    "latency_p99_ms",
+    "error_rate",
+    "restarts",
+];
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            metrics: vec!["cpu_usage".into(), "memory_usage".into()],
+            metrics: DEFAULT_METRICS.iter().map(|m| (*m).to_owned()).collect(),
             window_ms: 300_000,
-            baseline_ms: 3_600_000,
             resolution_ms: 15_000,
+            baseline_ms: 3_600_000,
+            baseline_resolution_ms: 60_000,
+            warmup_ms: 600_000,
+            idle_ms: 3_600_000,
             max_entities: 100_000,
             hysteresis: Hysteresis::default(),
         }
@@ -48,8 +69,14 @@ pub struct Detection {
     pub incident: u64,
     /// The score that opened it.
     pub score: f64,
+    /// Row index in the tick's matrix (for the caller's per-row results).
+    pub row: usize,
     /// The feature row (for explanations and the decision record).
     pub features: Vec<f32>,
+    /// The entity's log features over the current window.
+    pub logs: LogFeatures,
+    /// Newest sample time of the entity (event time, ms).
+    pub at_ms: i64,
 }
 
 /// What the engine has dropped, for metrics.
@@ -57,19 +84,55 @@ pub struct Detection {
 pub struct EngineCounters {
     /// Samples of metrics not configured.
     pub untracked: u64,
-    /// Samples whose labels name no workload.
+    /// Samples and log lines whose labels name no workload.
     pub no_entity: u64,
     /// Samples of new entities past `max_entities`.
     pub over_limit: u64,
     /// Samples older than their window.
     pub late: u64,
+    /// Entities dropped after `idle_ms` without data.
+    pub evicted: u64,
+    /// Samples stored.
+    pub samples: u64,
+    /// Log lines stored.
+    pub log_lines: u64,
+}
+
+/// What a tick hands the scorer: one row per entity with new data.
+#[derive(Debug)]
+pub struct TickInput<'a> {
+    /// The feature matrix ([`crate::matrix::column_names`] order).
+    pub matrix: &'a Matrix,
+    /// The entity of each row.
+    pub entities: Vec<&'a Entity>,
+    /// Log features of each row (empty when the entity has no logs).
+    pub logs: Vec<LogFeatures>,
+    /// Whether each row's entity is past its warm-up.
+    pub warm: Vec<bool>,
+}
+
+#[derive(Debug)]
+struct LogState {
+    window: LogWindow,
+    start_ms: i64,
 }
 
 #[derive(Debug)]
 struct State {
     entity: Entity,
     windows: EntityWindows,
+    logs: Option<LogState>,
     dirty: bool,
+    first_ms: i64,
+    last_ms: i64,
+}
+
+/// Where a known series' samples go.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Tracked { state: usize, metric: usize },
+    Untracked,
+    NoEntity,
 }
 
 /// Windows per entity, and the incidents they led to.
@@ -78,6 +141,10 @@ pub struct Engine {
     config: EngineConfig,
     states: Vec<State>,
     index: HashMap<Entity, usize>,
+    /// Series id → route, so a sample costs one hash lookup once its series is known.
+    routes: HashMap<u32, Route>,
+    /// Log stream id → entity index.
+    stream_routes: HashMap<u32, Option<usize>>,
     incidents: Incidents,
     counters: EngineCounters,
 }
@@ -90,9 +157,16 @@ impl Engine {
             config,
             states: Vec::new(),
             index: HashMap::new(),
+            routes: HashMap::new(),
+            stream_routes: HashMap::new(),
             incidents,
             counters: EngineCounters::default(),
         }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
 
     /// Entities held.
@@ -100,9 +174,23 @@ impl Engine {
         self.states.len()
     }
 
+    /// Entities past their warm-up at `now_ms`.
+    pub fn warm_entities(&self, now_ms: i64) -> usize {
+        self.states
+            .iter()
+            .filter(|s| now_ms - s.first_ms >= self.config.warmup_ms)
+            .count()
+    }
+
     /// Feature columns per row.
     pub fn columns(&self) -> usize {
         self.config.metrics.len() * crate::matrix::PER_METRIC
+    }
+
+    /// Column names, in order.
+    pub fn column_names(&self) -> Vec<String> {
+        let names: Vec<&str> = self.config.metrics.iter().map(String::as_str).collect();
+        crate::matrix::column_names(&names)
     }
 
     /// What was dropped so far.
@@ -115,65 +203,224 @@ impl Engine {
         self.incidents.open_count()
     }
 
-    /// Routes one sample of the series with `labels` to its entity's windows; `false` when
-    /// it is not tracked (see [`counters`](Self::counters)).
-    pub fn ingest(&mut self, labels: &[(String, String)], timestamp_ms: i64, value: f64) -> bool {
+    /// Bytes held by the windows (an estimate for memory accounting).
+    pub fn memory_bytes(&self) -> usize {
+        self.states
+            .iter()
+            .map(|s| {
+                s.windows
+                    .metrics
+                    .iter()
+                    .map(|(w, b)| w.memory_bytes() + b.memory_bytes())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    fn entity_index(&mut self, entity: Entity) -> Option<usize> {
+        if let Some(i) = self.index.get(&entity) {
+            return Some(*i);
+        }
+        if self.states.len() >= self.config.max_entities {
+            return None;
+        }
+        let c = &self.config;
+        let metrics = (0..c.metrics.len())
+            .map(|_| {
+                (
+                    SeriesWindow::new(c.window_ms, c.resolution_ms),
+                    SeriesWindow::new(c.baseline_ms, c.baseline_resolution_ms),
+                )
+            })
+            .collect();
+        self.states.push(State {
+            entity: entity.clone(),
+            windows: EntityWindows { metrics },
+            logs: None,
+            dirty: false,
+            first_ms: i64::MAX,
+            last_ms: i64::MIN,
+        });
+        self.index.insert(entity, self.states.len() - 1);
+        Some(self.states.len() - 1)
+    }
+
+    fn route(&mut self, labels: &[(String, String)]) -> Route {
         let name = labels
             .iter()
             .find(|(k, _)| k == "__name__")
             .map(|(_, v)| v.as_str());
         let Some(metric) = name.and_then(|n| self.config.metrics.iter().position(|m| m == n))
         else {
-            self.counters.untracked += 1;
-            return false;
+            return Route::Untracked;
         };
         let Some(entity) = resolve_entity(labels) else {
-            self.counters.no_entity += 1;
-            return false;
+            return Route::NoEntity;
         };
-        let idx = match self.index.get(&entity) {
-            Some(i) => *i,
+        match self.entity_index(entity) {
+            Some(state) => Route::Tracked { state, metric },
+            // Not cached: the entity may fit after an eviction.
+            None => Route::NoEntity,
+        }
+    }
+
+    /// Routes one sample of the series with `labels` to its entity's windows; `false` when
+    /// it is not tracked (see [`counters`](Self::counters)).
+    pub fn ingest(&mut self, labels: &[(String, String)], timestamp_ms: i64, value: f64) -> bool {
+        let route = self.route(labels);
+        self.store(route, labels, timestamp_ms, value)
+    }
+
+    /// Like [`ingest`](Self::ingest) for a series with a stable id: its labels are read
+    /// (through `labels`) and resolved once, later samples cost one lookup.
+    pub fn ingest_series(
+        &mut self,
+        series: u32,
+        labels: impl FnOnce() -> Option<Vec<(String, String)>>,
+        timestamp_ms: i64,
+        value: f64,
+    ) -> bool {
+        let route = match self.routes.get(&series) {
+            Some(r) => *r,
             None => {
-                if self.states.len() >= self.config.max_entities {
+                let Some(labels) = labels() else {
+                    self.counters.no_entity += 1;
+                    return false;
+                };
+                let route = self.route(&labels);
+                let over = matches!(route, Route::NoEntity) && resolve_entity(&labels).is_some();
+                if over {
                     self.counters.over_limit += 1;
                     return false;
                 }
-                let c = &self.config;
-                let metrics = (0..c.metrics.len())
-                    .map(|_| {
-                        (
-                            SeriesWindow::new(c.window_ms, c.resolution_ms),
-                            SeriesWindow::new(c.baseline_ms, c.resolution_ms),
-                        )
-                    })
-                    .collect();
-                self.states.push(State {
-                    entity: entity.clone(),
-                    windows: EntityWindows { metrics },
-                    dirty: false,
-                });
-                self.index.insert(entity, self.states.len() - 1);
-                self.states.len() - 1
+                self.routes.insert(series, route);
+                route
             }
         };
-        let state = &mut self.states[idx];
+        self.store(route, &[], timestamp_ms, value)
+    }
+
+    fn store(
+        &mut self,
+        route: Route,
+        labels: &[(String, String)],
+        timestamp_ms: i64,
+        value: f64,
+    ) -> bool {
+        let (state, metric) = match route {
+            Route::Tracked { state, metric } => (state, metric),
+            Route::Untracked => {
+                self.counters.untracked += 1;
+                return false;
+            }
+            Route::NoEntity => {
+                if !labels.is_empty() && resolve_entity(labels).is_some() {
+                    self.counters.over_limit += 1;
+                } else {
+                    self.counters.no_entity += 1;
+                }
+                return false;
+            }
+        };
+        let Some(state) = self.states.get_mut(state) else {
+            return false;
+        };
         let Some((window, baseline)) = state.windows.metrics.get_mut(metric) else {
             return false;
         };
         let stored = window.insert(timestamp_ms, value);
         baseline.insert(timestamp_ms, value);
-        if stored == crate::Insert::TooLate {
-            self.counters.late += 1;
+        if matches!(stored, crate::Insert::TooLate | crate::Insert::Invalid) {
+            self.counters.late += u64::from(stored == crate::Insert::TooLate);
             return false;
         }
+        state.first_ms = state.first_ms.min(timestamp_ms);
+        state.last_ms = state.last_ms.max(timestamp_ms);
         state.dirty = true;
+        self.counters.samples += 1;
         true
+    }
+
+    /// Adds one log line of the stream `stream` to its entity's log window, through the
+    /// shared template miner; `false` when the stream names no tracked workload.
+    pub fn ingest_log(
+        &mut self,
+        stream: u32,
+        labels: impl FnOnce() -> Option<Vec<(String, String)>>,
+        timestamp_ms: i64,
+        line: &str,
+        level: Option<&str>,
+        drain: &mut Drain,
+    ) -> bool {
+        let idx = match self.stream_routes.get(&stream) {
+            Some(r) => *r,
+            None => {
+                let r = labels()
+                    .and_then(|l| resolve_entity(&l))
+                    .and_then(|e| self.entity_index(e));
+                self.stream_routes.insert(stream, r);
+                r
+            }
+        };
+        let Some(state) = idx.and_then(|i| self.states.get_mut(i)) else {
+            self.counters.no_entity += 1;
+            return false;
+        };
+        let window_ms = self.config.window_ms;
+        let logs = state.logs.get_or_insert_with(|| LogState {
+            window: LogWindow::new(),
+            start_ms: timestamp_ms,
+        });
+        if timestamp_ms - logs.start_ms >= window_ms {
+            // A new window: the log features describe the recent lines, like the metric
+            // windows describe the recent samples.
+            logs.window = LogWindow::new();
+            logs.start_ms = timestamp_ms;
+        }
+        logs.window.add(drain, line, level);
+        state.first_ms = state.first_ms.min(timestamp_ms);
+        state.last_ms = state.last_ms.max(timestamp_ms);
+        state.dirty = true;
+        self.counters.log_lines += 1;
+        true
+    }
+
+    /// Drops entities without data since `now_ms - idle_ms`; returns how many.
+    pub fn evict_idle(&mut self, now_ms: i64) -> usize {
+        let cutoff = now_ms - self.config.idle_ms;
+        let before = self.states.len();
+        self.states.retain(|s| s.last_ms >= cutoff);
+        let evicted = before - self.states.len();
+        if evicted > 0 {
+            // Indices moved: rebuild the index, resolve series again on their next sample.
+            self.index = self
+                .states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.entity.clone(), i))
+                .collect();
+            self.routes.clear();
+            self.stream_routes.clear();
+            self.counters.evicted += evicted as u64;
+        }
+        evicted
     }
 
     /// One tick: the feature matrix of the entities with new data since the last tick,
     /// scored by `score` (one score per row), turned into detections of newly opened
     /// incidents. Entities without new data keep their incidents as they are.
     pub fn tick(&mut self, score: impl FnOnce(&Matrix) -> Vec<f64>) -> Vec<Detection> {
+        self.tick_with(i64::MAX, |input| score(input.matrix))
+    }
+
+    /// Like [`tick`](Self::tick) with the entities, their log features and warm-up state
+    /// at `now_ms` for the scorer. A `NaN` score (a row the scorer declines, e.g. during
+    /// warm-up) leaves the entity's incident as it is.
+    pub fn tick_with(
+        &mut self,
+        now_ms: i64,
+        score: impl FnOnce(&TickInput<'_>) -> Vec<f64>,
+    ) -> Vec<Detection> {
         let dirty: Vec<usize> = (0..self.states.len())
             .filter(|i| self.states[*i].dirty)
             .collect();
@@ -182,18 +429,44 @@ impl Engine {
         }
         let refs: Vec<&EntityWindows> = dirty.iter().map(|i| &self.states[*i].windows).collect();
         let matrix = build_refs(&refs, self.config.metrics.len());
-        let scores = score(&matrix);
+        let warmup = self.config.warmup_ms;
+        let input = TickInput {
+            matrix: &matrix,
+            entities: dirty.iter().map(|i| &self.states[*i].entity).collect(),
+            logs: dirty
+                .iter()
+                .map(|i| {
+                    self.states[*i]
+                        .logs
+                        .as_ref()
+                        .map(|l| l.window.features())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            warm: dirty
+                .iter()
+                .map(|i| now_ms.saturating_sub(self.states[*i].first_ms) >= warmup)
+                .collect(),
+        };
+        let scores = score(&input);
+        let logs = input.logs;
         let mut detections = Vec::new();
-        for (row, i) in dirty.iter().enumerate() {
+        for (row, (i, log)) in dirty.iter().zip(logs).enumerate() {
             let state = &mut self.states[*i];
             state.dirty = false;
-            let s = scores.get(row).copied().unwrap_or(0.0);
+            let s = scores.get(row).copied().unwrap_or(f64::NAN);
+            if s.is_nan() {
+                continue;
+            }
             if let Transition::Opened { id } = self.incidents.observe(&state.entity, s) {
                 detections.push(Detection {
                     entity: state.entity.clone(),
                     incident: id,
                     score: s,
+                    row,
                     features: matrix.row(row).to_vec(),
+                    logs: log,
+                    at_ms: state.last_ms,
                 });
             }
         }

@@ -142,14 +142,11 @@ impl Executor {
                 rollout_restart(client, &req.namespace, name).await
             }
             (Action::ScaleDeployment, _) => {
-                scale(
-                    client,
-                    &req.namespace,
-                    name,
-                    req.params.replicas.unwrap_or(0),
-                    limits,
-                )
-                .await
+                let to = match req.params.scale_by {
+                    Some(by) => ScaleTo::By(by),
+                    None => ScaleTo::Exactly(req.params.replicas.unwrap_or(0)),
+                };
+                scale(client, &req.namespace, name, to, limits).await
             }
             (Action::RollbackDeployment, _) => {
                 rollout_undo(client, &req.namespace, name, req.params.revision).await
@@ -169,6 +166,23 @@ fn dry_run(req: &ActionRequest, limits: ScaleLimits) -> Outcome {
             "kubectl rollout restart deployment/{name} -n {}",
             req.namespace
         ),
+        (Action::ScaleDeployment, _) if req.params.scale_by.is_some() => {
+            let by = req.params.scale_by.unwrap_or(0);
+            if by.abs() > limits.max_step {
+                return Outcome::new(
+                    Status::Denied,
+                    format!(
+                        "scaling by {by} changes more than {} replicas in one action",
+                        limits.max_step
+                    ),
+                    json!({"scale_by": by}),
+                );
+            }
+            format!(
+                "kubectl scale deployment/{name} -n {} --replicas=<current {by:+}> (within {}..={})",
+                req.namespace, limits.min_replicas, limits.max_replicas
+            )
+        }
         (Action::ScaleDeployment, _) => {
             let replicas = req.params.replicas.unwrap_or(0);
             if replicas < limits.min_replicas || replicas > limits.max_replicas {
@@ -268,17 +282,32 @@ async fn delete_owned_pod(client: kube::Client, namespace: &str, name: &str) -> 
     )
 }
 
+/// The replica count a scale asks for.
+#[derive(Debug, Clone, Copy)]
+enum ScaleTo {
+    Exactly(i32),
+    By(i32),
+}
+
 /// `kubectl scale` through the scale subresource, within `limits`.
 async fn scale(
     client: kube::Client,
     namespace: &str,
     name: &str,
-    replicas: i32,
+    to: ScaleTo,
     limits: ScaleLimits,
 ) -> Outcome {
     let api: Api<Deployment> = Api::namespaced(client, namespace);
     let current = api!("reading the scale", api.get_scale(name));
     let from = current.spec.and_then(|s| s.replicas).unwrap_or(0);
+    let replicas = match to {
+        ScaleTo::Exactly(r) => r,
+        // Relative: clamped to the bounds, so "one more" at the maximum is a no-op below.
+        ScaleTo::By(by) => from.saturating_add(by).clamp(
+            limits.min_replicas,
+            limits.max_replicas.max(limits.min_replicas),
+        ),
+    };
     let refuse =
         |why: String| Outcome::new(Status::Denied, why, json!({"from": from, "to": replicas}));
     if replicas < limits.min_replicas || replicas > limits.max_replicas {

@@ -33,6 +33,11 @@ pub struct Params {
     /// Desired replicas for `scale_deployment`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
+    /// Replicas to add (or, negative, remove) relative to the current count, for
+    /// `scale_deployment` instead of `replicas`: the self-healing loop scales up without
+    /// reading the count first, and the executor resolves it at the moment of the action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_by: Option<i32>,
     /// Revision for `rollback_deployment`; the previous one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<i64>,
@@ -99,6 +104,11 @@ impl ActionRequest {
         Ok(req)
     }
 
+    /// The checks [`parse`](Self::parse) applies, for requests built in-process.
+    pub fn check(&self) -> Result<(), InvalidRequest> {
+        self.validate()
+    }
+
     fn validate(&self) -> Result<(), InvalidRequest> {
         // The namespace is not judged here: the exact allowlist refuses anything it does not
         // name (403), spelling games included, and its entries are valid names.
@@ -119,10 +129,16 @@ impl ActionRequest {
             )));
         }
         match self.action {
-            Action::ScaleDeployment if self.params.replicas.is_none() => {
+            Action::ScaleDeployment
+                if self.params.replicas.is_some() == self.params.scale_by.is_some() =>
+            {
                 return Err(InvalidRequest(
-                    "`scale_deployment` needs `params.replicas`".into(),
+                    "`scale_deployment` needs exactly one of `params.replicas` and `params.scale_by`"
+                        .into(),
                 ));
+            }
+            Action::ScaleDeployment if self.params.scale_by == Some(0) => {
+                return Err(InvalidRequest("`params.scale_by` must not be 0".into()));
             }
             Action::ScaleDeployment if self.params.replicas.is_some_and(|r| r < 0) => {
                 return Err(InvalidRequest(

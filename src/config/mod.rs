@@ -146,6 +146,28 @@ pub struct Config {
     pub executor_blast_window_secs: u64,
     /// Actions per minute per action and namespace.
     pub executor_rate_limit_per_minute: u32,
+    /// Metric names (`__name__`) the engine turns into features, in order; the first five
+    /// are read as CPU, memory, p99 latency (ms), error rate and restarts by the failure
+    /// classifier.
+    pub engine_metrics: Vec<String>,
+    /// Milliseconds between engine ticks.
+    pub engine_tick_ms: u64,
+    /// Slot width of the engine's short windows, in seconds.
+    pub engine_resolution_secs: u64,
+    /// Span of the short windows, in seconds.
+    pub engine_window_secs: u64,
+    /// Span of the baselines (z-scores), in seconds.
+    pub engine_baseline_secs: u64,
+    /// Seconds of data a workload needs before it is scored.
+    pub engine_warmup_secs: u64,
+    /// Warm rows collected before the engine's first anomaly model is fitted.
+    pub engine_warmup_rows: usize,
+    /// Most workloads the engine holds (samples of further ones are counted and dropped).
+    pub engine_max_entities: usize,
+    /// Calm ticks that close an incident (a flapping signal acts once).
+    pub engine_calm_ticks: u32,
+    /// Replicas a scale-up adds.
+    pub engine_scale_step: i32,
     /// Kafka bootstrap servers (`host:port`, comma-separated in the environment).
     pub kafka_brokers: Vec<String>,
     /// Kafka topics to consume (comma-separated in the environment).
@@ -213,6 +235,19 @@ impl Default for Config {
             executor_blast_radius: 5,
             executor_blast_window_secs: 600,
             executor_rate_limit_per_minute: 10,
+            engine_metrics: aegis_engine::DEFAULT_METRICS
+                .iter()
+                .map(|m| (*m).to_owned())
+                .collect(),
+            engine_tick_ms: 1_000,
+            engine_resolution_secs: 15,
+            engine_window_secs: 300,
+            engine_baseline_secs: 3_600,
+            engine_warmup_secs: 600,
+            engine_warmup_rows: 1_000,
+            engine_max_entities: 100_000,
+            engine_calm_ticks: 30,
+            engine_scale_step: 1,
             kafka_brokers: Vec::new(),
             kafka_topics: Vec::new(),
             kafka_group: "aegis".to_owned(),
@@ -343,6 +378,40 @@ impl Config {
                     self.anomaly_threshold
                 ),
             ));
+        }
+        if self.engine_metrics.is_empty() {
+            return Err(invalid(
+                "engine_metrics",
+                "must name at least one metric".into(),
+            ));
+        }
+        if !(10..=60_000).contains(&self.engine_tick_ms) {
+            return Err(invalid(
+                "engine_tick_ms",
+                format!("`{}` must be between 10 and 60000", self.engine_tick_ms),
+            ));
+        }
+        if self.engine_resolution_secs == 0
+            || self.engine_window_secs < self.engine_resolution_secs
+            || self.engine_baseline_secs < self.engine_window_secs
+        {
+            return Err(invalid(
+                "engine_window_secs",
+                "need 0 < engine_resolution_secs <= engine_window_secs <= engine_baseline_secs"
+                    .into(),
+            ));
+        }
+        if self.engine_window_secs / self.engine_resolution_secs > 10_000 {
+            return Err(invalid(
+                "engine_window_secs",
+                "more than 10,000 slots per window: raise engine_resolution_secs".into(),
+            ));
+        }
+        if self.engine_max_entities == 0 {
+            return Err(invalid("engine_max_entities", "must be at least 1".into()));
+        }
+        if !(1..=10).contains(&self.engine_scale_step) {
+            return Err(invalid("engine_scale_step", "must be 1 to 10".into()));
         }
         if self.allowed_namespaces.is_empty() {
             return Err(invalid(

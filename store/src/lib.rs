@@ -26,6 +26,7 @@ mod backup;
 mod detections;
 mod error;
 mod executor;
+pub mod leader;
 mod outbox;
 mod page;
 mod policies;

@@ -604,6 +604,8 @@ pub(super) async fn stats(
             "last_retrain_at": last_retrain,
         },
         "templates": svc.with_drain(|d| d.len()),
+        // The self-healing loop: warm-up state, activity, what it dropped.
+        "engine": state.healing().map(|h| h.stats(now.timestamp_millis())),
     })))
 }
 

@@ -1,0 +1,901 @@
+//! The self-healing loop: telemetry in, decisions and actions out.
+//!
+//! Ingest batches land in the [`Engine`]'s per-entity windows ([`HealingLoop::apply`]).
+//! Every tick ([`HealingLoop::tick_at`]) the engine builds the feature matrix of the
+//! workloads with new data; the loop scores it with its isolation forest (over
+//! scale-free views of the features, so one model serves workloads of any size) and, for
+//! rows that look wrong, the failure classifier; per-workload incidents with hysteresis
+//! turn scores into detections; each detection is assessed (severity, recommended action,
+//! explanation), put to the policy engine as a `self_healing` question from role
+//! `service`, and — when allowed, on the leader only — handed to the executor through its
+//! guards. Every step lands in the audit trails; detections in prediction history.
+//!
+//! Models: entities warm up first (their baseline must mean something); warm rows fill a
+//! reservoir; once it holds `warmup_rows` the forest is fitted, and refitted every
+//! `retrain_every` on rows that scored normal, swapped atomically.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aegis_detectors::{
+    Assessment, Contribution, FailurePrediction, FailureType, IsolationForest,
+    IsolationForestParams, LogFeatures, Matrix, RecommendedAction, Reservoir, assess,
+};
+use aegis_engine::matrix::PER_METRIC;
+use aegis_engine::{Detection, Engine, EngineConfig, TickInput};
+use aegis_executor::{Action, ActionRequest, Params};
+use aegis_policy::{Context, PolicyType, Request as PolicyRequest};
+use aegis_store::{NewPrediction, Store};
+use arc_swap::ArcSwapOption;
+use arrow_array::{Array, Float64Array, Int64Array, StringArray, UInt32Array};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::PolicyService;
+use crate::detector_service::DetectorService;
+use crate::executor_service::{ExecutorService, policy_request};
+
+/// The actor the loop's decisions and actions are recorded under.
+pub const ENGINE_ACTOR: &str = "aegis-engine";
+
+/// Scale-free features per metric the forest sees: z-score against the baseline,
+/// deviation of the last value from the EWMA, spread and trend relative to the mean.
+const VIEW_PER_METRIC: usize = 4;
+const VIEW_NAMES: [&str; VIEW_PER_METRIC] = ["zscore", "deviation", "spread", "trend"];
+
+/// How the loop runs.
+#[derive(Debug, Clone)]
+pub struct HealingSettings {
+    /// Windows, metrics, warm-up per entity, limits, hysteresis (over the severity score).
+    pub engine: EngineConfig,
+    /// Tick interval.
+    pub tick: Duration,
+    /// Warm rows collected before the first forest is fitted.
+    pub warmup_rows: usize,
+    /// Refit interval.
+    pub retrain_every: Duration,
+    /// Anomaly score at which a row is anomalous.
+    pub threshold: f64,
+    /// Replicas a scale-up adds.
+    pub scale_step: i32,
+    /// Seed of the forests (deterministic replays).
+    pub seed: u64,
+}
+
+impl Default for HealingSettings {
+    fn default() -> Self {
+        Self {
+            engine: EngineConfig {
+                // Over the severity score: 0.5 is an anomaly at the threshold or a
+                // probable failure; calm below 0.4.
+                hysteresis: aegis_engine::Hysteresis {
+                    open_at: 0.5,
+                    calm_below: 0.4,
+                    calm_ticks: 30,
+                },
+                ..EngineConfig::default()
+            },
+            tick: Duration::from_secs(1),
+            warmup_rows: 1_000,
+            retrain_every: Duration::from_secs(600),
+            threshold: 0.6,
+            scale_step: 1,
+            seed: 42,
+        }
+    }
+}
+
+/// The fitted forest of the loop.
+#[derive(Debug)]
+pub struct LoopModel {
+    forest: IsolationForest,
+    /// `engine-iforest-<unix>-<rows>`.
+    pub version: String,
+    /// Rows it was fitted on.
+    pub rows: usize,
+}
+
+/// What became of a detection.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LoopEvent {
+    /// `namespace/workload`.
+    pub entity: String,
+    /// Incident id (per process).
+    pub incident: u64,
+    /// Event time of the newest sample (RFC 3339).
+    pub at: DateTime<Utc>,
+    /// Anomaly score of the forest (absent during warm-up).
+    pub anomaly_score: Option<f64>,
+    /// Failure type named by the classifier, when it was asked.
+    pub failure_type: Option<String>,
+    /// Its probability.
+    pub failure_confidence: Option<f64>,
+    /// Severity level and score.
+    pub severity: String,
+    /// Severity score in [0, 1].
+    pub severity_score: f64,
+    /// Recommended action (`scale_up`, `restart_pod`, `rollback_deployment`, `none`).
+    pub recommended_action: String,
+    /// Why, in one sentence.
+    pub explanation: String,
+    /// `allow`, `deny`, or `not_asked` (nothing to do).
+    pub decision: String,
+    /// The policy that decided.
+    pub policy: Option<String>,
+    /// The decision's reason.
+    pub decision_reason: String,
+    /// `succeeded`, `dry_run`, `failed`, `denied` (a guard refused), `skipped` (not
+    /// the leader, or not allowed).
+    pub action_status: String,
+    /// What the executor said.
+    pub action_message: String,
+    /// The executor's action id.
+    pub action_id: Option<String>,
+    /// Microseconds from the start of the tick that saw it to the executor's answer.
+    #[serde(skip)]
+    pub tick_to_action_us: u64,
+    /// When the executor answered.
+    #[serde(skip)]
+    pub acted_at: Option<Instant>,
+}
+
+/// Counters of the loop, for `/api/v1/metrics/stats`.
+#[derive(Debug, Default)]
+struct Counters {
+    ticks: AtomicU64,
+    last_tick_us: AtomicU64,
+    rows_scored: AtomicU64,
+    detections: AtomicU64,
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    actions: AtomicU64,
+    refused: AtomicU64,
+    predictions_dropped: AtomicU64,
+}
+
+/// Per-row results of one tick's scoring.
+#[derive(Debug, Clone, Default)]
+struct RowResult {
+    anomaly: Option<f64>,
+    failure: Option<FailurePrediction>,
+}
+
+/// The loop's state; shared by the ingest consumer, the ticker and the API.
+#[derive(Debug)]
+pub struct HealingLoop {
+    settings: HealingSettings,
+    engine: Mutex<Engine>,
+    model: ArcSwapOption<LoopModel>,
+    reservoir: Mutex<Reservoir>,
+    view_names: Vec<String>,
+    detectors: Arc<DetectorService>,
+    policies: Arc<PolicyService>,
+    executor: Arc<ExecutorService>,
+    store: Store,
+    leader: Arc<AtomicBool>,
+    counters: Counters,
+    last_fit: Mutex<Option<Instant>>,
+    events: tokio::sync::broadcast::Sender<LoopEvent>,
+}
+
+/// The warm-up and activity figures of the loop.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoopStats {
+    /// `warming_up` until the first forest is fitted, then `ready`.
+    pub state: &'static str,
+    /// Warm rows collected / needed for the first fit.
+    pub warmup_rows: usize,
+    /// Rows needed.
+    pub warmup_rows_needed: usize,
+    /// Entities held / past their warm-up.
+    pub entities: usize,
+    /// Entities past their own warm-up.
+    pub warm_entities: usize,
+    /// The forest in use.
+    pub model_version: Option<String>,
+    /// Ticks run.
+    pub ticks: u64,
+    /// Duration of the last tick with rows (µs).
+    pub last_tick_us: u64,
+    /// Rows scored in total.
+    pub rows_scored: u64,
+    /// Incidents opened.
+    pub detections: u64,
+    /// Decisions allowed / denied.
+    pub decisions_allowed: u64,
+    /// Decisions denied.
+    pub decisions_denied: u64,
+    /// Actions handed to the executor that it performed (or dry-ran).
+    pub actions: u64,
+    /// Actions a guard or the cluster refused.
+    pub actions_refused: u64,
+    /// Whether this replica executes actions.
+    pub leader: bool,
+    /// Open incidents.
+    pub open_incidents: usize,
+    /// Samples and lines taken, and what was dropped.
+    pub samples: u64,
+    /// Log lines taken.
+    pub log_lines: u64,
+    /// Samples of metrics not tracked.
+    pub untracked: u64,
+    /// Samples and lines naming no workload.
+    pub no_entity: u64,
+    /// Samples of entities past the limit.
+    pub over_limit: u64,
+    /// Samples older than their window.
+    pub late: u64,
+    /// Entities dropped when idle.
+    pub evicted: u64,
+    /// Bytes held by the windows.
+    pub window_bytes: usize,
+}
+
+impl HealingLoop {
+    /// A loop over `settings`, deciding with `policies`, acting with `executor`.
+    pub fn new(
+        settings: HealingSettings,
+        detectors: Arc<DetectorService>,
+        policies: Arc<PolicyService>,
+        executor: Arc<ExecutorService>,
+        store: Store,
+    ) -> Arc<Self> {
+        let view_names = settings
+            .engine
+            .metrics
+            .iter()
+            .flat_map(|m| VIEW_NAMES.iter().map(move |v| format!("{m}_{v}")))
+            .collect::<Vec<_>>();
+        let reservoir = Reservoir::new(view_names.len(), 8_192, settings.seed);
+        let (events, _) = tokio::sync::broadcast::channel(1_024);
+        Arc::new(Self {
+            engine: Mutex::new(Engine::new(settings.engine.clone())),
+            settings,
+            model: ArcSwapOption::empty(),
+            reservoir: Mutex::new(reservoir),
+            view_names,
+            detectors,
+            policies,
+            executor,
+            store,
+            leader: Arc::new(AtomicBool::new(true)),
+            counters: Counters::default(),
+            last_fit: Mutex::new(None),
+            events,
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &HealingSettings {
+        &self.settings
+    }
+
+    /// The flag that says whether this replica executes actions (leader election sets it).
+    pub fn leader_flag(&self) -> &Arc<AtomicBool> {
+        &self.leader
+    }
+
+    /// Every event, as it happens.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<LoopEvent> {
+        self.events.subscribe()
+    }
+
+    fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Folds one ingest batch into the windows; returns rows taken.
+    pub fn apply(&self, batch: &aegis_ingest::SampleBatch, ingest: &aegis_ingest::Ingest) -> usize {
+        let b = &batch.batch;
+        let mut taken = 0;
+        match batch.kind {
+            aegis_ingest::BatchKind::Samples => {
+                let (Some(ids), Some(ts), Some(vs)) = (
+                    b.column(0).as_any().downcast_ref::<UInt32Array>(),
+                    b.column(1).as_any().downcast_ref::<Int64Array>(),
+                    b.column(2).as_any().downcast_ref::<Float64Array>(),
+                ) else {
+                    return 0;
+                };
+                let mut engine = self.engine();
+                for i in 0..b.num_rows() {
+                    let id = ids.value(i);
+                    let labels = || labels_of(ingest.registry(), id);
+                    taken +=
+                        usize::from(engine.ingest_series(id, labels, ts.value(i), vs.value(i)));
+                }
+            }
+            aegis_ingest::BatchKind::Logs => {
+                let (Some(ids), Some(ts), Some(lines)) = (
+                    b.column(0).as_any().downcast_ref::<UInt32Array>(),
+                    b.column(1).as_any().downcast_ref::<Int64Array>(),
+                    b.column(2).as_any().downcast_ref::<StringArray>(),
+                ) else {
+                    return 0;
+                };
+                let levels = b.column(3).as_any().downcast_ref::<StringArray>();
+                let mut engine = self.engine();
+                self.detectors.with_drain(|drain| {
+                    for i in 0..b.num_rows() {
+                        let id = ids.value(i);
+                        let level = levels.filter(|l| l.is_valid(i)).map(|l| l.value(i));
+                        let labels = || labels_of(ingest.streams(), id);
+                        taken += usize::from(engine.ingest_log(
+                            id,
+                            labels,
+                            ts.value(i) / 1_000_000,
+                            lines.value(i),
+                            level,
+                            drain,
+                        ));
+                    }
+                });
+            }
+        }
+        taken
+    }
+
+    /// Adds one sample directly (scenario files, the demo, tests).
+    pub fn ingest_sample(
+        &self,
+        labels: &[(String, String)],
+        timestamp_ms: i64,
+        value: f64,
+    ) -> bool {
+        self.engine().ingest(labels, timestamp_ms, value)
+    }
+
+    /// Adds one log line directly; `stream` identifies its label set.
+    pub fn ingest_log(
+        &self,
+        stream: u32,
+        labels: &[(String, String)],
+        timestamp_ms: i64,
+        line: &str,
+        level: Option<&str>,
+    ) -> bool {
+        let mut engine = self.engine();
+        self.detectors.with_drain(|drain| {
+            engine.ingest_log(
+                stream,
+                || Some(labels.to_vec()),
+                timestamp_ms,
+                line,
+                level,
+                drain,
+            )
+        })
+    }
+
+    /// The scale-free view the forest scores: per metric, z-score, deviation of the last
+    /// value from the EWMA, spread and trend relative to the mean, each clipped.
+    fn view(&self, m: &Matrix) -> Matrix {
+        let metrics = self.settings.engine.metrics.len();
+        let mut out = Vec::with_capacity(m.rows() * metrics * VIEW_PER_METRIC);
+        for r in 0..m.rows() {
+            let row = m.row(r);
+            for k in 0..metrics {
+                let f = &row[k * PER_METRIC..(k + 1) * PER_METRIC];
+                let (last, mean, std, slope, z, ewma) = (f[0], f[1], f[2], f[5], f[7], f[8]);
+                let scale = mean.abs().max(ewma.abs()).max(1e-3);
+                out.push(z.clamp(-50.0, 50.0));
+                out.push(((last - ewma) / scale).clamp(-50.0, 50.0));
+                out.push((std / scale).clamp(0.0, 50.0));
+                out.push((slope / scale).clamp(-50.0, 50.0));
+            }
+        }
+        Matrix::new(out, metrics * VIEW_PER_METRIC).unwrap_or_else(|_| Matrix::empty(1))
+    }
+
+    /// The failure classifier's row from the engine's features and the log window.
+    fn failure_row(&self, row: &[f32], logs: &LogFeatures) -> [f32; 16] {
+        let metric = |name: &str| {
+            self.settings
+                .engine
+                .metrics
+                .iter()
+                .position(|m| m == name)
+                .map(|k| &row[k * PER_METRIC..(k + 1) * PER_METRIC])
+        };
+        let names = &aegis_engine::DEFAULT_METRICS;
+        let cpu = metric(names[0]);
+        let mem = metric(names[1]);
+        let lat = metric(names[2]);
+        let err = metric(names[3]);
+        let restarts = metric(names[4]);
+        let mut r = [0f32; 16];
+        r[0] = cpu.map_or(0.3, |f| f[1]);
+        r[1] = cpu.map_or(0.4, |f| f[4]);
+        r[2] = mem.map_or(0.4, |f| f[0]);
+        r[3] = mem.map_or(0.0, |f| f[5]);
+        r[4] = lat.map_or(100.0, |f| f[0]);
+        r[5] = lat.map_or(1.0, |f| {
+            // Latency against its own normal: the EWMA lags a spike, the mean shows it.
+            let base = (f[1] - f[7] * f[2]).abs().max(1e-3);
+            (f[0] / base).clamp(0.0, 100.0)
+        });
+        r[6] = err.map_or(0.0, |f| f[0]);
+        r[7] = 1.0;
+        // Restarts is a counter: its increase over the window.
+        r[8] = restarts.map_or(0.0, |f| (f[4] - f[3]).max(0.0));
+        r[9] = 1.0;
+        r[10] = logs.error_rate as f32;
+        r[11] = logs.warn_rate as f32;
+        r[12] = logs.new_template_rate as f32;
+        r[13] = logs.oom_killed as f32;
+        r[14] = logs.crash_loop as f32;
+        r[15] = logs.panics as f32;
+        r
+    }
+
+    /// Whether a row shows a sign of failure worth the classifier's time.
+    fn suspicious(failure_row: &[f32; 16], anomaly: Option<f64>, threshold: f64) -> bool {
+        anomaly.is_some_and(|s| s >= threshold - 0.1)
+            || failure_row[8] > 0.0
+            || failure_row[13] + failure_row[14] + failure_row[15] > 0.0
+            || failure_row[10] > 0.1
+            || failure_row[6] > 0.05
+    }
+
+    /// Scores one tick's rows; fills `results` (one per row).
+    fn score(&self, input: &TickInput<'_>, results: &mut Vec<RowResult>) -> Vec<f64> {
+        let rows = input.matrix.rows();
+        let view = self.view(input.matrix);
+        let model = self.model.load_full();
+        let threshold = self.settings.threshold;
+        let anomaly: Vec<Option<f64>> = match &model {
+            Some(m) => match m.forest.score(view.view()) {
+                Ok(s) => s.into_iter().map(Some).collect(),
+                Err(_) => vec![None; rows],
+            },
+            None => vec![None; rows],
+        };
+        {
+            // Warm rows that look normal (or all warm rows before the first fit) are the
+            // material of the next fit.
+            let mut reservoir = self.reservoir.lock().unwrap_or_else(|p| p.into_inner());
+            for (r, a) in anomaly.iter().enumerate() {
+                if input.warm[r] && a.is_none_or(|s| s < threshold) {
+                    reservoir.offer(view.row(r));
+                }
+            }
+        }
+        let classifier = self.detectors.classifier();
+        results.clear();
+        let mut scores = Vec::with_capacity(rows);
+        for r in 0..rows {
+            if !input.warm[r] {
+                results.push(RowResult::default());
+                scores.push(f64::NAN);
+                continue;
+            }
+            let frow = self.failure_row(input.matrix.row(r), &input.logs[r]);
+            let failure = if Self::suspicious(&frow, anomaly[r], threshold) {
+                classifier.classifier.classify(&frow).ok()
+            } else {
+                None
+            };
+            let a = assess(anomaly[r], threshold, failure.as_ref(), Vec::new());
+            results.push(RowResult {
+                anomaly: anomaly[r],
+                failure,
+            });
+            scores.push(a.severity_score);
+        }
+        self.counters
+            .rows_scored
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        scores
+    }
+
+    /// Fits a new forest on the reservoir when warm-up is done or a refit is due; returns
+    /// its version.
+    pub fn maybe_fit(&self, now_ms: i64) -> Option<String> {
+        let due = {
+            let last = self.last_fit.lock().unwrap_or_else(|p| p.into_inner());
+            match *last {
+                None => true,
+                Some(t) => t.elapsed() >= self.settings.retrain_every,
+            }
+        };
+        if !due {
+            return None;
+        }
+        let rows = {
+            let reservoir = self.reservoir.lock().unwrap_or_else(|p| p.into_inner());
+            if reservoir.len() < self.settings.warmup_rows.max(2) {
+                return None;
+            }
+            reservoir.to_matrix()
+        };
+        let params = IsolationForestParams {
+            seed: self.settings.seed,
+            ..IsolationForestParams::default()
+        };
+        let forest = IsolationForest::fit(rows.view(), &params).ok()?;
+        let version = format!("engine-iforest-{}-{}", now_ms / 1000, rows.rows());
+        self.model.store(Some(Arc::new(LoopModel {
+            forest,
+            version: version.clone(),
+            rows: rows.rows(),
+        })));
+        *self.last_fit.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        tracing::info!(%version, rows = rows.rows(), "the engine's anomaly model is (re)fitted");
+        Some(version)
+    }
+
+    /// One tick at `now_ms` (event or wall time): score, decide, act. `policy_time` is
+    /// the time the policy engine judges by (`None`: now). Returns what happened to each
+    /// new incident.
+    pub async fn tick_at(
+        self: &Arc<Self>,
+        now_ms: i64,
+        policy_time: Option<DateTime<Utc>>,
+    ) -> Vec<LoopEvent> {
+        let started = Instant::now();
+        let this = Arc::clone(self);
+        // Scoring is CPU work on the rayon pool; keep it off the async workers.
+        let scored = tokio::task::spawn_blocking(move || {
+            let mut results = Vec::new();
+            let detections = {
+                let mut engine = this.engine();
+                let ticks = this.counters.ticks.fetch_add(1, Ordering::Relaxed);
+                if ticks % 60 == 0 {
+                    engine.evict_idle(now_ms);
+                }
+                engine.tick_with(now_ms, |input| this.score(input, &mut results))
+            };
+            this.maybe_fit(now_ms);
+            let assessed: Vec<(Detection, RowResult, Assessment)> = detections
+                .into_iter()
+                .map(|d| {
+                    let r = results.get(d.row).cloned().unwrap_or_default();
+                    let a = this.assessment(&d, &r);
+                    (d, r, a)
+                })
+                .collect();
+            (assessed, results)
+        })
+        .await;
+        let Ok((assessed, results)) = scored else {
+            tracing::error!("an engine tick panicked; the next tick starts afresh");
+            return Vec::new();
+        };
+        if !results.is_empty() {
+            self.counters.last_tick_us.store(
+                crate::detector_service::micros_since(started),
+                Ordering::Relaxed,
+            );
+        }
+        let mut events = Vec::with_capacity(assessed.len());
+        for (d, r, a) in assessed {
+            let event = self.decide_and_act(&d, &r, &a, policy_time, started).await;
+            let _ = self.events.send(event.clone());
+            events.push(event);
+        }
+        if !events.is_empty() {
+            self.persist(&events).await;
+        }
+        events
+    }
+
+    /// Severity, recommendation and per-feature contributions of a detection.
+    fn assessment(&self, d: &Detection, r: &RowResult) -> Assessment {
+        let contributions = match (&*self.model.load(), r.anomaly) {
+            (Some(m), Some(_)) => {
+                let m1 = Matrix::new(d.features.clone(), d.features.len())
+                    .unwrap_or_else(|_| Matrix::empty(1));
+                let v = self.view(&m1);
+                match m.forest.explain_row(v.row(0)) {
+                    Ok((_, shares)) => shares
+                        .iter()
+                        .zip(&self.view_names)
+                        .zip(v.row(0))
+                        .filter(|((s, _), _)| **s > 0.0)
+                        .map(|((s, name), value)| Contribution {
+                            feature: name.clone(),
+                            contribution: *s,
+                            value: f64::from(*value),
+                        })
+                        .collect(),
+                    Err(_) => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        };
+        assess(
+            r.anomaly,
+            self.settings.threshold,
+            r.failure.as_ref(),
+            contributions,
+        )
+    }
+
+    async fn decide_and_act(
+        &self,
+        d: &Detection,
+        r: &RowResult,
+        a: &Assessment,
+        policy_time: Option<DateTime<Utc>>,
+        tick_started: Instant,
+    ) -> LoopEvent {
+        self.counters.detections.fetch_add(1, Ordering::Relaxed);
+        let rec = a.recommendation.action;
+        let mut event = LoopEvent {
+            entity: d.entity.to_string(),
+            incident: d.incident,
+            at: DateTime::from_timestamp_millis(d.at_ms).unwrap_or_else(Utc::now),
+            anomaly_score: r.anomaly.map(round3),
+            failure_type: r
+                .failure
+                .as_ref()
+                .map(|f| f.failure_type.as_str().to_owned()),
+            failure_confidence: r.failure.as_ref().map(|f| round3(f.confidence)),
+            severity: a.severity.as_str().to_owned(),
+            severity_score: round3(a.severity_score),
+            recommended_action: rec.as_str().to_owned(),
+            explanation: a.recommendation.explanation.clone(),
+            decision: "not_asked".to_owned(),
+            policy: None,
+            decision_reason: "no action recommended".to_owned(),
+            action_status: "skipped".to_owned(),
+            action_message: String::new(),
+            action_id: None,
+            tick_to_action_us: 0,
+            acted_at: None,
+        };
+        if rec == RecommendedAction::None {
+            return event;
+        }
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("severity".into(), json!(a.severity.as_str()));
+        metadata.insert("score".into(), json!(round3(a.severity_score)));
+        if let Some(s) = r.anomaly {
+            metadata.insert("anomaly_score".into(), json!(round3(s)));
+        }
+        let failure = r
+            .failure
+            .as_ref()
+            .map_or(FailureType::None, |f| f.failure_type);
+        metadata.insert("failure_type".into(), json!(failure.as_str()));
+        metadata.insert("namespace".into(), json!(d.entity.namespace));
+        metadata.insert("target".into(), json!(d.entity.workload));
+        metadata.insert("kind".into(), json!("deployment"));
+        metadata.insert("incident".into(), json!(d.incident));
+        let question = PolicyRequest {
+            action: rec.as_str().to_owned(),
+            resource: format!(
+                "cluster:{}/deployment/{}",
+                d.entity.namespace, d.entity.workload
+            ),
+            policy_type: PolicyType::SelfHealing,
+            context: Context {
+                user_id: Some(ENGINE_ACTOR.to_owned()),
+                role: None,
+                roles: vec!["service".to_owned()],
+                metadata: metadata.clone(),
+                time: policy_time,
+            },
+        };
+        let decision = self.policies.engine().evaluate(&question);
+        self.policies
+            .record(&question, &decision, None, Some(ENGINE_ACTOR))
+            .await;
+        event.decision = decision.decision().to_owned();
+        event.policy = decision.policy().map(|p| p.name.clone());
+        event.decision_reason = decision.reason();
+        if !decision.allowed() {
+            self.counters.denied.fetch_add(1, Ordering::Relaxed);
+            event.action_message = "not allowed by policy".to_owned();
+            return event;
+        }
+        self.counters.allowed.fetch_add(1, Ordering::Relaxed);
+        if !self.leader.load(Ordering::Relaxed) {
+            event.action_message = "not the leader: another replica acts".to_owned();
+            return event;
+        }
+        let (action, params) = match rec {
+            RecommendedAction::ScaleUp => (
+                Action::ScaleDeployment,
+                Params {
+                    scale_by: Some(self.settings.scale_step.max(1)),
+                    ..Params::default()
+                },
+            ),
+            RecommendedAction::ScaleDown => (
+                Action::ScaleDeployment,
+                Params {
+                    scale_by: Some(-self.settings.scale_step.max(1)),
+                    ..Params::default()
+                },
+            ),
+            RecommendedAction::RestartPod => (Action::RestartPod, Params::default()),
+            RecommendedAction::RollbackDeployment => {
+                (Action::RollbackDeployment, Params::default())
+            }
+            RecommendedAction::None => return event,
+        };
+        let req = ActionRequest {
+            action,
+            namespace: d.entity.namespace.clone(),
+            target: format!("deployment/{}", d.entity.workload),
+            params,
+            reason: Some(truncate(&a.recommendation.explanation, 1_900)),
+            timestamp: Utc::now(),
+            nonce: uuid::Uuid::now_v7().to_string(),
+            idempotency_key: None,
+        };
+        let mut guard_question = policy_request(&req, None);
+        guard_question.context.user_id = Some(ENGINE_ACTOR.to_owned());
+        guard_question.context.time = policy_time;
+        for (k, v) in metadata {
+            guard_question.context.metadata.entry(k).or_insert(v);
+        }
+        let answer = self
+            .executor
+            .execute_internal(
+                &self.store,
+                &self.policies,
+                req,
+                ENGINE_ACTOR,
+                guard_question,
+            )
+            .await;
+        event.tick_to_action_us = crate::detector_service::micros_since(tick_started);
+        event.acted_at = Some(Instant::now());
+        match answer {
+            Ok(r) => {
+                self.counters.actions.fetch_add(1, Ordering::Relaxed);
+                event.action_status = r.status.to_owned();
+                event.action_message = r.message;
+                event.action_id = Some(r.id);
+            }
+            Err(e) => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                event.action_status = "denied".to_owned();
+                event.action_message = e.message().to_owned();
+            }
+        }
+        event
+    }
+
+    /// Detections into prediction history, one batch per tick.
+    async fn persist(&self, events: &[LoopEvent]) {
+        let version = self
+            .model
+            .load()
+            .as_ref()
+            .map_or_else(|| "warming-up".to_owned(), |m| m.version.clone());
+        let rows: Vec<NewPrediction> = events
+            .iter()
+            .map(|e| NewPrediction {
+                detector: "engine".to_owned(),
+                entity: e.entity.clone(),
+                model_version: version.clone(),
+                score: e.anomaly_score.unwrap_or(e.severity_score),
+                is_anomaly: true,
+                severity: e.severity.clone(),
+                failure_type: e.failure_type.clone(),
+                recommended_action: e.recommended_action.clone(),
+                confidence: e.failure_confidence.unwrap_or(e.severity_score),
+                latency_us: i64::try_from(e.tick_to_action_us).unwrap_or(i64::MAX),
+                features: "{}".to_owned(),
+                details: serde_json::to_string(e).unwrap_or_default(),
+            })
+            .collect();
+        if let Err(error) = self.detectors.record(&rows).await {
+            self.counters
+                .predictions_dropped
+                .fetch_add(rows.len() as u64, Ordering::Relaxed);
+            tracing::warn!(%error, "recording the engine's detections failed");
+        }
+    }
+
+    /// Warm-up state and activity.
+    pub fn stats(&self, now_ms: i64) -> LoopStats {
+        let (entities, warm, c, open, bytes) = {
+            let e = self.engine();
+            (
+                e.entities(),
+                e.warm_entities(now_ms),
+                e.counters(),
+                e.open_incidents(),
+                e.memory_bytes(),
+            )
+        };
+        let model = self.model.load_full();
+        let rows = self
+            .reservoir
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        LoopStats {
+            state: if model.is_some() {
+                "ready"
+            } else {
+                "warming_up"
+            },
+            warmup_rows: rows.min(self.settings.warmup_rows),
+            warmup_rows_needed: self.settings.warmup_rows,
+            entities,
+            warm_entities: warm,
+            model_version: model.as_ref().map(|m| m.version.clone()),
+            ticks: n(&self.counters.ticks),
+            last_tick_us: n(&self.counters.last_tick_us),
+            rows_scored: n(&self.counters.rows_scored),
+            detections: n(&self.counters.detections),
+            decisions_allowed: n(&self.counters.allowed),
+            decisions_denied: n(&self.counters.denied),
+            actions: n(&self.counters.actions),
+            actions_refused: n(&self.counters.refused),
+            leader: self.leader.load(Ordering::Relaxed),
+            open_incidents: open,
+            samples: c.samples,
+            log_lines: c.log_lines,
+            untracked: c.untracked,
+            no_entity: c.no_entity,
+            over_limit: c.over_limit,
+            late: c.late,
+            evicted: c.evicted,
+            window_bytes: bytes,
+        }
+    }
+
+    /// Runs the loop: drains `batches` into the windows and ticks every `tick`, until
+    /// `stop` resolves.
+    pub async fn run(
+        self: Arc<Self>,
+        ingest: aegis_ingest::Ingest,
+        mut batches: tokio::sync::mpsc::Receiver<aegis_ingest::SampleBatch>,
+        latest: Arc<Mutex<aegis_ingest::LatestSamples>>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let mut ticker = tokio::time::interval(self.settings.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                batch = batches.recv() => {
+                    let Some(batch) = batch else { break };
+                    latest.lock().unwrap_or_else(|p| p.into_inner()).apply_batch(&batch);
+                    self.apply(&batch, &ingest);
+                }
+                _ = ticker.tick() => {
+                    let now = Utc::now().timestamp_millis();
+                    self.tick_at(now, None).await;
+                }
+            }
+        }
+    }
+}
+
+fn labels_of(
+    registry: &Arc<Mutex<aegis_ingest::SeriesRegistry>>,
+    id: u32,
+) -> Option<Vec<(String, String)>> {
+    let r = registry.lock().unwrap_or_else(|p| p.into_inner());
+    r.labels(id).map(|l| {
+        l.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
