@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Loaded};
 use crate::{
-    audit_export, backtest_cmd, backup_cmd, logging, model_cmd, policy_cmd, replay, retention,
+    audit_export, backtest_cmd, backup_cmd, demo, logging, model_cmd, policy_cmd, replay, retention,
     serve,
 };
 
@@ -109,6 +109,18 @@ enum Command {
         /// Where to write the report (`-` for standard output).
         #[arg(long, value_name = "FILE", default_value = "-")]
         output: PathBuf,
+    },
+    /// A self-contained demonstration: generated metrics and logs with a CPU spike, a crash
+    /// loop and a memory leak at peak hours, replayed through the real pipeline against the
+    /// dry-run executor, with a readable report.
+    Demo {
+        /// One scenario (`cpu_spike`, `crash_loop`, `peak_hours`, `kube_system`) instead of
+        /// all of them.
+        #[arg(long, default_value = "demo")]
+        scenario: String,
+        /// Write the generated telemetry (JSON Lines for `aegis replay`) instead of running.
+        #[arg(long, value_name = "FILE")]
+        write_telemetry: Option<PathBuf>,
     },
     /// Fit and apply detector models offline.
     Model {
@@ -317,6 +329,12 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             return backtest_cmd::run(input, output, config);
         }
+        Command::Demo {
+            scenario,
+            write_telemetry,
+        } => {
+            return in_runtime(demo::run(scenario, write_telemetry.as_deref()));
+        }
         Command::Replay { input, output } => {
             return in_runtime(replay::run(input, output));
         }
@@ -459,7 +477,8 @@ pub fn run(cli: Cli) -> ExitCode {
             | Command::Openapi
             | Command::Model { .. }
             | Command::Backtest { .. }
-            | Command::Replay { .. } => Ok(ExitCode::SUCCESS),
+            | Command::Replay { .. }
+            | Command::Demo { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     match result {

@@ -9,6 +9,7 @@ mod backtest_cmd;
 mod backup_cmd;
 mod cli;
 mod config;
+mod demo;
 mod logging;
 mod model_cmd;
 mod policy_cmd;

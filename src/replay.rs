@@ -101,7 +101,7 @@ impl Default for ReplaySettings {
             engine_baseline_secs: 3_600,
             engine_warmup_secs: 1_800,
             engine_warmup_rows: 200,
-            engine_calm_ticks: 8,
+            engine_calm_ticks: 20,
             anomaly_threshold: 0.6,
         }
     }

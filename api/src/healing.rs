@@ -2,9 +2,11 @@
 //!
 //! Ingest batches land in the [`Engine`]'s per-entity windows ([`HealingLoop::apply`]).
 //! Every tick ([`HealingLoop::tick_at`]) the engine builds the feature matrix of the
-//! workloads with new data; the loop scores it with its isolation forest (over
-//! scale-free views of the features, so one model serves workloads of any size) and, for
-//! rows that look wrong, the failure classifier; per-workload incidents with hysteresis
+//! workloads with new data; the loop scores it with its isolation forests — one per metric
+//! over a scale-free view (z-score against the baseline, deviation from the EWMA), so one
+//! model serves workloads of any size and a spike in one metric is not diluted by the
+//! noise of the others (feature bagging, Lazarevic & Kumar 2005); a row's anomaly score is
+//! its most anomalous metric's — and, for rows that look wrong, the failure classifier; per-workload incidents with hysteresis
 //! turn scores into detections; each detection is assessed (severity, recommended action,
 //! explanation), put to the policy engine as a `self_healing` question from role
 //! `service`, and — when allowed, on the leader only — handed to the executor through its
@@ -42,8 +44,7 @@ pub const ENGINE_ACTOR: &str = "aegis-engine";
 
 /// Scale-free features per metric the forest sees: z-score against the baseline,
 /// deviation of the last value from the EWMA, spread and trend relative to the mean.
-const VIEW_PER_METRIC: usize = 4;
-const VIEW_NAMES: [&str; VIEW_PER_METRIC] = ["zscore", "deviation", "spread", "trend"];
+const VIEW_PER_METRIC: usize = 2;
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -74,6 +75,7 @@ impl Default for HealingSettings {
                     open_at: 0.5,
                     calm_below: 0.4,
                     calm_ticks: 30,
+                    open_ticks: 2,
                 },
                 ..EngineConfig::default()
             },
@@ -87,10 +89,15 @@ impl Default for HealingSettings {
     }
 }
 
-/// The fitted forest of the loop.
+/// The fitted forests of the loop, one per metric.
 #[derive(Debug)]
 pub struct LoopModel {
-    forest: IsolationForest,
+    forests: Vec<IsolationForest>,
+    /// Per view column, the largest magnitude in the training rows.
+    reach: Vec<f32>,
+    /// The anomaly threshold in force: the configured one, or above it the 99.9th
+    /// percentile of the training rows' scores — a workload's normal tails must not page.
+    pub threshold: f64,
     /// `engine-iforest-<unix>-<rows>`.
     pub version: String,
     /// Rows it was fitted on.
@@ -169,7 +176,6 @@ pub struct HealingLoop {
     engine: Mutex<Engine>,
     model: ArcSwapOption<LoopModel>,
     reservoir: Mutex<Reservoir>,
-    view_names: Vec<String>,
     detectors: Arc<DetectorService>,
     policies: Arc<PolicyService>,
     executor: Arc<ExecutorService>,
@@ -242,20 +248,14 @@ impl HealingLoop {
         executor: Arc<ExecutorService>,
         store: Store,
     ) -> Arc<Self> {
-        let view_names = settings
-            .engine
-            .metrics
-            .iter()
-            .flat_map(|m| VIEW_NAMES.iter().map(move |v| format!("{m}_{v}")))
-            .collect::<Vec<_>>();
-        let reservoir = Reservoir::new(view_names.len(), 8_192, settings.seed);
+        let cols = settings.engine.metrics.len() * VIEW_PER_METRIC;
+        let reservoir = Reservoir::new(cols, 8_192, settings.seed);
         let (events, _) = tokio::sync::broadcast::channel(1_024);
         Arc::new(Self {
             engine: Mutex::new(Engine::new(settings.engine.clone())),
             settings,
             model: ArcSwapOption::empty(),
             reservoir: Mutex::new(reservoir),
-            view_names,
             detectors,
             policies,
             executor,
@@ -378,12 +378,10 @@ impl HealingLoop {
             let row = m.row(r);
             for k in 0..metrics {
                 let f = &row[k * PER_METRIC..(k + 1) * PER_METRIC];
-                let (last, mean, std, slope, z, ewma) = (f[0], f[1], f[2], f[5], f[7], f[8]);
+                let (last, mean, z, ewma) = (f[0], f[1], f[7], f[8]);
                 let scale = mean.abs().max(ewma.abs()).max(1e-3);
                 out.push(z.clamp(-50.0, 50.0));
                 out.push(((last - ewma) / scale).clamp(-50.0, 50.0));
-                out.push((std / scale).clamp(0.0, 50.0));
-                out.push((slope / scale).clamp(-50.0, 50.0));
             }
         }
         Matrix::new(out, metrics * VIEW_PER_METRIC).unwrap_or_else(|_| Matrix::empty(1))
@@ -444,11 +442,16 @@ impl HealingLoop {
         let rows = input.matrix.rows();
         let view = self.view(input.matrix);
         let model = self.model.load_full();
-        let threshold = self.settings.threshold;
+        let threshold = model
+            .as_ref()
+            .map_or(self.settings.threshold, |m| m.threshold);
         let anomaly: Vec<Option<f64>> = match &model {
-            Some(m) => match m.forest.score(view.view()) {
-                Ok(s) => s.into_iter().map(Some).collect(),
-                Err(_) => vec![None; rows],
+            Some(m) => match m.score(&view) {
+                Some(per_metric) => per_metric
+                    .iter()
+                    .map(|s| s.iter().copied().reduce(f64::max))
+                    .collect(),
+                None => vec![None; rows],
             },
             None => vec![None; rows],
         };
@@ -478,6 +481,7 @@ impl HealingLoop {
                 None
             };
             let a = assess(anomaly[r], threshold, failure.as_ref(), Vec::new());
+
             results.push(RowResult {
                 anomaly: anomaly[r],
                 failure,
@@ -514,15 +518,39 @@ impl HealingLoop {
             seed: self.settings.seed,
             ..IsolationForestParams::default()
         };
-        let forest = IsolationForest::fit(rows.view(), &params).ok()?;
+        let forests = (0..self.settings.engine.metrics.len())
+            .map(|k| IsolationForest::fit(columns(&rows, k).view(), &params))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
         let version = format!("engine-iforest-{}-{}", now_ms / 1000, rows.rows());
-        self.model.store(Some(Arc::new(LoopModel {
-            forest,
+        let mut reach = vec![0f32; rows.cols()];
+        for r in 0..rows.rows() {
+            for (m, x) in reach.iter_mut().zip(rows.row(r)) {
+                *m = m.max(x.abs());
+            }
+        }
+        let mut model = LoopModel {
+            forests,
+            reach,
+            threshold: self.settings.threshold,
             version: version.clone(),
             rows: rows.rows(),
-        })));
+        };
+        if let Some(scores) = model.score(&rows) {
+            let mut max: Vec<f64> = scores
+                .iter()
+                .filter_map(|s| s.iter().copied().reduce(f64::max))
+                .collect();
+            max.sort_by(f64::total_cmp);
+            let at = ((max.len() as f64 * 0.999).ceil() as usize).saturating_sub(1);
+            if let Some(q) = max.get(at) {
+                model.threshold = self.settings.threshold.max(q + 0.01).min(0.95);
+            }
+        }
+        let threshold = model.threshold;
+        self.model.store(Some(Arc::new(model)));
         *self.last_fit.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        tracing::info!(%version, rows = rows.rows(), "the engine's anomaly model is (re)fitted");
+        tracing::info!(%version, rows = rows.rows(), threshold, "the engine's anomaly model is (re)fitted");
         Some(version)
     }
 
@@ -583,31 +611,37 @@ impl HealingLoop {
 
     /// Severity, recommendation and per-feature contributions of a detection.
     fn assessment(&self, d: &Detection, r: &RowResult) -> Assessment {
+        // Each metric's share of the detection is its forest's score among all of them.
         let contributions = match (&*self.model.load(), r.anomaly) {
             (Some(m), Some(_)) => {
                 let m1 = Matrix::new(d.features.clone(), d.features.len())
                     .unwrap_or_else(|_| Matrix::empty(1));
                 let v = self.view(&m1);
-                match m.forest.explain_row(v.row(0)) {
-                    Ok((_, shares)) => shares
-                        .iter()
-                        .zip(&self.view_names)
-                        .zip(v.row(0))
-                        .filter(|((s, _), _)| **s > 0.0)
-                        .map(|((s, name), value)| Contribution {
-                            feature: name.clone(),
-                            contribution: *s,
-                            value: f64::from(*value),
-                        })
-                        .collect(),
-                    Err(_) => Vec::new(),
-                }
+                let scores = m
+                    .score(&v)
+                    .and_then(|s| s.into_iter().next())
+                    .unwrap_or_default();
+                let total: f64 = scores.iter().sum::<f64>().max(1e-9);
+                scores
+                    .iter()
+                    .enumerate()
+                    .map(|(k, s)| Contribution {
+                        feature: format!("{}_zscore", self.settings.engine.metrics[k]),
+                        contribution: s / total,
+                        value: f64::from(v.row(0)[k * VIEW_PER_METRIC]),
+                    })
+                    .collect()
             }
             _ => Vec::new(),
         };
+        let threshold = self
+            .model
+            .load()
+            .as_ref()
+            .map_or(self.settings.threshold, |m| m.threshold);
         assess(
             r.anomaly,
-            self.settings.threshold,
+            threshold,
             r.failure.as_ref(),
             contributions,
         )
@@ -871,6 +905,46 @@ impl HealingLoop {
             }
         }
     }
+}
+
+impl LoopModel {
+    /// Per row, each metric's anomaly score.
+    ///
+    /// A forest cannot tell "just past the largest value it was trained on" from "far past
+    /// it": both land in the same edge leaf. So beyond the training range the score rises
+    /// with the distance, `s + (1 − s)(1 − e^−r)`, `r` the excess over the largest
+    /// training magnitude in units of that magnitude (at least 1 for z-scores, 0.1 for
+    /// relative deviations). Inside the range the forest's score stands.
+    fn score(&self, view: &Matrix) -> Option<Vec<Vec<f64>>> {
+        let mut out = vec![Vec::with_capacity(self.forests.len()); view.rows()];
+        for (k, forest) in self.forests.iter().enumerate() {
+            let scores = forest.score(columns(view, k).view()).ok()?;
+            for (r, (row, s)) in out.iter_mut().zip(scores).enumerate() {
+                let x = &view.row(r)[k * VIEW_PER_METRIC..(k + 1) * VIEW_PER_METRIC];
+                let excess = x
+                    .iter()
+                    .enumerate()
+                    .map(|(c, v)| {
+                        let reach = self.reach.get(k * VIEW_PER_METRIC + c).copied().unwrap_or(0.0);
+                        let unit = reach.max(if c == 0 { 1.0 } else { 0.1 });
+                        f64::from(((v.abs() - reach) / unit).max(0.0))
+                    })
+                    .fold(0.0, f64::max);
+                row.push(s + (1.0 - s) * (1.0 - (-excess).exp()));
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Metric `k`'s columns of the view.
+fn columns(view: &Matrix, k: usize) -> Matrix {
+    let mut data = Vec::with_capacity(view.rows() * VIEW_PER_METRIC);
+    for r in 0..view.rows() {
+        let row = view.row(r);
+        data.extend_from_slice(&row[k * VIEW_PER_METRIC..(k + 1) * VIEW_PER_METRIC]);
+    }
+    Matrix::new(data, VIEW_PER_METRIC).unwrap_or_else(|_| Matrix::empty(VIEW_PER_METRIC))
 }
 
 fn labels_of(

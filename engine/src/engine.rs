@@ -499,6 +499,7 @@ mod tests {
                 open_at: 0.6,
                 calm_below: 0.55,
                 calm_ticks: 4,
+                open_ticks: 1,
             },
             ..Default::default()
         });

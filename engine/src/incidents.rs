@@ -16,6 +16,9 @@ pub struct Hysteresis {
     pub calm_below: f64,
     /// Calm ticks in a row that close an incident.
     pub calm_ticks: u32,
+    /// Ticks in a row at or above `open_at` that open one (like an alert's `for:`), so a
+    /// single noisy tick does not act.
+    pub open_ticks: u32,
 }
 
 impl Default for Hysteresis {
@@ -24,6 +27,7 @@ impl Default for Hysteresis {
             open_at: 0.6,
             calm_below: 0.55,
             calm_ticks: 30,
+            open_ticks: 1,
         }
     }
 }
@@ -64,6 +68,8 @@ pub enum Transition {
 pub struct Incidents {
     rules: Hysteresis,
     open: HashMap<Entity, Open>,
+    /// Entities above the threshold, not yet for `open_ticks`.
+    pending: HashMap<Entity, u32>,
     next_id: u64,
 }
 
@@ -73,6 +79,7 @@ impl Incidents {
         Self {
             rules,
             open: HashMap::new(),
+            pending: HashMap::new(),
             next_id: 1,
         }
     }
@@ -100,6 +107,12 @@ impl Incidents {
             return Transition::Ongoing { id: open.id };
         }
         if score >= rules.open_at {
+            let seen = self.pending.entry(entity.clone()).or_insert(0);
+            *seen += 1;
+            if *seen < rules.open_ticks.max(1) {
+                return Transition::Calm;
+            }
+            self.pending.remove(entity);
             let id = self.next_id;
             self.next_id += 1;
             self.open.insert(
@@ -112,6 +125,7 @@ impl Incidents {
             );
             return Transition::Opened { id };
         }
+        self.pending.remove(entity);
         Transition::Calm
     }
 }
@@ -133,6 +147,7 @@ mod tests {
             open_at: 0.6,
             calm_below: 0.55,
             calm_ticks: 3,
+            open_ticks: 1,
         });
         let scores = [0.5, 0.61, 0.59, 0.62, 0.58, 0.61, 0.5, 0.5, 0.5, 0.5, 0.65];
         let t: Vec<Transition> = scores.iter().map(|s| inc.observe(&api(), *s)).collect();
@@ -156,5 +171,22 @@ mod tests {
         };
         assert_eq!(inc.observe(&db, 0.7), Transition::Opened { id: 3 });
         assert_eq!(inc.open_count(), 2);
+    }
+
+    #[test]
+    fn open_ticks_wait_for_a_sustained_signal() {
+        let mut inc = Incidents::new(Hysteresis {
+            open_at: 0.6,
+            calm_below: 0.55,
+            calm_ticks: 3,
+            open_ticks: 3,
+        });
+        // Two ticks above, one below: nothing; three in a row: open on the third.
+        let t: Vec<Transition> = [0.7, 0.7, 0.5, 0.7, 0.7, 0.7]
+            .iter()
+            .map(|s| inc.observe(&api(), *s))
+            .collect();
+        assert!(t[..5].iter().all(|x| *x == Transition::Calm), "{t:?}");
+        assert_eq!(t[5], Transition::Opened { id: 1 });
     }
 }
