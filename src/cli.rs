@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Loaded};
 use crate::{
-    audit_export, backtest_cmd, backup_cmd, demo, logging, model_cmd, policy_cmd, replay, retention,
-    serve,
+    audit_export, backtest_cmd, backup_cmd, demo, logging, model_cmd, policy_cmd, replay,
+    retention, serve,
 };
 
 /// Policy-driven self-healing for Kubernetes: ingest, detect, decide, remediate, audit.

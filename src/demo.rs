@@ -227,7 +227,8 @@ pub fn telemetry(workloads: &[Workload], minutes: i64, seed: u64) -> Telemetry {
                                 "Container {} in pod {pod} was OOMKilled (exit code 137)",
                                 w.name
                             ),
-                            "error",
+                            // The kubelet's event, a warning, not an application error.
+                            "warn",
                         ));
                     } else if grown > 0.5 {
                         lines.push((
@@ -324,10 +325,15 @@ pub async fn run(
     println!("\nDetections ({}):", report.events.len());
     for (i, e) in report.events.iter().enumerate() {
         println!(
-            "\n{}. {} at {} — severity {} ({:.2})",
+            "\n{}. {} at {} — {}, severity {} ({:.2})",
             i + 1,
             e.entity,
             e.at.format("%H:%M:%S"),
+            if e.kind == "opened" {
+                "new incident"
+            } else {
+                "incident escalated (new diagnosis)"
+            },
             e.severity,
             e.severity_score
         );

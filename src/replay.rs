@@ -3,7 +3,7 @@
 //! time, so a recorded incident can be judged (and the golden scenarios checked) before
 //! anything acts on a cluster. `aegis demo` replays generated telemetry through it.
 //!
-//! Input: JSON Lines, one sample (`{"at", "labels", "value"}`) or log line
+//! Input: JSON Lines (optionally gzip-compressed, `.gz`), one sample (`{"at", "labels", "value"}`) or log line
 //! (`{"at", "labels", "line", "level"?}`) per line, `at` in RFC 3339 or epoch
 //! milliseconds; an optional first line `{"settings": {...}}` sets the engine (the
 //! `engine_*` configuration keys and `anomaly_threshold`).
@@ -368,7 +368,7 @@ pub async fn replay(telemetry: &Telemetry) -> anyhow::Result<ReplayReport> {
 
 /// `aegis replay --input FILE --output FILE`.
 pub async fn run(input: &Path, output: &Path) -> anyhow::Result<std::process::ExitCode> {
-    let text = std::fs::read_to_string(input).with_context(|| input.display().to_string())?;
+    let text = read_text(input)?;
     let telemetry =
         Telemetry::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
     let report = replay(&telemetry).await?;
@@ -384,6 +384,21 @@ pub async fn run(input: &Path, output: &Path) -> anyhow::Result<std::process::Ex
         std::fs::write(output, json + "\n").with_context(|| output.display().to_string())?;
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A file's text; `.gz` files are inflated.
+pub fn read_text(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(bytes.as_slice())
+            .read_to_string(&mut text)
+            .with_context(|| format!("{}: not gzip-compressed UTF-8", path.display()))?;
+        Ok(text)
+    } else {
+        String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8", path.display()))
+    }
 }
 
 /// The time of `ms` as RFC 3339 (for reports).

@@ -111,6 +111,9 @@ pub struct LoopEvent {
     pub entity: String,
     /// Incident id (per process).
     pub incident: u64,
+    /// `opened` for a new incident, `escalated` when an open incident's diagnosis changed
+    /// to a new action.
+    pub kind: &'static str,
     /// Event time of the newest sample (RFC 3339).
     pub at: DateTime<Utc>,
     /// Anomaly score of the forest (absent during warm-up).
@@ -127,7 +130,7 @@ pub struct LoopEvent {
     pub recommended_action: String,
     /// Why, in one sentence.
     pub explanation: String,
-    /// `allow`, `deny`, or `not_asked` (nothing to do).
+    /// `ALLOW`, `DENY` (as in the policy audit), or `NOT_ASKED` (nothing to do).
     pub decision: String,
     /// The policy that decided.
     pub policy: Option<String>,
@@ -183,6 +186,10 @@ pub struct HealingLoop {
     leader: Arc<AtomicBool>,
     counters: Counters,
     last_fit: Mutex<Option<Instant>>,
+    /// Per workload: its newest incident and the actions already put to the policy engine
+    /// for it, so an incident whose diagnosis sharpens (an anomaly that turns out to be a
+    /// memory leak) is decided again once per new action, never twice for the same one.
+    asked: Mutex<std::collections::HashMap<aegis_engine::Entity, (u64, Vec<RecommendedAction>)>>,
     events: tokio::sync::broadcast::Sender<LoopEvent>,
 }
 
@@ -263,6 +270,7 @@ impl HealingLoop {
             leader: Arc::new(AtomicBool::new(true)),
             counters: Counters::default(),
             last_fit: Mutex::new(None),
+            asked: Mutex::default(),
             events,
         })
     }
@@ -599,6 +607,25 @@ impl HealingLoop {
         }
         let mut events = Vec::with_capacity(assessed.len());
         for (d, r, a) in assessed {
+            let rec = a.recommendation.action;
+            {
+                let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+                if d.opened {
+                    self.counters.detections.fetch_add(1, Ordering::Relaxed);
+                    asked.insert(d.entity.clone(), (d.incident, vec![rec]));
+                } else {
+                    let Some((incident, actions)) = asked.get_mut(&d.entity) else {
+                        continue;
+                    };
+                    if *incident != d.incident
+                        || rec == RecommendedAction::None
+                        || actions.contains(&rec)
+                    {
+                        continue;
+                    }
+                    actions.push(rec);
+                }
+            }
             let event = self.decide_and_act(&d, &r, &a, policy_time, started).await;
             let _ = self.events.send(event.clone());
             events.push(event);
@@ -639,12 +666,7 @@ impl HealingLoop {
             .load()
             .as_ref()
             .map_or(self.settings.threshold, |m| m.threshold);
-        assess(
-            r.anomaly,
-            threshold,
-            r.failure.as_ref(),
-            contributions,
-        )
+        assess(r.anomaly, threshold, r.failure.as_ref(), contributions)
     }
 
     async fn decide_and_act(
@@ -655,11 +677,11 @@ impl HealingLoop {
         policy_time: Option<DateTime<Utc>>,
         tick_started: Instant,
     ) -> LoopEvent {
-        self.counters.detections.fetch_add(1, Ordering::Relaxed);
         let rec = a.recommendation.action;
         let mut event = LoopEvent {
             entity: d.entity.to_string(),
             incident: d.incident,
+            kind: if d.opened { "opened" } else { "escalated" },
             at: DateTime::from_timestamp_millis(d.at_ms).unwrap_or_else(Utc::now),
             anomaly_score: r.anomaly.map(round3),
             failure_type: r
@@ -671,7 +693,7 @@ impl HealingLoop {
             severity_score: round3(a.severity_score),
             recommended_action: rec.as_str().to_owned(),
             explanation: a.recommendation.explanation.clone(),
-            decision: "not_asked".to_owned(),
+            decision: "NOT_ASKED".to_owned(),
             policy: None,
             decision_reason: "no action recommended".to_owned(),
             action_status: "skipped".to_owned(),
@@ -925,7 +947,11 @@ impl LoopModel {
                     .iter()
                     .enumerate()
                     .map(|(c, v)| {
-                        let reach = self.reach.get(k * VIEW_PER_METRIC + c).copied().unwrap_or(0.0);
+                        let reach = self
+                            .reach
+                            .get(k * VIEW_PER_METRIC + c)
+                            .copied()
+                            .unwrap_or(0.0);
                         let unit = reach.max(if c == 0 { 1.0 } else { 0.1 });
                         f64::from(((v.abs() - reach) / unit).max(0.0))
                     })

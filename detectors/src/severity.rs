@@ -165,7 +165,9 @@ pub fn assess(
         }
         _ => {
             let flagged = anomaly_score.is_some_and(|s| s >= threshold);
-            let saturated = contributions.iter().take(2).any(|c| {
+            // Scale only when load drives it: the dominant feature is CPU or latency above
+            // normal (a memory-led anomaly is not helped by more replicas of a leak).
+            let saturated = contributions.iter().take(1).any(|c| {
                 let n = c.feature.as_str();
                 (n.contains("cpu") || n.contains("latency") || n.contains("saturation"))
                     && c.value > 0.0

@@ -77,6 +77,10 @@ pub struct Detection {
     pub logs: LogFeatures,
     /// Newest sample time of the entity (event time, ms).
     pub at_ms: i64,
+    /// `true` when this tick opened the incident; `false` for a tick of an incident that
+    /// is open already and still at or above the threshold (the caller may escalate when
+    /// its diagnosis changed).
+    pub opened: bool,
 }
 
 /// What the engine has dropped, for metrics.
@@ -410,11 +414,14 @@ impl Engine {
     /// scored by `score` (one score per row), turned into detections of newly opened
     /// incidents. Entities without new data keep their incidents as they are.
     pub fn tick(&mut self, score: impl FnOnce(&Matrix) -> Vec<f64>) -> Vec<Detection> {
-        self.tick_with(i64::MAX, |input| score(input.matrix))
+        let mut d = self.tick_with(i64::MAX, |input| score(input.matrix));
+        d.retain(|d| d.opened);
+        d
     }
 
     /// Like [`tick`](Self::tick) with the entities, their log features and warm-up state
-    /// at `now_ms` for the scorer. A `NaN` score (a row the scorer declines, e.g. during
+    /// at `now_ms` for the scorer; also returns the rows of open incidents still at or
+    /// above the threshold (`opened == false`). A `NaN` score (a row the scorer declines, e.g. during
     /// warm-up) leaves the entity's incident as it is.
     pub fn tick_with(
         &mut self,
@@ -458,17 +465,21 @@ impl Engine {
             if s.is_nan() {
                 continue;
             }
-            if let Transition::Opened { id } = self.incidents.observe(&state.entity, s) {
-                detections.push(Detection {
-                    entity: state.entity.clone(),
-                    incident: id,
-                    score: s,
-                    row,
-                    features: matrix.row(row).to_vec(),
-                    logs: log,
-                    at_ms: state.last_ms,
-                });
-            }
+            let (id, opened) = match self.incidents.observe(&state.entity, s) {
+                Transition::Opened { id } => (id, true),
+                Transition::Ongoing { id } if s >= self.config.hysteresis.open_at => (id, false),
+                _ => continue,
+            };
+            detections.push(Detection {
+                entity: state.entity.clone(),
+                incident: id,
+                score: s,
+                row,
+                features: matrix.row(row).to_vec(),
+                logs: log,
+                at_ms: state.last_ms,
+                opened,
+            });
         }
         detections
     }
