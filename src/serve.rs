@@ -477,6 +477,7 @@ pub(crate) fn healing_settings(config: &Config) -> aegis_api::healing::HealingSe
             max_entities: config.engine_max_entities,
             hysteresis: aegis_engine::Hysteresis {
                 calm_ticks: config.engine_calm_ticks,
+                open_ticks: config.engine_open_ticks,
                 ..defaults.engine.hysteresis
             },
         },

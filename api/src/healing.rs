@@ -191,7 +191,13 @@ pub struct HealingLoop {
     /// memory leak) is decided again once per new action, never twice for the same one.
     asked: Mutex<std::collections::HashMap<aegis_engine::Entity, (u64, Vec<RecommendedAction>)>>,
     events: tokio::sync::broadcast::Sender<LoopEvent>,
+    /// The most recent log batches (for SQL over `logs`), at most [`RECENT_LOG_LINES`]
+    /// lines; the Arrow buffers are shared with ingest, not copied.
+    recent_logs: Mutex<std::collections::VecDeque<arrow_array::RecordBatch>>,
 }
+
+/// Log lines kept for SQL over recent logs.
+pub const RECENT_LOG_LINES: usize = 100_000;
 
 /// The warm-up and activity figures of the loop.
 #[derive(Debug, Clone, Serialize)]
@@ -272,6 +278,7 @@ impl HealingLoop {
             last_fit: Mutex::new(None),
             asked: Mutex::default(),
             events,
+            recent_logs: Mutex::default(),
         })
     }
 
@@ -324,6 +331,15 @@ impl HealingLoop {
                     return 0;
                 };
                 let levels = b.column(3).as_any().downcast_ref::<StringArray>();
+                {
+                    let mut recent = self.recent_logs.lock().unwrap_or_else(|p| p.into_inner());
+                    recent.push_back(b.clone());
+                    let mut lines: usize = recent.iter().map(|r| r.num_rows()).sum();
+                    while lines > RECENT_LOG_LINES {
+                        let Some(old) = recent.pop_front() else { break };
+                        lines -= old.num_rows();
+                    }
+                }
                 let mut engine = self.engine();
                 self.detectors.with_drain(|drain| {
                     for i in 0..b.num_rows() {
@@ -343,6 +359,30 @@ impl HealingLoop {
             }
         }
         taken
+    }
+
+    /// Every sample in the engine's short windows: `(entity, metric, timestamp_ms, value)`.
+    pub fn for_each_sample(&self, f: impl FnMut(&aegis_engine::Entity, &str, i64, f64)) {
+        self.engine().for_each_sample(f);
+    }
+
+    /// The recent log lines kept: `(stream id, timestamp_ns, line, level)`, oldest first.
+    pub fn for_each_log(&self, mut f: impl FnMut(u32, i64, &str, Option<&str>)) {
+        let recent = self.recent_logs.lock().unwrap_or_else(|p| p.into_inner());
+        for b in recent.iter() {
+            let (Some(ids), Some(ts), Some(lines)) = (
+                b.column(0).as_any().downcast_ref::<UInt32Array>(),
+                b.column(1).as_any().downcast_ref::<Int64Array>(),
+                b.column(2).as_any().downcast_ref::<StringArray>(),
+            ) else {
+                continue;
+            };
+            let levels = b.column(3).as_any().downcast_ref::<StringArray>();
+            for i in 0..b.num_rows() {
+                let level = levels.filter(|l| l.is_valid(i)).map(|l| l.value(i));
+                f(ids.value(i), ts.value(i), lines.value(i), level);
+            }
+        }
     }
 
     /// Adds one sample directly (scenario files, the demo, tests).

@@ -23,6 +23,8 @@ pub mod executor_service;
 mod executor_tests;
 mod extract;
 pub mod healing;
+#[cfg(test)]
+mod healing_tests;
 mod http_client;
 #[cfg(test)]
 mod ingest_tests;

@@ -207,6 +207,17 @@ impl Engine {
         self.incidents.open_count()
     }
 
+    /// Every sample held in the short windows: `(entity, metric name, timestamp_ms,
+    /// value)`, per entity and metric oldest first (SQL over recent data reads this).
+    pub fn for_each_sample(&self, mut f: impl FnMut(&Entity, &str, i64, f64)) {
+        for s in &self.states {
+            for (m, (window, _)) in s.windows.metrics.iter().enumerate() {
+                let name = self.config.metrics.get(m).map_or("", String::as_str);
+                window.for_each(|t, v| f(&s.entity, name, t, v));
+            }
+        }
+    }
+
     /// Bytes held by the windows (an estimate for memory accounting).
     pub fn memory_bytes(&self) -> usize {
         self.states

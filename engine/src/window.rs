@@ -173,6 +173,20 @@ impl SeriesWindow {
         (older, newer)
     }
 
+    /// The present samples, oldest first, as `(timestamp_ms, value)` (each slot keeps the
+    /// latest sample it was given).
+    pub fn for_each(&self, mut f: impl FnMut(i64, f64)) {
+        let Some(head) = self.head else { return };
+        let n = self.values.len() as i64;
+        for slot in head - n + 1..=head {
+            let i = self.index(slot);
+            let v = self.values[i];
+            if !v.is_nan() {
+                f(self.stamps[i], v);
+            }
+        }
+    }
+
     /// The newest slot's start time in milliseconds.
     pub fn head_ms(&self) -> Option<i64> {
         self.head.map(|h| h * self.resolution_ms)

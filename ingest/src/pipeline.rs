@@ -241,7 +241,7 @@ impl Ingest {
     }
 
     /// Waits for room in the queue (the Kafka consumer's back-pressure).
-    pub(crate) async fn enqueue_wait(&self, batch: SampleBatch) -> Result<(), IngestError> {
+    pub async fn enqueue_wait(&self, batch: SampleBatch) -> Result<(), IngestError> {
         self.queue
             .send(batch)
             .await

@@ -164,6 +164,8 @@ pub struct Config {
     pub engine_warmup_rows: usize,
     /// Most workloads the engine holds (samples of further ones are counted and dropped).
     pub engine_max_entities: usize,
+    /// Ticks in a row at or above the threshold that open an incident (an alert's `for:`).
+    pub engine_open_ticks: u32,
     /// Calm ticks that close an incident (a flapping signal acts once).
     pub engine_calm_ticks: u32,
     /// Replicas a scale-up adds.
@@ -246,6 +248,7 @@ impl Default for Config {
             engine_warmup_secs: 600,
             engine_warmup_rows: 1_000,
             engine_max_entities: 100_000,
+            engine_open_ticks: 2,
             engine_calm_ticks: 30,
             engine_scale_step: 1,
             kafka_brokers: Vec::new(),
@@ -406,6 +409,9 @@ impl Config {
                 "engine_window_secs",
                 "more than 10,000 slots per window: raise engine_resolution_secs".into(),
             ));
+        }
+        if !(1..=100).contains(&self.engine_open_ticks) {
+            return Err(invalid("engine_open_ticks", "must be 1 to 100".into()));
         }
         if self.engine_max_entities == 0 {
             return Err(invalid("engine_max_entities", "must be at least 1".into()));

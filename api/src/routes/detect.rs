@@ -512,9 +512,10 @@ pub(super) async fn predictions(
     if let Some(d) = &p.detector
         && d != ISOLATION_FOREST
         && d != FAILURE_CLASSIFIER
+        && d != "engine"
     {
         return Err(ApiError::bad_request(format!(
-            "`detector` must be {ISOLATION_FOREST} or {FAILURE_CLASSIFIER}, not `{d}`"
+            "`detector` must be {ISOLATION_FOREST}, {FAILURE_CLASSIFIER} or engine, not `{d}`"
         )));
     }
     if let Some(s) = &p.severity {

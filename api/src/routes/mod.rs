@@ -10,6 +10,7 @@ mod openapi;
 mod paging;
 mod policies;
 mod policy;
+mod query;
 mod service_tokens;
 mod users;
 
@@ -84,6 +85,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/metrics/stats", get(detect::stats))
         .route("/api/v1/training-data", post(detect::add_training_data))
         .route("/api/v1/models/retrain", post(detect::retrain))
+        .route("/api/v1/query", post(query::query))
         .route("/api/v1/write", post(ingest::remote_write))
         .route("/api/v1/ingest/series", get(ingest::series))
         .route("/loki/api/v1/push", post(ingest::loki_push))

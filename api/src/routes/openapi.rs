@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    auth, detect, executor, health, ingest, metrics, policies, policy, service_tokens, users,
+    auth, detect, executor, health, ingest, metrics, policies, policy, query, service_tokens, users,
 };
 
 struct BearerAuth;
@@ -72,6 +72,7 @@ impl Modify for BearerAuth {
         detect::stats,
         detect::add_training_data,
         detect::retrain,
+        query::query,
         ingest::remote_write,
         ingest::series,
         ingest::loki_push,

@@ -1,0 +1,187 @@
+//! The self-healing loop over a few workloads, on SQLite and PostgreSQL: warm-up state,
+//! one detection per sustained spike, the policy decision, the action only on the leader,
+//! and both audit trails.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aegis_store::testing::TestDb;
+use aegis_store::{ActionAuditQuery, DetectionStore, ExecutorStore, PredictionQuery};
+
+use crate::PolicyService;
+use crate::detector_service::DetectorService;
+use crate::executor_service::{ExecutorService, ExecutorSettings};
+use crate::healing::{HealingLoop, HealingSettings, LoopEvent};
+use crate::ratelimit::{Limiter, Limits};
+
+async fn healing(db: &TestDb) -> Arc<HealingLoop> {
+    let policies = Arc::new(PolicyService::new(db.store.clone()));
+    policies.install_defaults_if_new().await.unwrap();
+    policies.reload_database().await.unwrap();
+    let detectors = DetectorService::start(db.store.clone(), 0.6).await.unwrap();
+    let executor = Arc::new(ExecutorService::new(
+        aegis_executor::Executor::DryRun,
+        ExecutorSettings {
+            require_signature: false,
+            ..ExecutorSettings::default()
+        },
+        Limiter::in_memory(Limits::default()),
+    ));
+    let defaults = HealingSettings::default();
+    let settings = HealingSettings {
+        engine: aegis_engine::EngineConfig {
+            window_ms: 10_000,
+            resolution_ms: 1_000,
+            baseline_ms: 60_000,
+            baseline_resolution_ms: 1_000,
+            warmup_ms: 15_000,
+            hysteresis: aegis_engine::Hysteresis {
+                open_ticks: 2,
+                ..defaults.engine.hysteresis
+            },
+            ..defaults.engine.clone()
+        },
+        tick: Duration::from_secs(1),
+        warmup_rows: 60,
+        ..defaults
+    };
+    HealingLoop::new(settings, detectors, policies, executor, db.store.clone())
+}
+
+fn labels(ns: &str, deployment: &str) -> Vec<(String, String)> {
+    vec![
+        ("__name__".into(), "cpu_usage".into()),
+        ("namespace".into(), ns.into()),
+        ("deployment".into(), deployment.into()),
+    ]
+}
+
+/// 150 s of CPU for three workloads, one sample per second; `production/api` pinned at
+/// 0.95 from second 100 on. Returns every event.
+async fn run(h: &Arc<HealingLoop>) -> (Vec<LoopEvent>, Vec<&'static str>) {
+    // Saturday 03:00 UTC: no peak-hours rule in the way.
+    let t0 = 1_795_834_800_000i64;
+    let mut events = Vec::new();
+    let mut states = Vec::new();
+    let mut seed = 17u64;
+    for s in 0..150i64 {
+        let at = t0 + s * 1_000;
+        for (ns, d, base) in [
+            ("production", "api", 0.30),
+            ("production", "web", 0.40),
+            ("kube-system", "coredns", 0.20),
+        ] {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let noise = (seed % 1000) as f64 / 1000.0 * 0.04;
+            let v = if d == "api" && s >= 100 {
+                0.95 + noise / 4.0
+            } else {
+                base + noise
+            };
+            assert!(h.ingest_sample(&labels(ns, d), at, v));
+        }
+        events.extend(
+            h.tick_at(at + 500, chrono::DateTime::from_timestamp_millis(at))
+                .await,
+        );
+        states.push(h.stats(at + 500).state);
+    }
+    (events, states)
+}
+
+#[tokio::test]
+async fn a_spike_is_decided_once_and_only_the_leader_acts() {
+    for db in TestDb::both().await {
+        let follower = healing(&db).await;
+        follower.leader_flag().store(false, Ordering::SeqCst);
+        let (events, states) = run(&follower).await;
+        assert_eq!(states[0], "warming_up", "{}", db.name());
+        assert_eq!(*states.last().unwrap(), "ready", "{}", db.name());
+        let stats = follower.stats(0);
+        assert_eq!((stats.entities, stats.samples), (3, 450), "{}", db.name());
+        let spikes: Vec<&LoopEvent> = events
+            .iter()
+            .filter(|e| e.recommended_action == "scale_up")
+            .collect();
+        assert_eq!(spikes.len(), 1, "{}: {events:#?}", db.name());
+        let spike = spikes[0];
+        assert_eq!(spike.entity, "production/api");
+        assert_eq!(
+            (spike.decision.as_str(), spike.policy.as_deref()),
+            ("ALLOW", Some("Allow Auto-Scale"))
+        );
+        assert_eq!(spike.action_status, "skipped");
+        assert!(spike.action_message.contains("not the leader"), "{spike:?}");
+        assert!(spike.anomaly_score.unwrap() > 0.9, "{spike:?}");
+        assert!(spike.explanation.contains("cpu_usage_zscore"), "{spike:?}");
+        assert!(
+            db.store
+                .list_action_audit(&ActionAuditQuery {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .is_empty(),
+            "a follower writes no action"
+        );
+
+        // The leader, fed the same telemetry, acts once; intent and result are audited,
+        // the detection is in prediction history.
+        let leader = healing(&db).await;
+        let (events, _) = run(&leader).await;
+        let acted: Vec<&LoopEvent> = events
+            .iter()
+            .filter(|e| e.action_status == "dry_run")
+            .collect();
+        assert_eq!(acted.len(), 1, "{}: {events:#?}", db.name());
+        assert_eq!(acted[0].entity, "production/api");
+        assert!(acted[0].action_id.is_some());
+        let audit = db
+            .store
+            .list_action_audit(&ActionAuditQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let phases: Vec<(&str, &str, &str)> = audit
+            .iter()
+            .map(|r| {
+                (
+                    r.phase.as_str(),
+                    r.status.as_str(),
+                    r.actor.as_deref().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            phases,
+            vec![
+                ("result", "dry_run", "aegis-engine"),
+                ("intent", "pending", "aegis-engine")
+            ],
+            "{}",
+            db.name()
+        );
+        let predictions = db
+            .store
+            .predictions(&PredictionQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            predictions
+                .iter()
+                .any(|p| p.detector == "engine" && p.entity == "production/api"),
+            "{}",
+            db.name()
+        );
+        db.cleanup().await;
+    }
+}

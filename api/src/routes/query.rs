@@ -1,0 +1,508 @@
+//! `POST /api/v1/query`: SQL over recent data, planned and run by DataFusion.
+//!
+//! Tables (each built only when the statement names it):
+//! - `samples(namespace, workload, metric, timestamp, value)`: the engine's short windows;
+//! - `series(series_id, metric, labels, last_timestamp, last_value)`: every ingested series
+//!   with its label set (JSON text) and newest sample;
+//! - `logs(timestamp, stream, namespace, workload, level, line)`: the most recent log
+//!   lines the engine kept;
+//! - `predictions(id, created_at, detector, entity, model_version, score, is_anomaly,
+//!   severity, failure_type, recommended_action, confidence)` and
+//! - `actions(id, created_at, action_id, phase, action, namespace, target, status, actor,
+//!   reason)`: the newest 10,000 rows of prediction history and the action audit.
+//!
+//! Read-only (no DDL, DML or `SET`), at most [`MAX_ROWS`] rows back (the answer says
+//! `truncated`), at most [`QUERY_TIMEOUT`] of work. JSON rows by default; an Arrow IPC
+//! stream when `Accept: application/vnd.apache.arrow.stream`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aegis_store::{ActionAuditQuery, DetectionStore, ExecutorStore, PredictionQuery};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray, UInt32Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::datasource::MemTable;
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::{ApiError, AppState, Json};
+
+/// Most rows one answer carries.
+pub const MAX_ROWS: usize = 10_000;
+/// Longest a query may run.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest statement accepted.
+const MAX_SQL_BYTES: usize = 16 * 1024;
+/// Rows of history (`predictions`, `actions`) a query sees.
+const HISTORY_ROWS: i64 = 10_000;
+/// The media type of an Arrow IPC stream.
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+/// The request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueryRequest {
+    /// One SQL `SELECT` (DataFusion's dialect).
+    sql: String,
+    /// Row limit, at most 10,000 (the default).
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+fn timestamp_field(name: &str) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        true,
+    )
+}
+
+fn table(schema: Schema, columns: Vec<ArrayRef>) -> Result<Arc<MemTable>, ApiError> {
+    let schema = Arc::new(schema);
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(ApiError::internal)?;
+    MemTable::try_new(schema, vec![vec![batch]])
+        .map(Arc::new)
+        .map_err(ApiError::internal)
+}
+
+fn strings(v: Vec<String>) -> ArrayRef {
+    Arc::new(StringArray::from(v))
+}
+
+fn opt_strings(v: Vec<Option<String>>) -> ArrayRef {
+    Arc::new(StringArray::from(v))
+}
+
+/// Whether `sql` mentions `name` as a word (tables are built only when used).
+fn mentions(sql: &str, name: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    lower.match_indices(name).any(|(i, _)| {
+        let before = lower[..i].chars().next_back();
+        let after = lower[i + name.len()..].chars().next();
+        let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        !word(before) && !word(after)
+    })
+}
+
+fn samples_table(state: &AppState) -> Result<Arc<MemTable>, ApiError> {
+    let (mut ns, mut wl, mut metric, mut ts, mut val) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    if let Some(h) = state.healing() {
+        h.for_each_sample(|e, m, t, v| {
+            ns.push(e.namespace.clone());
+            wl.push(e.workload.clone());
+            metric.push(m.to_owned());
+            ts.push(t);
+            val.push(v);
+        });
+    }
+    table(
+        Schema::new(vec![
+            Field::new("namespace", DataType::Utf8, false),
+            Field::new("workload", DataType::Utf8, false),
+            Field::new("metric", DataType::Utf8, false),
+            timestamp_field("timestamp"),
+            Field::new("value", DataType::Float64, false),
+        ]),
+        vec![
+            strings(ns),
+            strings(wl),
+            strings(metric),
+            Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")),
+            Arc::new(Float64Array::from(val)),
+        ],
+    )
+}
+
+fn labels_json(labels: &[(Arc<str>, Arc<str>)]) -> (String, String) {
+    let mut map = Map::new();
+    let mut name = String::new();
+    for (k, v) in labels {
+        if &**k == "__name__" {
+            name = v.to_string();
+        }
+        map.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    (name, Value::Object(map).to_string())
+}
+
+fn series_table(state: &AppState) -> Result<Arc<MemTable>, ApiError> {
+    let (mut ids, mut names, mut labels, mut ts, mut val) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    if let Some(ingest) = state.ingest() {
+        let latest = state
+            .latest_samples()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let registry = ingest.registry().lock().unwrap_or_else(|p| p.into_inner());
+        for id in 0..registry.len() as u32 {
+            let Some(l) = registry.labels(id) else {
+                continue;
+            };
+            let (name, text) = labels_json(l);
+            let last = latest.get(id);
+            ids.push(id);
+            names.push(name);
+            labels.push(text);
+            ts.push(last.map(|(t, _)| t));
+            val.push(last.map(|(_, v)| v));
+        }
+    }
+    table(
+        Schema::new(vec![
+            Field::new("series_id", DataType::UInt32, false),
+            Field::new("metric", DataType::Utf8, false),
+            Field::new("labels", DataType::Utf8, false),
+            timestamp_field("last_timestamp"),
+            Field::new("last_value", DataType::Float64, true),
+        ]),
+        vec![
+            Arc::new(UInt32Array::from(ids)),
+            strings(names),
+            strings(labels),
+            Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")),
+            Arc::new(Float64Array::from(val)),
+        ],
+    )
+}
+
+fn logs_table(state: &AppState) -> Result<Arc<MemTable>, ApiError> {
+    let (mut ts, mut stream, mut ns, mut wl, mut level, mut line) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    if let (Some(h), Some(ingest)) = (state.healing(), state.ingest()) {
+        let streams = ingest.streams().lock().unwrap_or_else(|p| p.into_inner());
+        h.for_each_log(|id, t_ns, l, lv| {
+            let labels = streams.labels(id).unwrap_or(&[]);
+            let owned: Vec<(String, String)> = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let entity = aegis_engine::resolve_entity(&owned);
+            ts.push(t_ns / 1_000_000);
+            stream.push(labels_json(labels).1);
+            ns.push(entity.as_ref().map(|e| e.namespace.clone()));
+            wl.push(entity.map(|e| e.workload));
+            level.push(lv.map(str::to_owned));
+            line.push(l.to_owned());
+        });
+    }
+    table(
+        Schema::new(vec![
+            timestamp_field("timestamp"),
+            Field::new("stream", DataType::Utf8, false),
+            Field::new("namespace", DataType::Utf8, true),
+            Field::new("workload", DataType::Utf8, true),
+            Field::new("level", DataType::Utf8, true),
+            Field::new("line", DataType::Utf8, false),
+        ]),
+        vec![
+            Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")),
+            strings(stream),
+            opt_strings(ns),
+            opt_strings(wl),
+            opt_strings(level),
+            strings(line),
+        ],
+    )
+}
+
+async fn predictions_table(state: &AppState) -> Result<Arc<MemTable>, ApiError> {
+    let rows = state
+        .store()
+        .predictions(&PredictionQuery {
+            limit: HISTORY_ROWS,
+            ..PredictionQuery::default()
+        })
+        .await?;
+    table(
+        Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            timestamp_field("created_at"),
+            Field::new("detector", DataType::Utf8, false),
+            Field::new("entity", DataType::Utf8, false),
+            Field::new("model_version", DataType::Utf8, false),
+            Field::new("score", DataType::Float64, false),
+            Field::new("is_anomaly", DataType::Boolean, false),
+            Field::new("severity", DataType::Utf8, true),
+            Field::new("failure_type", DataType::Utf8, true),
+            Field::new("recommended_action", DataType::Utf8, true),
+            Field::new("confidence", DataType::Float64, true),
+        ]),
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.id))),
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.created_at.timestamp_millis()),
+                )
+                .with_timezone("UTC"),
+            ),
+            strings(rows.iter().map(|r| r.detector.clone()).collect()),
+            strings(rows.iter().map(|r| r.entity.clone()).collect()),
+            strings(rows.iter().map(|r| r.model_version.clone()).collect()),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.score))),
+            Arc::new(BooleanArray::from_iter(
+                rows.iter().map(|r| Some(r.is_anomaly)),
+            )),
+            opt_strings(rows.iter().map(|r| r.severity.clone()).collect()),
+            opt_strings(rows.iter().map(|r| r.failure_type.clone()).collect()),
+            opt_strings(rows.iter().map(|r| r.recommended_action.clone()).collect()),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.confidence))),
+        ],
+    )
+}
+
+async fn actions_table(state: &AppState) -> Result<Arc<MemTable>, ApiError> {
+    let rows = state
+        .store()
+        .list_action_audit(&ActionAuditQuery {
+            limit: HISTORY_ROWS,
+            ..ActionAuditQuery::default()
+        })
+        .await?;
+    table(
+        Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            timestamp_field("created_at"),
+            Field::new("action_id", DataType::Utf8, false),
+            Field::new("phase", DataType::Utf8, false),
+            Field::new("action", DataType::Utf8, false),
+            Field::new("namespace", DataType::Utf8, false),
+            Field::new("target", DataType::Utf8, false),
+            Field::new("status", DataType::Utf8, false),
+            Field::new("actor", DataType::Utf8, true),
+            Field::new("reason", DataType::Utf8, true),
+        ]),
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.id))),
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.created_at.timestamp_millis()),
+                )
+                .with_timezone("UTC"),
+            ),
+            strings(rows.iter().map(|r| r.action_id.clone()).collect()),
+            strings(rows.iter().map(|r| r.phase.clone()).collect()),
+            strings(rows.iter().map(|r| r.action.clone()).collect()),
+            strings(rows.iter().map(|r| r.namespace.clone()).collect()),
+            strings(rows.iter().map(|r| r.target.clone()).collect()),
+            strings(rows.iter().map(|r| r.status.clone()).collect()),
+            opt_strings(rows.iter().map(|r| r.actor.clone()).collect()),
+            opt_strings(rows.iter().map(|r| r.reason.clone()).collect()),
+        ],
+    )
+}
+
+/// One cell as JSON: numbers, booleans and strings as themselves, timestamps in RFC 3339,
+/// anything else as Arrow displays it.
+fn cell(array: &ArrayRef, formatter: &ArrayFormatter<'_>, row: usize) -> Value {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes as t;
+    if array.is_null(row) {
+        return Value::Null;
+    }
+    match array.data_type() {
+        DataType::Boolean => json!(array.as_boolean().value(row)),
+        DataType::Int8 => json!(array.as_primitive::<t::Int8Type>().value(row)),
+        DataType::Int16 => json!(array.as_primitive::<t::Int16Type>().value(row)),
+        DataType::Int32 => json!(array.as_primitive::<t::Int32Type>().value(row)),
+        DataType::Int64 => json!(array.as_primitive::<t::Int64Type>().value(row)),
+        DataType::UInt8 => json!(array.as_primitive::<t::UInt8Type>().value(row)),
+        DataType::UInt16 => json!(array.as_primitive::<t::UInt16Type>().value(row)),
+        DataType::UInt32 => json!(array.as_primitive::<t::UInt32Type>().value(row)),
+        DataType::UInt64 => json!(array.as_primitive::<t::UInt64Type>().value(row)),
+        DataType::Float32 => json!(array.as_primitive::<t::Float32Type>().value(row)),
+        DataType::Float64 => {
+            let v = array.as_primitive::<t::Float64Type>().value(row);
+            if v.is_finite() {
+                json!(v)
+            } else {
+                json!(v.to_string())
+            }
+        }
+        DataType::Utf8 => json!(array.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => json!(array.as_string::<i64>().value(row)),
+        DataType::Utf8View => json!(array.as_string_view().value(row)),
+        _ => json!(formatter.value(row).to_string()),
+    }
+}
+
+fn to_json(batches: &[RecordBatch], schema: &Schema) -> Result<Vec<Value>, ApiError> {
+    let options = FormatOptions::default()
+        .with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.3fZ"))
+        .with_timestamp_format(Some("%Y-%m-%dT%H:%M:%S%.3f"));
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::internal)?;
+        for r in 0..batch.num_rows() {
+            let mut row = Map::new();
+            for (i, field) in schema.fields().iter().enumerate() {
+                row.insert(
+                    field.name().clone(),
+                    cell(batch.column(i), &formatters[i], r),
+                );
+            }
+            rows.push(Value::Object(row));
+        }
+    }
+    Ok(rows)
+}
+
+/// Runs `sql` over the tables it names; at most `limit` rows (plus whether more existed).
+async fn run(
+    state: &AppState,
+    sql: &str,
+    limit: usize,
+) -> Result<(Arc<Schema>, Vec<RecordBatch>, bool), ApiError> {
+    let ctx = SessionContext::new();
+    let register = |name: &str, t: Arc<MemTable>| {
+        ctx.register_table(name, t)
+            .map(|_| ())
+            .map_err(ApiError::internal)
+    };
+    if mentions(sql, "samples") {
+        register("samples", samples_table(state)?)?;
+    }
+    if mentions(sql, "series") {
+        register("series", series_table(state)?)?;
+    }
+    if mentions(sql, "logs") {
+        register("logs", logs_table(state)?)?;
+    }
+    if mentions(sql, "predictions") {
+        register("predictions", predictions_table(state).await?)?;
+    }
+    if mentions(sql, "actions") {
+        register("actions", actions_table(state).await?)?;
+    }
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx
+        .sql_with_options(sql, options)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("sql: {e}")))?;
+    // One row more than asked tells whether the answer is cut.
+    let df = df
+        .limit(0, Some(limit + 1))
+        .map_err(|e| ApiError::bad_request(format!("sql: {e}")))?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut batches = df
+        .collect()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("sql: {e}")))?;
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let truncated = total > limit;
+    if truncated {
+        let mut left = limit;
+        batches = batches
+            .into_iter()
+            .filter_map(|b| {
+                let take = b.num_rows().min(left);
+                left -= take;
+                (take > 0).then(|| b.slice(0, take))
+            })
+            .collect();
+    }
+    Ok((schema, batches, truncated))
+}
+
+#[utoipa::path(post, operation_id = "query", path = "/api/v1/query", tag = "detectors",
+    request_body = QueryRequest,
+    responses((status = 200, description = "`{columns, rows, row_count, truncated, elapsed_ms}`, or an Arrow IPC stream with `Accept: application/vnd.apache.arrow.stream`", body = Object),
+        (status = 400, description = "not a valid read-only statement"), (status = 408, description = "over the time limit")),
+    security(("bearer" = [])))]
+pub(super) async fn query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<QueryRequest>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    if req.sql.trim().is_empty() {
+        return Err(ApiError::bad_request("`sql` is empty"));
+    }
+    if req.sql.len() > MAX_SQL_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "`sql` is {} bytes; at most {MAX_SQL_BYTES} are accepted",
+            req.sql.len()
+        )));
+    }
+    let limit = req.limit.unwrap_or(MAX_ROWS);
+    if limit == 0 || limit > MAX_ROWS {
+        return Err(ApiError::bad_request(format!(
+            "`limit` must be 1 to {MAX_ROWS}"
+        )));
+    }
+    let (schema, batches, truncated) =
+        tokio::time::timeout(QUERY_TIMEOUT, run(&state, &req.sql, limit))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    crate::ErrorCode::Timeout,
+                    format!(
+                        "the query ran longer than {} s; narrow it (WHERE, LIMIT)",
+                        QUERY_TIMEOUT.as_secs()
+                    ),
+                )
+            })??;
+    let wants_arrow = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(ARROW_STREAM));
+    if wants_arrow {
+        let mut buf = Vec::new();
+        {
+            let mut writer =
+                datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &schema)
+                    .map_err(ApiError::internal)?;
+            for b in &batches {
+                writer.write(b).map_err(ApiError::internal)?;
+            }
+            writer.finish().map_err(ApiError::internal)?;
+        }
+        let mut response = (StatusCode::OK, buf).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_STREAM));
+        if truncated {
+            response
+                .headers_mut()
+                .insert("x-aegis-truncated", HeaderValue::from_static("true"));
+        }
+        return Ok(response);
+    }
+    let rows = to_json(&batches, &schema)?;
+    let columns: Vec<Value> = schema
+        .fields()
+        .iter()
+        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+        .collect();
+    Ok(Json(json!({
+        "columns": columns,
+        "row_count": rows.len(),
+        "rows": rows,
+        "truncated": truncated,
+        "elapsed_ms": started.elapsed().as_millis() as u64,
+    }))
+    .into_response())
+}
