@@ -137,7 +137,8 @@ pub struct LoopEvent {
     /// The decision's reason.
     pub decision_reason: String,
     /// `succeeded`, `dry_run`, `failed`, `denied` (a guard refused), `skipped` (not
-    /// the leader, or not allowed).
+    /// allowed, or nothing to do), `handed_off` (allowed on a replica that is not the
+    /// leader: queued for the leader).
     pub action_status: String,
     /// What the executor said.
     pub action_message: String,
@@ -195,6 +196,9 @@ pub struct HealingLoop {
     /// lines; the Arrow buffers are shared with ingest, not copied.
     recent_logs: Mutex<std::collections::VecDeque<arrow_array::RecordBatch>>,
 }
+
+/// How old a handed-over action may be when the leader reads it.
+pub const HANDOFF_MAX_AGE: Duration = Duration::from_secs(120);
 
 /// Log lines kept for SQL over recent logs.
 pub const RECENT_LOG_LINES: usize = 100_000;
@@ -652,6 +656,9 @@ impl HealingLoop {
                 let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
                 if d.opened {
                     self.counters.detections.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(aegis_core::metric_names::DETECTIONS_TOTAL,
+                        "detector" => "engine", "severity" => a.severity.as_str())
+                    .increment(1);
                     asked.insert(d.entity.clone(), (d.incident, vec![rec]));
                 } else {
                     let Some((incident, actions)) = asked.get_mut(&d.entity) else {
@@ -673,7 +680,51 @@ impl HealingLoop {
         if !events.is_empty() {
             self.persist(&events).await;
         }
+        if self.leader.load(Ordering::Relaxed) {
+            self.run_handoffs().await;
+        }
         events
+    }
+
+    /// The leader executes what other replicas decided and allowed, through its guards
+    /// (cooldown and blast radius see every replica's actions in the shared database).
+    /// Handoffs older than [`HANDOFF_MAX_AGE`] are dropped: the situation has moved on.
+    async fn run_handoffs(&self) {
+        let handoffs = match self.store.claim_handoffs(32).await {
+            Ok(h) => h,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read actions handed over by other replicas");
+                return;
+            }
+        };
+        for h in handoffs {
+            let age = Utc::now() - h.created_at;
+            if age > chrono::Duration::from_std(HANDOFF_MAX_AGE).unwrap_or_default() {
+                tracing::warn!(entity = %h.entity, age_secs = age.num_seconds(), "a handed-over action is too old; dropped");
+                continue;
+            }
+            let (Ok(req), Ok(question)) = (
+                serde_json::from_str::<ActionRequest>(&h.request),
+                serde_json::from_str::<PolicyRequest>(&h.question),
+            ) else {
+                tracing::error!(id = h.id, "a handed-over action does not parse; dropped");
+                continue;
+            };
+            match self
+                .executor
+                .execute_internal(&self.store, &self.policies, req, ENGINE_ACTOR, question)
+                .await
+            {
+                Ok(r) => {
+                    self.counters.actions.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(entity = %h.entity, status = r.status, "executed an action handed over by a replica");
+                }
+                Err(e) => {
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(entity = %h.entity, reason = e.message(), "a handed-over action was refused by a guard");
+                }
+            }
+        }
     }
 
     /// Severity, recommendation and per-feature contributions of a detection.
@@ -788,10 +839,6 @@ impl HealingLoop {
             return event;
         }
         self.counters.allowed.fetch_add(1, Ordering::Relaxed);
-        if !self.leader.load(Ordering::Relaxed) {
-            event.action_message = "not the leader: another replica acts".to_owned();
-            return event;
-        }
         let (action, params) = match rec {
             RecommendedAction::ScaleUp => (
                 Action::ScaleDeployment,
@@ -828,6 +875,22 @@ impl HealingLoop {
         guard_question.context.time = policy_time;
         for (k, v) in metadata {
             guard_question.context.metadata.entry(k).or_insert(v);
+        }
+        if !self.leader.load(Ordering::Relaxed) {
+            // Not the leader: the leader executes it, through its own guards.
+            let handed = match (
+                serde_json::to_string(&req),
+                serde_json::to_string(&guard_question),
+            ) {
+                (Ok(r), Ok(q)) => self.store.push_handoff(&event.entity, &r, &q).await.ok(),
+                _ => None,
+            };
+            event.action_status = "handed_off".to_owned();
+            event.action_message = match handed {
+                Some(id) => format!("not the leader: handed to the leader (handoff {id})"),
+                None => "not the leader, and the handoff could not be written".to_owned(),
+            };
+            return event;
         }
         let answer = self
             .executor

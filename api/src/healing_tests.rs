@@ -15,7 +15,7 @@ use crate::executor_service::{ExecutorService, ExecutorSettings};
 use crate::healing::{HealingLoop, HealingSettings, LoopEvent};
 use crate::ratelimit::{Limiter, Limits};
 
-async fn healing(db: &TestDb) -> Arc<HealingLoop> {
+pub(crate) async fn healing(db: &TestDb) -> Arc<HealingLoop> {
     let policies = Arc::new(PolicyService::new(db.store.clone()));
     policies.install_defaults_if_new().await.unwrap();
     policies.reload_database().await.unwrap();
@@ -59,7 +59,7 @@ fn labels(ns: &str, deployment: &str) -> Vec<(String, String)> {
 
 /// 150 s of CPU for three workloads, one sample per second; `production/api` pinned at
 /// 0.95 from second 100 on. Returns every event.
-async fn run(h: &Arc<HealingLoop>) -> (Vec<LoopEvent>, Vec<&'static str>) {
+pub(crate) async fn run(h: &Arc<HealingLoop>) -> (Vec<LoopEvent>, Vec<&'static str>) {
     // Saturday 03:00 UTC: no peak-hours rule in the way.
     let t0 = 1_795_834_800_000i64;
     let mut events = Vec::new();
@@ -113,7 +113,7 @@ async fn a_spike_is_decided_once_and_only_the_leader_acts() {
             (spike.decision.as_str(), spike.policy.as_deref()),
             ("ALLOW", Some("Allow Auto-Scale"))
         );
-        assert_eq!(spike.action_status, "skipped");
+        assert_eq!(spike.action_status, "handed_off");
         assert!(spike.action_message.contains("not the leader"), "{spike:?}");
         assert!(spike.anomaly_score.unwrap() > 0.9, "{spike:?}");
         assert!(spike.explanation.contains("cpu_usage_zscore"), "{spike:?}");
@@ -126,20 +126,11 @@ async fn a_spike_is_decided_once_and_only_the_leader_acts() {
                 .await
                 .unwrap()
                 .is_empty(),
-            "a follower writes no action"
+            "a follower executes nothing itself"
         );
-
-        // The leader, fed the same telemetry, acts once; intent and result are audited,
-        // the detection is in prediction history.
+        // The leader executes what the follower handed over, once, through its guards.
         let leader = healing(&db).await;
-        let (events, _) = run(&leader).await;
-        let acted: Vec<&LoopEvent> = events
-            .iter()
-            .filter(|e| e.action_status == "dry_run")
-            .collect();
-        assert_eq!(acted.len(), 1, "{}: {events:#?}", db.name());
-        assert_eq!(acted[0].entity, "production/api");
-        assert!(acted[0].action_id.is_some());
+        leader.tick_at(0, None).await;
         let audit = db
             .store
             .list_action_audit(&ActionAuditQuery {
@@ -148,24 +139,56 @@ async fn a_spike_is_decided_once_and_only_the_leader_acts() {
             })
             .await
             .unwrap();
-        let phases: Vec<(&str, &str, &str)> = audit
+        assert_eq!(
+            audit.len(),
+            2,
+            "{}: intent and result of the handed-over action",
+            db.name()
+        );
+        assert!(audit.iter().all(|r| r.target == "deployment/api"));
+        assert!(db.store.claim_handoffs(10).await.unwrap().is_empty());
+
+        // A leader fed the same telemetry decides the same; its own action meets the
+        // cooldown of the handed-over one (the guards see every replica's actions).
+        let leader = healing(&db).await;
+        let (events, _) = run(&leader).await;
+        let spike: Vec<&LoopEvent> = events
             .iter()
-            .map(|r| {
-                (
-                    r.phase.as_str(),
-                    r.status.as_str(),
-                    r.actor.as_deref().unwrap_or(""),
-                )
+            .filter(|e| e.recommended_action == "scale_up")
+            .collect();
+        assert_eq!(spike.len(), 1, "{}: {events:#?}", db.name());
+        assert_eq!(spike[0].action_status, "denied", "{:?}", spike[0]);
+        assert!(
+            spike[0].action_message.contains("cooldown"),
+            "{:?}",
+            spike[0]
+        );
+        let audit = db
+            .store
+            .list_action_audit(&ActionAuditQuery {
+                limit: 10,
+                ..Default::default()
             })
+            .await
+            .unwrap();
+        let phases: Vec<(&str, &str)> = audit
+            .iter()
+            .map(|r| (r.phase.as_str(), r.status.as_str()))
             .collect();
         assert_eq!(
             phases,
             vec![
-                ("result", "dry_run", "aegis-engine"),
-                ("intent", "pending", "aegis-engine")
+                ("result", "denied"),
+                ("result", "dry_run"),
+                ("intent", "pending")
             ],
             "{}",
             db.name()
+        );
+        assert!(
+            audit
+                .iter()
+                .all(|r| r.actor.as_deref() == Some("aegis-engine"))
         );
         let predictions = db
             .store

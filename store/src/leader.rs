@@ -141,3 +141,103 @@ mod tests {
         }
     }
 }
+
+/// An action handed from a replica to the leader.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Handoff {
+    /// Row id.
+    pub id: i64,
+    /// When the replica decided it.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// `namespace/workload`.
+    pub entity: String,
+    /// The action request (JSON).
+    pub request: String,
+    /// The `self_healing` question it was allowed under (JSON).
+    pub question: String,
+}
+
+impl Store {
+    /// Queues an allowed action for the leader.
+    pub async fn push_handoff(
+        &self,
+        entity: &str,
+        request: &str,
+        question: &str,
+    ) -> crate::Result<i64> {
+        let id: i64 = with_pool!(self, pool => sqlx::query_scalar(
+            "INSERT INTO engine_handoffs (created_at, entity, request, question) VALUES ($1, $2, $3, $4) RETURNING id")
+            .bind(chrono::Utc::now()).bind(entity).bind(request).bind(question)
+            .fetch_one(pool).await?);
+        Ok(id)
+    }
+
+    /// Claims up to `limit` unclaimed handoffs, oldest first; each is claimed by exactly
+    /// one caller (PostgreSQL skips rows another leader is claiming; SQLite has one writer).
+    pub async fn claim_handoffs(&self, limit: i64) -> crate::Result<Vec<Handoff>> {
+        let now = chrono::Utc::now();
+        let rows: Vec<Handoff> = match self.pool() {
+            Pool::Sqlite(pool) => {
+                sqlx::query_as(
+                    "UPDATE engine_handoffs SET claimed_at = $1 WHERE id IN \
+                 (SELECT id FROM engine_handoffs WHERE claimed_at IS NULL ORDER BY id LIMIT $2) \
+                 RETURNING id, created_at, entity, request, question",
+                )
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query_as(
+                    "UPDATE engine_handoffs SET claimed_at = $1 WHERE id IN \
+                 (SELECT id FROM engine_handoffs WHERE claimed_at IS NULL ORDER BY id LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED) RETURNING id, created_at, entity, request, question",
+                )
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        let mut rows = rows;
+        rows.sort_by_key(|r| r.id);
+        // Claimed rows older than a day are history nobody reads: keep the table small.
+        with_pool!(self, pool => sqlx::query(
+            "DELETE FROM engine_handoffs WHERE claimed_at IS NOT NULL AND claimed_at < $1")
+            .bind(now - chrono::Duration::days(1)).execute(pool).await?.rows_affected());
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod handoff_tests {
+    #[tokio::test]
+    async fn handoffs_are_claimed_once_in_order() {
+        for db in crate::testing::TestDb::both().await {
+            let s = &db.store;
+            let a = s
+                .push_handoff("production/api", "{\"a\":1}", "{}")
+                .await
+                .unwrap();
+            let b = s
+                .push_handoff("production/web", "{\"b\":2}", "{}")
+                .await
+                .unwrap();
+            let first = s.claim_handoffs(10).await.unwrap();
+            assert_eq!(
+                first.iter().map(|h| h.id).collect::<Vec<_>>(),
+                vec![a, b],
+                "{}",
+                db.name()
+            );
+            assert_eq!(first[0].entity, "production/api");
+            assert!(
+                s.claim_handoffs(10).await.unwrap().is_empty(),
+                "claimed once: {}",
+                db.name()
+            );
+            db.cleanup().await;
+        }
+    }
+}

@@ -10,6 +10,7 @@ mod openapi;
 mod paging;
 mod policies;
 mod policy;
+#[cfg(feature = "sql")]
 mod query;
 mod service_tokens;
 mod users;
@@ -29,7 +30,7 @@ use crate::middleware::{record_metrics, request_context, security_headers};
 pub fn app(state: AppState) -> Router {
     let max_body = state.max_body_bytes();
     let cors_origins = state.cors_origins().to_vec();
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health::health))
         .route("/api/v1/health", get(health::health_v1))
         .route("/metrics", get(metrics::metrics))
@@ -85,16 +86,16 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/metrics/stats", get(detect::stats))
         .route("/api/v1/training-data", post(detect::add_training_data))
         .route("/api/v1/models/retrain", post(detect::retrain))
-        .route("/api/v1/query", post(query::query))
         .route("/api/v1/write", post(ingest::remote_write))
         .route("/api/v1/ingest/series", get(ingest::series))
         .route("/loki/api/v1/push", post(ingest::loki_push))
-        .route("/api/v1/ingest/streams", get(ingest::streams))
+        .route("/api/v1/ingest/streams", get(ingest::streams));
+    #[cfg(feature = "sql")]
+    let router = router.route("/api/v1/query", post(query::query));
+    router
         .merge(
-            utoipa_swagger_ui::SwaggerUi::new("/docs").url("/api/v1/openapi.json", {
-                use utoipa::OpenApi;
-                openapi::ApiDoc::openapi()
-            }),
+            utoipa_swagger_ui::SwaggerUi::new("/docs")
+                .url("/api/v1/openapi.json", openapi::document()),
         )
         // Only matched routes pass the front door; unknown paths are plain 404s.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), access))

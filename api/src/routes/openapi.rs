@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    auth, detect, executor, health, ingest, metrics, policies, policy, query, service_tokens, users,
+    auth, detect, executor, health, ingest, metrics, policies, policy, service_tokens, users,
 };
 
 struct BearerAuth;
@@ -72,7 +72,6 @@ impl Modify for BearerAuth {
         detect::stats,
         detect::add_training_data,
         detect::retrain,
-        query::query,
         ingest::remote_write,
         ingest::series,
         ingest::loki_push,
@@ -92,9 +91,24 @@ impl Modify for BearerAuth {
 )]
 pub(crate) struct ApiDoc;
 
+/// `POST /api/v1/query`, present when the `sql` feature is.
+#[cfg(feature = "sql")]
+#[derive(OpenApi)]
+#[openapi(paths(super::query::query))]
+struct QueryDoc;
+
+/// The whole document: every endpoint this build serves.
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
+    #[allow(unused_mut, reason = "only the `sql` build adds paths")]
+    let mut doc = ApiDoc::openapi();
+    #[cfg(feature = "sql")]
+    doc.merge(QueryDoc::openapi());
+    doc
+}
+
 /// The document as JSON text.
 pub fn openapi_json() -> String {
-    ApiDoc::openapi()
+    document()
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"cannot render the OpenAPI document: {e}\"}}"))
 }

@@ -1,0 +1,184 @@
+//! `POST /api/v1/query` through `oneshot`, on SQLite and PostgreSQL: SQL over the engine's
+//! windows, the series registry, recent logs, prediction history and the action audit;
+//! JSON and Arrow IPC answers; read-only; row limits; errors in the envelope.
+
+use std::sync::{Arc, Mutex};
+
+use aegis_core::ExecutorMode;
+use aegis_store::testing::TestDb;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::healing_tests::{healing, run};
+use crate::tests::{assert_envelope, bearer, send, test_auth};
+use crate::{AppState, PolicyService, app};
+
+fn query(body: &Value, accept: Option<&str>) -> Request<Body> {
+    let mut r = Request::builder()
+        .method("POST")
+        .uri("/api/v1/query")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, bearer("caller-1", &["user"]));
+    if let Some(a) = accept {
+        r = r.header(header::ACCEPT, a);
+    }
+    r.body(Body::from(body.to_string())).unwrap()
+}
+
+#[tokio::test]
+async fn sql_over_recent_data_and_history_on_both_backends() {
+    for db in TestDb::both().await {
+        let name = db.name();
+        let h = healing(&db).await;
+        run(&h).await;
+        let (ingest, _rx) = aegis_ingest::Ingest::new(4, aegis_ingest::IngestLimits::default());
+        ingest
+            .registry()
+            .lock()
+            .unwrap()
+            .resolve(
+                &[
+                    ("__name__", "cpu_usage"),
+                    ("namespace", "production"),
+                    ("pod", "api-1"),
+                ],
+                &aegis_ingest::SeriesLimits::default(),
+            )
+            .unwrap();
+        let policies = Arc::new(PolicyService::new(db.store.clone()));
+        policies.install_defaults_if_new().await.unwrap();
+        policies.reload_database().await.unwrap();
+        let state = AppState::new(db.store.clone(), ExecutorMode::DryRun)
+            .with_auth(test_auth())
+            .with_policies(policies)
+            .with_healing(Arc::clone(&h))
+            .with_ingest(
+                ingest,
+                Arc::new(Mutex::new(aegis_ingest::LatestSamples::default())),
+            );
+        let router = app(state);
+
+        // The windows: the peak CPU per workload over the short window.
+        let sql = "SELECT workload, max(value) AS peak, count(*) AS n FROM samples \
+                   WHERE metric = 'cpu_usage' GROUP BY workload ORDER BY workload";
+        let (status, _, body) = send(router.clone(), query(&json!({"sql": sql}), None)).await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+        let rows = body["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 3, "{name}: {body}");
+        assert_eq!(rows[0]["workload"], "api");
+        assert!(
+            rows[0]["peak"].as_f64().unwrap() > 0.9,
+            "the spike is in the window: {body}"
+        );
+        assert_eq!(rows[0]["n"], 10, "ten one-second slots: {body}");
+        assert_eq!(body["columns"][1]["name"], "peak");
+        assert_eq!(body["truncated"], false);
+
+        // The registry: label sets as JSON text.
+        let (status, _, body) = send(
+            router.clone(),
+            query(
+                &json!({"sql": "SELECT metric, labels, last_value FROM series"}),
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+        assert_eq!(body["rows"][0]["metric"], "cpu_usage");
+        assert!(
+            body["rows"][0]["labels"]
+                .as_str()
+                .unwrap()
+                .contains("\"pod\":\"api-1\"")
+        );
+        assert_eq!(body["rows"][0]["last_value"], Value::Null);
+
+        // History: the engine's detection and the dry-run action it led to, joined.
+        let sql = "SELECT a.action, a.status, p.entity FROM actions a \
+                   JOIN predictions p ON p.entity = concat(a.namespace, '/', substr(a.target, 12)) \
+                   WHERE a.phase = 'result' AND p.detector = 'engine'";
+        let (status, _, body) = send(router.clone(), query(&json!({"sql": sql}), None)).await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+        assert_eq!(
+            body["rows"][0],
+            json!({"action": "scale_deployment", "status": "dry_run", "entity": "production/api"}),
+            "{name}: {body}"
+        );
+
+        // Row limits: cut, and said so.
+        let (status, _, body) = send(
+            router.clone(),
+            query(&json!({"sql": "SELECT * FROM samples", "limit": 2}), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+        assert_eq!(
+            (body["row_count"].as_u64(), body["truncated"].as_bool()),
+            (Some(2), Some(true))
+        );
+        assert!(
+            body["rows"][0]["timestamp"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z'),
+            "{body}"
+        );
+
+        // Arrow IPC on request.
+        let response = router
+            .clone()
+            .oneshot(query(
+                &json!({"sql": "SELECT workload, value FROM samples ORDER BY workload LIMIT 5"}),
+                Some("application/vnd.apache.arrow.stream"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/vnd.apache.arrow.stream"
+        );
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(
+            std::io::Cursor::new(bytes),
+            None,
+        )
+        .unwrap();
+        let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+        assert_eq!(rows, 5);
+
+        // Read-only, valid SQL, known tables, sane limits: otherwise 400 in the envelope.
+        for (body, what) in [
+            (json!({"sql": "CREATE TABLE x AS SELECT 1"}), "DDL"),
+            (
+                json!({"sql": "INSERT INTO samples VALUES ('a','b','c',now(),1.0)"}),
+                "DML",
+            ),
+            (json!({"sql": "SELEC 1"}), "syntax"),
+            (json!({"sql": "SELECT * FROM secrets"}), "unknown table"),
+            (json!({"sql": "  "}), "empty"),
+            (json!({"sql": "SELECT 1", "limit": 0}), "limit"),
+            (json!({"sql": "SELECT 1", "limit": 10_001}), "limit"),
+        ] {
+            let (status, headers, answer) = send(router.clone(), query(&body, None)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{name} {what}: {answer}");
+            assert_envelope(&answer, "bad_request", &headers);
+        }
+        let (status, headers, answer) = send(
+            router.clone(),
+            query(&json!({"sql": "SELECT 1", "extra": true}), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {answer}");
+        assert_envelope(&answer, "unprocessable", &headers);
+        // Not a user of the API at all: refused by the access policy.
+        let mut anonymous = query(&json!({"sql": "SELECT 1"}), None);
+        anonymous.headers_mut().remove(header::AUTHORIZATION);
+        let (status, _, _) = send(router.clone(), anonymous).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        db.cleanup().await;
+    }
+}
