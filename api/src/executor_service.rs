@@ -273,7 +273,12 @@ impl ExecutorService {
             ));
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
-        let decision = policies.engine().evaluate(&policy);
+        // Only in-process callers (replays of recorded telemetry) set a time; HTTP
+        // requests are always judged by the clock.
+        let decision = match policy.context.time {
+            Some(at) => policies.engine().evaluate_at(&policy, at),
+            None => policies.engine().evaluate(&policy),
+        };
         if !decision.allowed() {
             let e = ApiError::forbidden(format!("policy: {}", decision.reason()));
             return Err(self.refuse(store, Some(&req), actor, e).await);

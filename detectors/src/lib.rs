@@ -44,4 +44,5 @@ pub use model::{ModelFile, ModelKind, ModelPayload};
 pub use reservoir::Reservoir;
 pub use severity::{
     Assessment, Contribution, Recommendation, RecommendedAction, Severity, assess, severity_of,
+    severity_score,
 };

@@ -107,6 +107,23 @@ fn action_for(t: FailureType) -> RecommendedAction {
     }
 }
 
+/// The severity score in [0, 1] of [`assess`], without the explanation (cheap enough for
+/// every row of every tick).
+pub fn severity_score(
+    anomaly_score: Option<f64>,
+    threshold: f64,
+    failure: Option<&FailurePrediction>,
+) -> f64 {
+    // The anomaly part: 0.5 at the threshold, 1 at a score of 1; below the threshold it
+    // falls off (and is cut at 0).
+    let anomaly_part = anomaly_score.map_or(0.0, |s| {
+        let span = (1.0 - threshold).max(1e-9);
+        ((s - threshold) / span).clamp(-1.0, 1.0) * 0.5 + 0.5 * f64::from(u8::from(s >= threshold))
+    });
+    let failure_part = failure.map_or(0.0, |f| f.confidence * failure_weight(f.failure_type));
+    anomaly_part.max(failure_part).clamp(0.0, 1.0)
+}
+
 /// Assesses a detection: the anomaly score against its threshold, the failure
 /// classification when there is one, and the per-feature contributions (shares with
 /// names and values, any order).
@@ -117,14 +134,7 @@ pub fn assess(
     mut contributions: Vec<Contribution>,
 ) -> Assessment {
     contributions.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
-    // The anomaly part: 0 at the threshold, 1 at a score of 1; a little below the
-    // threshold still reads as low, not nothing.
-    let anomaly_part = anomaly_score.map_or(0.0, |s| {
-        let span = (1.0 - threshold).max(1e-9);
-        ((s - threshold) / span).clamp(-1.0, 1.0) * 0.5 + 0.5 * f64::from(u8::from(s >= threshold))
-    });
-    let failure_part = failure.map_or(0.0, |f| f.confidence * failure_weight(f.failure_type));
-    let severity_score = anomaly_part.max(failure_part).clamp(0.0, 1.0);
+    let severity_score = severity_score(anomaly_score, threshold, failure);
     let severity = severity_of(severity_score);
     let top: Vec<String> = contributions
         .iter()

@@ -54,8 +54,14 @@ pub fn build_refs(entities: &[&EntityWindows], metrics: usize) -> Matrix {
                     };
                     let (a, b) = window.slices();
                     let s = summarize_parts(a, b);
-                    let (la, lb) = baseline.slices();
-                    let base = summarize_parts(la, lb);
+                    // The baseline's mean and spread come from its running sums: O(1).
+                    let (count, mean, std) = baseline.mean_std();
+                    let base = crate::features::Summary {
+                        count,
+                        mean,
+                        std,
+                        ..Default::default()
+                    };
                     let values = [
                         s.last,
                         s.mean,

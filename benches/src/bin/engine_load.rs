@@ -74,6 +74,7 @@ async fn main() {
     let seconds = arg("--seconds", 90);
     let open_ticks = arg("--open-ticks", 1) as u32;
     let tick_ms = arg("--tick-ms", 1_000);
+    let trees = arg("--trees", 50) as usize;
     let warmup_secs = 20;
 
     let dir = tempfile::tempdir().unwrap();
@@ -120,6 +121,7 @@ async fn main() {
         },
         tick: Duration::from_millis(tick_ms),
         warmup_rows: 4_096,
+        trees,
         ..defaults
     };
     let healing = HealingLoop::new(
