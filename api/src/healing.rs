@@ -533,25 +533,27 @@ impl HealingLoop {
         let classifier = self.detectors.classifier();
         results.clear();
         let mut scores = Vec::with_capacity(rows);
-        for r in 0..rows {
+        for (r, a) in anomaly.iter().copied().enumerate() {
             if !input.warm[r] {
                 results.push(RowResult::default());
                 scores.push(f64::NAN);
                 continue;
             }
             let frow = self.failure_row(input.matrix.row(r), &input.logs[r]);
-            let failure = if Self::suspicious(&frow, anomaly[r], threshold) {
+            let failure = if Self::suspicious(&frow, a, threshold) {
                 classifier.classifier.classify(&frow).ok()
             } else {
                 None
             };
-            let severity = aegis_detectors::severity_score(anomaly[r], threshold, failure.as_ref());
-
+            scores.push(aegis_detectors::severity_score(
+                a,
+                threshold,
+                failure.as_ref(),
+            ));
             results.push(RowResult {
-                anomaly: anomaly[r],
+                anomaly: a,
                 failure,
             });
-            scores.push(severity);
         }
         self.counters
             .rows_scored
@@ -639,7 +641,7 @@ impl HealingLoop {
             let detections = {
                 let mut engine = this.engine();
                 let ticks = this.counters.ticks.fetch_add(1, Ordering::Relaxed);
-                if ticks % 60 == 0 {
+                if ticks.is_multiple_of(60) {
                     engine.evict_idle(now_ms);
                 }
                 engine.tick_with(now_ms, |input| this.score(input, &mut results))

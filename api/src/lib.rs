@@ -37,7 +37,8 @@ mod policy_service;
 #[cfg(test)]
 mod policy_tests;
 pub mod pull;
-#[cfg(all(test, feature = "sql"))]
+#[cfg(test)]
+#[cfg(feature = "sql")]
 mod query_tests;
 pub mod ratelimit;
 mod routes;

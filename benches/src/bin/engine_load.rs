@@ -203,10 +203,10 @@ async fn main() {
                 let mut stamps = Vec::with_capacity(hi - lo);
                 let mut values = Vec::with_capacity(hi - lo);
                 let mut fresh = Vec::new();
-                for i in lo..hi {
+                for (i, id) in ids.iter().enumerate().take(hi).skip(lo) {
                     let (entity, metric) = (i / METRICS.len(), i % METRICS.len());
                     let spike = metric == 0 && spiking.contains(&entity);
-                    series.push(ids[i]);
+                    series.push(*id);
                     stamps.push(now_ms);
                     values.push(if spike { 0.97 } else { normal(metric, noise()) });
                     if spike {
@@ -252,8 +252,10 @@ async fn main() {
         if wait.is_zero() {
             break;
         }
-        match tokio::time::timeout(wait.min(Duration::from_millis(500)), events.recv()).await {
-            Ok(Ok(e)) => {
+        if let Ok(Ok(e)) =
+            tokio::time::timeout(wait.min(Duration::from_millis(500)), events.recv()).await
+        {
+            {
                 let arrival = arrivals.lock().unwrap().get(&e.entity).copied();
                 match (arrival, e.acted_at, e.action_status.as_str()) {
                     (Some(at), Some(done), "dry_run") => {
@@ -266,7 +268,6 @@ async fn main() {
                     _ => other += 1,
                 }
             }
-            Ok(Err(_)) | Err(_) => {}
         }
         if started.elapsed() > Duration::from_secs(warmup_secs) {
             rss_peak_active = rss_peak_active.max(proc_status("VmRSS:"));
