@@ -76,6 +76,10 @@ pub struct ExecuteResponse {
     pub message: String,
     /// What the API answered, replicas before/after, revisions.
     pub details: Value,
+    /// When the executor was called (after every guard and the intent row); absent for a
+    /// stored idempotent answer. For latency figures, not part of the answer.
+    #[serde(skip)]
+    pub called_at: Option<Instant>,
 }
 
 /// The executor, its guards and its audit.
@@ -364,6 +368,7 @@ impl ExecutorService {
             audit_id: receipts.first().map_or(0, |r| r.id),
             message: outcome.message,
             details: outcome.details,
+            called_at: Some(started),
         };
         if let Some(key) = &req.idempotency_key {
             let stored = serde_json::to_value(&response).map_err(ApiError::internal)?;
@@ -437,6 +442,7 @@ impl StoredAnswer {
             audit_id: self.audit_id,
             message: self.message,
             details: self.details,
+            called_at: None,
         }
     }
 }

@@ -149,10 +149,11 @@ pub struct LoopEvent {
     pub action_message: String,
     /// The executor's action id.
     pub action_id: Option<String>,
-    /// Microseconds from the start of the tick that saw it to the executor's answer.
+    /// Microseconds from the start of the tick that saw it to the executor's call (to the
+    /// answer when a guard refused).
     #[serde(skip)]
     pub tick_to_action_us: u64,
-    /// When the executor answered.
+    /// When the executor was called (or a guard answered).
     #[serde(skip)]
     pub acted_at: Option<Instant>,
 }
@@ -938,6 +939,13 @@ impl HealingLoop {
         event.acted_at = Some(Instant::now());
         match answer {
             Ok(r) => {
+                // Latency to the executor call itself (the measure), not to the
+                // answer after the result row is committed.
+                if let Some(called) = r.called_at {
+                    event.tick_to_action_us =
+                        called.saturating_duration_since(tick_started).as_micros() as u64;
+                    event.acted_at = Some(called);
+                }
                 self.counters.actions.fetch_add(1, Ordering::Relaxed);
                 event.action_status = r.status.to_owned();
                 event.action_message = r.message;

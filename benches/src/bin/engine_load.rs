@@ -4,11 +4,11 @@
 //! executor guards and audit (SQLite), dry-run executor. After the warm-up, one workload
 //! at a time gets a sustained CPU spike. Reported with hdrhistogram:
 //!
-//! - tick → action: from the start of the tick that sees the spike to the executor's
-//!   answer (the incident opens on the first tick above the threshold with
+//! - tick → action: from the start of the tick that sees the spike to the executor call
+//!   (after every guard and the committed intent row; the incident opens on the first tick above the threshold with
 //!   `--open-ticks 1`; each further required tick adds one interval by design);
 //! - arrival → action: from the moment the first anomalous sample entered the ingest queue
-//!   to the executor's answer;
+//!   to the executor call;
 //!
 //! and the process's resident memory (VmRSS, peak VmHWM) with all series active.
 //!
@@ -304,8 +304,8 @@ async fn main() {
     );
     println!("  injected spikes         {injected}, acted on {acted}, other events {other}");
     for (name, h) in [
-        ("tick → action", &tick_to_action),
-        ("arrival → action", &arrival_to_action),
+        ("tick → executor call", &tick_to_action),
+        ("arrival → executor call", &arrival_to_action),
     ] {
         println!(
             "  {name:<22}  p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (n = {})",
