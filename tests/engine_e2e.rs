@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{aegis, create_admin, free_port, http, login, service_token, terminate, wait_healthy};
+use common::{
+    aegis, create_admin, free_port, http, login, service_token, terminate, wait_healthy, which,
+};
 use serde_json::Value;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -54,14 +56,6 @@ fn exporter(spike: Arc<AtomicBool>) -> u16 {
         }
     });
     port
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
 }
 
 #[test]

@@ -9,7 +9,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{aegis, create_admin, free_port, http, login, service_token, terminate, wait_healthy};
+use common::{
+    aegis, create_admin, free_port, http, login, service_token, terminate, wait_healthy, which,
+};
 use serde_json::Value;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -164,12 +166,4 @@ remote_write:
         "{metrics}"
     );
     terminate(server);
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(name))
-        .find(|p| p.is_file())
 }

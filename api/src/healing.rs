@@ -338,14 +338,6 @@ impl HealingLoop {
                 }
             }
             aegis_ingest::BatchKind::Logs => {
-                let (Some(ids), Some(ts), Some(lines)) = (
-                    b.column(0).as_any().downcast_ref::<UInt32Array>(),
-                    b.column(1).as_any().downcast_ref::<Int64Array>(),
-                    b.column(2).as_any().downcast_ref::<StringArray>(),
-                ) else {
-                    return 0;
-                };
-                let levels = b.column(3).as_any().downcast_ref::<StringArray>();
                 {
                     let mut recent = self.recent_logs.lock().unwrap_or_else(|p| p.into_inner());
                     recent.push_back(b.clone());
@@ -357,19 +349,17 @@ impl HealingLoop {
                 }
                 let mut engine = self.engine();
                 self.detectors.with_drain(|drain| {
-                    for i in 0..b.num_rows() {
-                        let id = ids.value(i);
-                        let level = levels.filter(|l| l.is_valid(i)).map(|l| l.value(i));
+                    for_each_line(b, |id, ts_ns, line, level| {
                         let labels = || labels_of(ingest.streams(), id);
                         taken += usize::from(engine.ingest_log(
                             id,
                             labels,
-                            ts.value(i) / 1_000_000,
-                            lines.value(i),
+                            ts_ns / 1_000_000,
+                            line,
                             level,
                             drain,
                         ));
-                    }
+                    });
                 });
             }
         }
@@ -385,18 +375,7 @@ impl HealingLoop {
     pub fn for_each_log(&self, mut f: impl FnMut(u32, i64, &str, Option<&str>)) {
         let recent = self.recent_logs.lock().unwrap_or_else(|p| p.into_inner());
         for b in recent.iter() {
-            let (Some(ids), Some(ts), Some(lines)) = (
-                b.column(0).as_any().downcast_ref::<UInt32Array>(),
-                b.column(1).as_any().downcast_ref::<Int64Array>(),
-                b.column(2).as_any().downcast_ref::<StringArray>(),
-            ) else {
-                continue;
-            };
-            let levels = b.column(3).as_any().downcast_ref::<StringArray>();
-            for i in 0..b.num_rows() {
-                let level = levels.filter(|l| l.is_valid(i)).map(|l| l.value(i));
-                f(ids.value(i), ts.value(i), lines.value(i), level);
-            }
+            for_each_line(b, &mut f);
         }
     }
 
@@ -1150,6 +1129,22 @@ fn columns(view: &Matrix, k: usize) -> Matrix {
         data.extend_from_slice(&row[k * VIEW_PER_METRIC..(k + 1) * VIEW_PER_METRIC]);
     }
     Matrix::new(data, VIEW_PER_METRIC).unwrap_or_else(|_| Matrix::empty(VIEW_PER_METRIC))
+}
+
+/// The rows of a log batch (`stream_id`, `timestamp_ns`, `line`, `level`).
+fn for_each_line(b: &arrow_array::RecordBatch, mut f: impl FnMut(u32, i64, &str, Option<&str>)) {
+    let (Some(ids), Some(ts), Some(lines)) = (
+        b.column(0).as_any().downcast_ref::<UInt32Array>(),
+        b.column(1).as_any().downcast_ref::<Int64Array>(),
+        b.column(2).as_any().downcast_ref::<StringArray>(),
+    ) else {
+        return;
+    };
+    let levels = b.column(3).as_any().downcast_ref::<StringArray>();
+    for i in 0..b.num_rows() {
+        let level = levels.filter(|l| l.is_valid(i)).map(|l| l.value(i));
+        f(ids.value(i), ts.value(i), lines.value(i), level);
+    }
 }
 
 fn labels_of(

@@ -15,6 +15,15 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_aegis");
 
+/// The path of the program `name` on `PATH`.
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
 /// A command with a clean `AEGIS_*` environment, run in `dir`.
 pub fn aegis(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
