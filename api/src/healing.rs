@@ -25,7 +25,7 @@ use aegis_detectors::{
     IsolationForestParams, LogFeatures, Matrix, RecommendedAction, Reservoir, assess,
 };
 use aegis_engine::matrix::PER_METRIC;
-use aegis_engine::{Detection, Engine, EngineConfig, TickInput};
+use aegis_engine::{Detection, Engine, EngineConfig, Phase, TickInput};
 use aegis_executor::{Action, ActionRequest, Params};
 use aegis_policy::{Context, PolicyType, Request as PolicyRequest};
 use aegis_store::{NewPrediction, Store};
@@ -45,6 +45,9 @@ pub const ENGINE_ACTOR: &str = "aegis-engine";
 /// Scale-free features per metric the forest sees: z-score against the baseline,
 /// deviation of the last value from the EWMA, spread and trend relative to the mean.
 const VIEW_PER_METRIC: usize = 2;
+
+/// A detection with its scores and assessment.
+type Assessed = (Detection, RowResult, Assessment);
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -164,6 +167,7 @@ struct Counters {
     ticks: AtomicU64,
     last_tick_us: AtomicU64,
     rows_scored: AtomicU64,
+    rows_urgent: AtomicU64,
     detections: AtomicU64,
     allowed: AtomicU64,
     denied: AtomicU64,
@@ -231,6 +235,8 @@ pub struct LoopStats {
     pub last_tick_us: u64,
     /// Rows scored in total.
     pub rows_scored: u64,
+    /// Of those, rows the screen sent ahead of the rest of their tick.
+    pub rows_urgent: u64,
     /// Incidents opened.
     pub detections: u64,
     /// Decisions allowed / denied.
@@ -599,7 +605,22 @@ impl HealingLoop {
             }
         }
         let threshold = model.threshold;
+        // A sample beyond the largest z-score the model was trained on is what the forest
+        // scores highest: the engine takes such entities first in a tick.
+        let bounds = (0..self.settings.engine.metrics.len())
+            .map(|k| {
+                f64::from(
+                    model
+                        .reach
+                        .get(k * VIEW_PER_METRIC)
+                        .copied()
+                        .unwrap_or(f32::INFINITY),
+                )
+                .max(1.0)
+            })
+            .collect();
         self.model.store(Some(Arc::new(model)));
+        self.engine().set_screen_bounds(bounds);
         *self.last_fit.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         tracing::info!(%version, rows = rows.rows(), threshold, "the engine's anomaly model is (re)fitted");
         Some(version)
@@ -608,55 +629,93 @@ impl HealingLoop {
     /// One tick at `now_ms` (event or wall time): score, decide, act. `policy_time` is
     /// the time the policy engine judges by (`None`: now). Returns what happened to each
     /// new incident.
+    ///
+    /// The tick runs in two phases (see [`Phase`]): the entities whose new samples the
+    /// engine screened as surprising are scored, decided and handed to the executor first;
+    /// then the bulk of normal rows is built and scored (and anything it finds is decided
+    /// too). A spike does not wait behind tens of milliseconds of healthy rows.
     pub async fn tick_at(
         self: &Arc<Self>,
         now_ms: i64,
         policy_time: Option<DateTime<Utc>>,
     ) -> Vec<LoopEvent> {
         let started = Instant::now();
-        let this = Arc::clone(self);
-        // Scoring is CPU work on the rayon pool; keep it off the async workers.
-        let scored = tokio::task::spawn_blocking(move || {
-            let mut results = Vec::new();
-            let detections = {
-                let mut engine = this.engine();
-                let ticks = this.counters.ticks.fetch_add(1, Ordering::Relaxed);
-                if ticks.is_multiple_of(60) {
-                    engine.evict_idle(now_ms);
-                }
-                engine.tick_with(now_ms, |input| this.score(input, &mut results))
+        let mut events = Vec::new();
+        let mut rows = 0;
+        for phase in [Phase::Urgent, Phase::Rest] {
+            let this = Arc::clone(self);
+            // Scoring is CPU work on the rayon pool; keep it off the async workers.
+            let scored = tokio::task::spawn_blocking(move || this.score_phase(now_ms, phase)).await;
+            let Ok((assessed, n)) = scored else {
+                tracing::error!("an engine tick panicked; the next tick starts afresh");
+                break;
             };
-            this.maybe_fit(now_ms);
-            let assessed: Vec<(Detection, RowResult, Assessment)> = detections
-                .into_iter()
-                .map(|d| {
-                    let r = results.get(d.row).cloned().unwrap_or_default();
-                    let a = this.assessment(&d, &r);
-                    (d, r, a)
-                })
-                .collect();
-            (assessed, results)
-        })
-        .await;
-        let Ok((assessed, results)) = scored else {
-            tracing::error!("an engine tick panicked; the next tick starts afresh");
-            return Vec::new();
-        };
-        if !results.is_empty() {
+            rows += n;
+            self.act_on(assessed, policy_time, started, &mut events)
+                .await;
+        }
+        if rows > 0 {
             self.counters.last_tick_us.store(
                 crate::detector_service::micros_since(started),
                 Ordering::Relaxed,
             );
         }
-        // Triage: the most severe first, so a real incident is not queued behind marginal
-        // ones in the same tick.
-        let mut assessed = assessed;
+        if !events.is_empty() {
+            self.persist(&events).await;
+        }
+        if self.leader.load(Ordering::Relaxed) {
+            self.run_handoffs().await;
+        }
+        events
+    }
+
+    /// One phase of a tick on the calling (blocking) thread: the engine's rows scored and
+    /// assessed; returns the detections and how many rows were scored.
+    fn score_phase(&self, now_ms: i64, phase: Phase) -> (Vec<Assessed>, usize) {
+        let mut results = Vec::new();
+        let detections = {
+            let mut engine = self.engine();
+            if phase != Phase::Rest {
+                let ticks = self.counters.ticks.fetch_add(1, Ordering::Relaxed);
+                if ticks.is_multiple_of(60) {
+                    engine.evict_idle(now_ms);
+                }
+            }
+            engine.tick_phase(now_ms, phase, |input| self.score(input, &mut results))
+        };
+        if phase == Phase::Urgent {
+            self.counters
+                .rows_urgent
+                .fetch_add(results.len() as u64, Ordering::Relaxed);
+        }
+        if phase != Phase::Urgent {
+            self.maybe_fit(now_ms);
+        }
+        let assessed = detections
+            .into_iter()
+            .map(|d| {
+                let r = results.get(d.row).cloned().unwrap_or_default();
+                let a = self.assessment(&d, &r);
+                (d, r, a)
+            })
+            .collect();
+        (assessed, results.len())
+    }
+
+    /// Decides and acts on one phase's detections, the most severe first, so a real
+    /// incident is not queued behind marginal ones.
+    async fn act_on(
+        &self,
+        mut assessed: Vec<Assessed>,
+        policy_time: Option<DateTime<Utc>>,
+        started: Instant,
+        events: &mut Vec<LoopEvent>,
+    ) {
         assessed.sort_by(|x, y| {
             y.2.severity_score
                 .total_cmp(&x.2.severity_score)
                 .then_with(|| x.0.entity.cmp(&y.0.entity))
         });
-        let mut events = Vec::with_capacity(assessed.len());
         for (d, r, a) in assessed {
             let rec = a.recommendation.action;
             {
@@ -684,13 +743,6 @@ impl HealingLoop {
             let _ = self.events.send(event.clone());
             events.push(event);
         }
-        if !events.is_empty() {
-            self.persist(&events).await;
-        }
-        if self.leader.load(Ordering::Relaxed) {
-            self.run_handoffs().await;
-        }
-        events
     }
 
     /// The leader executes what other replicas decided and allowed, through its guards
@@ -1004,6 +1056,7 @@ impl HealingLoop {
             ticks: n(&self.counters.ticks),
             last_tick_us: n(&self.counters.last_tick_us),
             rows_scored: n(&self.counters.rows_scored),
+            rows_urgent: n(&self.counters.rows_urgent),
             detections: n(&self.counters.detections),
             decisions_allowed: n(&self.counters.allowed),
             decisions_denied: n(&self.counters.denied),

@@ -102,6 +102,15 @@ async fn a_spike_is_decided_once_and_only_the_leader_acts() {
         assert_eq!(*states.last().unwrap(), "ready", "{}", db.name());
         let stats = follower.stats(0);
         assert_eq!((stats.entities, stats.samples), (3, 450), "{}", db.name());
+        // The spike's rows went ahead of the normal ones (the screen, once the model was
+        // fitted); the normal rows did not.
+        assert!(
+            (2..=60).contains(&stats.rows_urgent),
+            "{}: {} of {} rows urgent",
+            db.name(),
+            stats.rows_urgent,
+            stats.rows_scored
+        );
         let spikes: Vec<&LoopEvent> = events
             .iter()
             .filter(|e| e.recommended_action == "scale_up")

@@ -520,6 +520,13 @@ impl LogWindow {
         m
     }
 
+    /// Lines so far that are errors or carry a crash signature (OOM kill, crash loop,
+    /// panic); cheap, for screening.
+    pub fn alarming_lines(&self) -> u64 {
+        let f = &self.features;
+        self.errors + f.oom_killed + f.crash_loop + f.panics
+    }
+
     /// The features of the lines so far.
     pub fn features(&self) -> LogFeatures {
         let mut f = self.features.clone();

@@ -115,6 +115,25 @@ pub struct TickInput<'a> {
     pub warm: Vec<bool>,
 }
 
+/// Which entities with new data a tick takes.
+///
+/// A tick at ten thousands of workloads spends tens of milliseconds building and scoring
+/// rows, nearly all of them normal. The engine screens every sample as it arrives (its
+/// distance from the metric's baseline in baseline deviations, against per-metric bounds
+/// the scorer sets with [`Engine::set_screen_bounds`]; an error or crash log line), so a
+/// tick can take the surprising entities first ([`Phase::Urgent`]), hand their detections
+/// on, and only then do the rest ([`Phase::Rest`]). Every entity is still scored once per
+/// tick with the same features: the screen changes the order, never the outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Starts a tick: the entities whose new data crossed a screen bound.
+    Urgent,
+    /// Ends the tick begun by `Urgent`: the other entities with new data.
+    Rest,
+    /// A whole tick in one go: every entity with new data.
+    All,
+}
+
 #[derive(Debug)]
 struct LogState {
     window: LogWindow,
@@ -127,6 +146,11 @@ struct State {
     windows: EntityWindows,
     logs: Option<LogState>,
     dirty: bool,
+    /// The largest screen value of the samples since the entity was last scored (≥ 1:
+    /// urgent).
+    surprise: f32,
+    /// The tick that scored the entity last (so `Rest` skips what `Urgent` took).
+    scored_in: u64,
     first_ms: i64,
     last_ms: i64,
 }
@@ -151,6 +175,10 @@ pub struct Engine {
     stream_routes: HashMap<u32, Option<usize>>,
     incidents: Incidents,
     counters: EngineCounters,
+    /// Per metric, the distance from the baseline (in baseline deviations) that makes a
+    /// sample urgent; empty: only log lines are.
+    screen: Vec<f64>,
+    tick_seq: u64,
 }
 
 impl Engine {
@@ -165,7 +193,25 @@ impl Engine {
             stream_routes: HashMap::new(),
             incidents,
             counters: EngineCounters::default(),
+            screen: Vec::new(),
+            tick_seq: 0,
         }
+    }
+
+    /// Sets, per metric (configured order), how far from its baseline mean a sample must
+    /// be, in baseline standard deviations, to make its entity urgent (see [`Phase`]).
+    /// Non-finite or missing bounds screen nothing for that metric.
+    pub fn set_screen_bounds(&mut self, bounds: Vec<f64>) {
+        self.screen = bounds;
+    }
+
+    /// Entities with new data whose samples crossed a screen bound since they were last
+    /// scored.
+    pub fn urgent_entities(&self) -> usize {
+        self.states
+            .iter()
+            .filter(|s| s.dirty && s.surprise >= 1.0)
+            .count()
     }
 
     /// The configuration.
@@ -253,6 +299,8 @@ impl Engine {
             windows: EntityWindows { metrics },
             logs: None,
             dirty: false,
+            surprise: 0.0,
+            scored_in: 0,
             first_ms: i64::MAX,
             last_ms: i64::MIN,
         });
@@ -343,11 +391,22 @@ impl Engine {
         let Some((window, baseline)) = state.windows.metrics.get_mut(metric) else {
             return false;
         };
+        // Screened against the baseline as it was before this sample, so a first step
+        // off a flat line counts in full.
+        let before = (!self.screen.is_empty()).then(|| baseline.mean_std());
         let stored = window.insert(timestamp_ms, value);
         baseline.insert(timestamp_ms, value);
         if matches!(stored, crate::Insert::TooLate | crate::Insert::Invalid) {
             self.counters.late += u64::from(stored == crate::Insert::TooLate);
             return false;
+        }
+        let bound = self
+            .screen
+            .get(metric)
+            .filter(|b| b.is_finite() && **b > 0.0);
+        if let (Some(bound), Some(before)) = (bound, before) {
+            let s = surprise(value, before) / bound;
+            state.surprise = state.surprise.max(s as f32);
         }
         state.first_ms = state.first_ms.min(timestamp_ms);
         state.last_ms = state.last_ms.max(timestamp_ms);
@@ -392,7 +451,12 @@ impl Engine {
             logs.window = LogWindow::new();
             logs.start_ms = timestamp_ms;
         }
+        let alarming = logs.window.alarming_lines();
         logs.window.add(drain, line, level);
+        if logs.window.alarming_lines() > alarming {
+            // An error or crash line: worth a look before the normal rows.
+            state.surprise = f32::INFINITY;
+        }
         state.first_ms = state.first_ms.min(timestamp_ms);
         state.last_ms = state.last_ms.max(timestamp_ms);
         state.dirty = true;
@@ -439,8 +503,32 @@ impl Engine {
         now_ms: i64,
         score: impl FnOnce(&TickInput<'_>) -> Vec<f64>,
     ) -> Vec<Detection> {
+        self.tick_phase(now_ms, Phase::All, score)
+    }
+
+    /// Like [`tick_with`](Self::tick_with) over the entities `phase` takes.
+    pub fn tick_phase(
+        &mut self,
+        now_ms: i64,
+        phase: Phase,
+        score: impl FnOnce(&TickInput<'_>) -> Vec<f64>,
+    ) -> Vec<Detection> {
+        if phase != Phase::Rest {
+            self.tick_seq += 1;
+        }
+        let seq = self.tick_seq;
         let dirty: Vec<usize> = (0..self.states.len())
-            .filter(|i| self.states[*i].dirty)
+            .filter(|i| {
+                let s = &self.states[*i];
+                s.dirty
+                    && match phase {
+                        Phase::Urgent => s.surprise >= 1.0,
+                        // New data since `Urgent` took an entity waits for the next tick,
+                        // so hysteresis counts one observation per entity and tick.
+                        Phase::Rest => s.scored_in != seq,
+                        Phase::All => true,
+                    }
+            })
             .collect();
         if dirty.is_empty() {
             return Vec::new();
@@ -472,6 +560,8 @@ impl Engine {
         for (row, (i, log)) in dirty.iter().zip(logs).enumerate() {
             let state = &mut self.states[*i];
             state.dirty = false;
+            state.surprise = 0.0;
+            state.scored_in = seq;
             let s = scores.get(row).copied().unwrap_or(f64::NAN);
             if s.is_nan() {
                 continue;
@@ -494,6 +584,21 @@ impl Engine {
         }
         detections
     }
+}
+
+/// How far `value` is from a baseline `(count, mean, std)`, in standard deviations; a
+/// change from a flat baseline (a counter that never moved, an error rate that was zero)
+/// is infinitely far.
+fn surprise(value: f64, (count, mean, std): (usize, f64, f64)) -> f64 {
+    if count < 2 {
+        return 0.0;
+    }
+    let d = (value - mean).abs();
+    let scale = mean.abs().max(1.0);
+    if std <= 1e-9 * scale {
+        return if d > 1e-9 * scale { f64::INFINITY } else { 0.0 };
+    }
+    d / std
 }
 
 #[cfg(test)]
@@ -579,5 +684,136 @@ mod tests {
         }
         assert_eq!(engine.entities(), 2);
         assert_eq!(engine.counters().over_limit, 1);
+    }
+
+    fn deployment(name: &str, d: &str) -> Vec<(String, String)> {
+        [
+            ("__name__", name),
+            ("namespace", "production"),
+            ("deployment", d),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn rows(input: &TickInput<'_>) -> Vec<String> {
+        input.entities.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn urgent_entities_go_first_and_each_entity_is_scored_once_a_tick() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let noise = |t: i64| 0.30 + ((t * 7919) % 11) as f64 * 0.004;
+        // 50 minutes of history: 50 baseline slots.
+        for t in 0..200i64 {
+            for d in ["api", "db", "web"] {
+                engine.ingest(&deployment("cpu_usage", d), t * 15_000, noise(t));
+            }
+        }
+        // No bounds yet: nothing is urgent, even a spike.
+        engine.ingest(&deployment("cpu_usage", "web"), 200 * 15_000, 0.97);
+        assert_eq!(engine.urgent_entities(), 0);
+        engine.tick_phase(0, Phase::All, |i| vec![0.0; i.matrix.rows()]);
+
+        engine.set_screen_bounds(vec![4.0; 5]);
+        for d in ["api", "db", "web"] {
+            let v = if d == "api" { 0.97 } else { noise(201) };
+            engine.ingest(&deployment("cpu_usage", d), 201 * 15_000, v);
+        }
+        assert_eq!(engine.urgent_entities(), 1);
+        let mut urgent = Vec::new();
+        engine.tick_phase(0, Phase::Urgent, |i| {
+            urgent = rows(i);
+            vec![0.0; i.matrix.rows()]
+        });
+        assert_eq!(urgent, ["production/api"]);
+        // New data for `api` between the phases waits for the next tick.
+        engine.ingest(&deployment("cpu_usage", "api"), 201 * 15_000 + 5, noise(3));
+        let mut rest = Vec::new();
+        engine.tick_phase(0, Phase::Rest, |i| {
+            rest = rows(i);
+            vec![0.0; i.matrix.rows()]
+        });
+        assert_eq!(rest, ["production/db", "production/web"]);
+        let mut next = Vec::new();
+        engine.tick_phase(0, Phase::Urgent, |_| vec![]);
+        engine.tick_phase(0, Phase::Rest, |i| {
+            next = rows(i);
+            vec![0.0; i.matrix.rows()]
+        });
+        assert_eq!(next, ["production/api"]);
+        // A counter moving off a flat baseline is urgent too.
+        for t in 0..10i64 {
+            engine.ingest(&deployment("restarts", "db"), t * 60_000, 0.0);
+        }
+        engine.tick_with(0, |i| vec![0.0; i.matrix.rows()]);
+        engine.ingest(&deployment("restarts", "db"), 10 * 60_000, 1.0);
+        assert_eq!(engine.urgent_entities(), 1);
+    }
+
+    #[test]
+    fn an_error_log_line_makes_its_entity_urgent() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut drain = Drain::new(aegis_detectors::DrainConfig::default());
+        let l = || Some(deployment("x", "api"));
+        engine.ingest_log(1, l, 0, "GET /health 200 in 3ms", Some("info"), &mut drain);
+        assert_eq!(engine.urgent_entities(), 0);
+        engine.ingest_log(
+            1,
+            l,
+            1,
+            "connection refused to db:5432",
+            Some("error"),
+            &mut drain,
+        );
+        assert_eq!(engine.urgent_entities(), 1);
+    }
+
+    #[test]
+    fn two_phases_find_what_one_tick_finds() {
+        // The same data through `All` and through `Urgent` + `Rest`: the same detections
+        // with the same features, whatever the screen took first.
+        let mut one = Engine::new(EngineConfig::default());
+        let mut two = Engine::new(EngineConfig::default());
+        two.set_screen_bounds(vec![3.0; 5]);
+        let scorer = |i: &TickInput<'_>| {
+            (0..i.matrix.rows())
+                .map(|r| if i.matrix.row(r)[7] > 3.0 { 0.9 } else { 0.1 })
+                .collect::<Vec<f64>>()
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for t in 0..120i64 {
+            for w in 0..30 {
+                let d = format!("svc-{w}");
+                let spike = w % 7 == 3 && (80 + w as i64..90 + w as i64).contains(&t);
+                let v = if spike {
+                    0.95
+                } else {
+                    0.3 + ((t * 31 + w as i64 * 17) % 13) as f64 * 0.003
+                };
+                one.ingest(&deployment("cpu_usage", &d), t * 15_000, v);
+                two.ingest(&deployment("cpu_usage", &d), t * 15_000, v);
+            }
+            a.extend(one.tick_phase(t * 15_000, Phase::All, scorer));
+            b.extend(two.tick_phase(t * 15_000, Phase::Urgent, scorer));
+            b.extend(two.tick_phase(t * 15_000, Phase::Rest, scorer));
+        }
+        let key = |d: &Detection| {
+            (
+                d.entity.to_string(),
+                d.incident,
+                d.opened,
+                d.features.clone(),
+            )
+        };
+        let mut a: Vec<_> = a.iter().map(key).collect();
+        let mut b: Vec<_> = b.iter().map(key).collect();
+        a.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.cmp(&y.1)));
+        b.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.cmp(&y.1)));
+        assert!(!a.is_empty());
+        // Four spiking workloads, each one incident, escalation rows after the first.
+        assert_eq!(a.iter().filter(|d| d.2).count(), 4);
+        assert_eq!(a, b);
     }
 }

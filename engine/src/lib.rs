@@ -27,7 +27,9 @@ pub mod matrix;
 mod stream;
 mod window;
 
-pub use engine::{DEFAULT_METRICS, Detection, Engine, EngineConfig, EngineCounters, TickInput};
+pub use engine::{
+    DEFAULT_METRICS, Detection, Engine, EngineConfig, EngineCounters, Phase, TickInput,
+};
 pub use entity::{Entity, resolve as resolve_entity};
 pub use incidents::{Hysteresis, Incidents, Transition};
 pub use stream::{StreamConfig, StreamScore, StreamingDetector};

@@ -245,6 +245,8 @@ async fn main() {
     let mut arrival_to_action = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let mut acted = 0u64;
     let mut other = 0u64;
+    // Events on workloads that were never spiked: false alarms, and actions on them.
+    let (mut false_alarms, mut false_actions) = (0u64, 0u64);
     let deadline = started + Duration::from_secs(seconds + 3);
     let mut rss_peak_active = 0u64;
     loop {
@@ -264,6 +266,11 @@ async fn main() {
                         arrival_to_action
                             .record(done.saturating_duration_since(at).as_micros().max(1) as u64)
                             .unwrap();
+                    }
+                    (None, _, status) => {
+                        false_alarms += u64::from(e.kind == "opened");
+                        false_actions += u64::from(status == "dry_run");
+                        other += 1;
                     }
                     _ => other += 1,
                 }
@@ -303,6 +310,10 @@ async fn main() {
         stats.model_version, stats.state
     );
     println!("  injected spikes         {injected}, acted on {acted}, other events {other}");
+    println!(
+        "  never-spiked workloads  {false_alarms} incidents opened, {false_actions} actions (of {entities} workloads × {} ticks)",
+        stats.ticks
+    );
     for (name, h) in [
         ("tick → executor call", &tick_to_action),
         ("arrival → executor call", &arrival_to_action),
