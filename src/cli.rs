@@ -402,10 +402,13 @@ pub fn run(cli: Cli) -> ExitCode {
         print!("{}", loaded.config.to_redacted_toml());
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = logging::init(&loaded.config) {
-        eprintln!("error: {e:#}");
-        return ExitCode::from(2);
-    }
+    let telemetry = match logging::init(&loaded.config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     for name in &loaded.unknown_env {
         tracing::warn!(variable = %name, "environment variable names no Aegis setting; ignored");
     }
@@ -481,14 +484,18 @@ pub fn run(cli: Cli) -> ExitCode {
             | Command::Demo { .. } => Ok(ExitCode::SUCCESS),
         }
     });
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "aegis stopped with an error");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Outside the runtime: the exporter's flush blocks.
+    drop(runtime);
+    telemetry.shutdown();
+    code
 }
 
 /// Opens the database named by the configuration.

@@ -34,6 +34,7 @@ use arrow_array::{Array, Float64Array, Int64Array, StringArray, UInt32Array};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::PolicyService;
 use crate::detector_service::DetectorService;
@@ -642,18 +643,43 @@ impl HealingLoop {
         let started = Instant::now();
         let mut events = Vec::new();
         let mut rows = 0;
+        let mut rows_urgent = 0;
         for phase in [Phase::Urgent, Phase::Rest] {
             let this = Arc::clone(self);
+            let span = tracing::info_span!(
+                "engine.score",
+                phase = if phase == Phase::Urgent {
+                    "urgent"
+                } else {
+                    "rest"
+                },
+                rows = tracing::field::Empty,
+                detections = tracing::field::Empty,
+            );
             // Scoring is CPU work on the rayon pool; keep it off the async workers.
-            let scored = tokio::task::spawn_blocking(move || this.score_phase(now_ms, phase)).await;
+            let scored = tokio::task::spawn_blocking(move || {
+                let _entered = span.enter();
+                let (assessed, n) = this.score_phase(now_ms, phase);
+                span.record("rows", n);
+                span.record("detections", assessed.len());
+                (assessed, n)
+            })
+            .await;
             let Ok((assessed, n)) = scored else {
                 tracing::error!("an engine tick panicked; the next tick starts afresh");
                 break;
             };
             rows += n;
+            if phase == Phase::Urgent {
+                rows_urgent = n;
+            }
             self.act_on(assessed, policy_time, started, &mut events)
                 .await;
         }
+        let tick = tracing::Span::current();
+        tick.record("rows", rows);
+        tick.record("rows_urgent", rows_urgent);
+        tick.record("events", events.len());
         if rows > 0 {
             self.counters.last_tick_us.store(
                 crate::detector_service::micros_since(started),
@@ -739,7 +765,20 @@ impl HealingLoop {
                     actions.push(rec);
                 }
             }
-            let event = self.decide_and_act(&d, &r, &a, policy_time, started).await;
+            let span = tracing::info_span!(
+                "engine.decide",
+                entity = %d.entity,
+                incident = d.incident,
+                action = rec.as_str(),
+                decision = tracing::field::Empty,
+                status = tracing::field::Empty,
+            );
+            let event = self
+                .decide_and_act(&d, &r, &a, policy_time, started)
+                .instrument(span.clone())
+                .await;
+            span.record("decision", event.decision.as_str());
+            span.record("status", event.action_status.as_str());
             let _ = self.events.send(event.clone());
             events.push(event);
         }
@@ -1106,10 +1145,24 @@ impl HealingLoop {
                         continue;
                     }
                     let this = Arc::clone(&self);
-                    inflight = Some(tokio::spawn(async move {
-                        let now = Utc::now().timestamp_millis();
-                        this.tick_at(now, None).await;
-                    }));
+                    // One trace per tick: its phases and decisions are child spans, and
+                    // every log line of the tick carries the trace id.
+                    let span = tracing::info_span!(
+                        "engine.tick",
+                        otel.kind = "internal",
+                        rows = tracing::field::Empty,
+                        rows_urgent = tracing::field::Empty,
+                        events = tracing::field::Empty,
+                        trace_id = tracing::field::Empty,
+                    );
+                    crate::telemetry::record_trace_id(&span);
+                    inflight = Some(tokio::spawn(
+                        async move {
+                            let now = Utc::now().timestamp_millis();
+                            this.tick_at(now, None).await;
+                        }
+                        .instrument(span),
+                    ));
                 }
             }
         }

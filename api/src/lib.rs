@@ -43,6 +43,7 @@ mod query_tests;
 pub mod ratelimit;
 mod routes;
 mod state;
+pub mod telemetry;
 #[cfg(test)]
 mod tests;
 

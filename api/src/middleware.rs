@@ -46,12 +46,31 @@ fn request_id_for(req: &Request) -> String {
 pub(crate) async fn request_context(mut req: Request, next: Next) -> Response {
     let id = request_id_for(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
+    // The route template names the span (`GET /api/v1/policies/{id}`), not the path, so
+    // traces group by endpoint; the path stays a field.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
     let span = tracing::info_span!(
         "request",
+        otel.name = %format_args!("{} {route}", req.method()),
+        otel.kind = "server",
         request_id = %id,
         method = %req.method(),
         path = %req.uri().path(),
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
     );
+    crate::telemetry::set_remote_parent(
+        &span,
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
+    crate::telemetry::record_trace_id(&span);
     let started = Instant::now();
     let mut response = REQUEST_ID
         .scope(id.clone(), next.run(req).instrument(span.clone()))
@@ -63,6 +82,7 @@ pub(crate) async fn request_context(mut req: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    span.record("http.response.status_code", status.as_u16());
     span.in_scope(|| {
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         if status.is_server_error() {

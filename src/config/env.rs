@@ -65,6 +65,7 @@ pub const KEYS: &[&str] = &[
     "admin_password",
     "log_format",
     "log_level",
+    "otlp_endpoint",
     "max_body_bytes",
     "shutdown_timeout_secs",
 ];
@@ -171,6 +172,7 @@ fn set(config: &mut Config, key: &str, raw: &str) -> Result<(), String> {
         "admin_password" => config.admin_password = optional(raw).map(Secret::new),
         "log_format" => config.log_format = parse(raw)?,
         "log_level" => config.log_level = raw.trim().to_owned(),
+        "otlp_endpoint" => config.otlp_endpoint = optional(raw),
         "max_body_bytes" => config.max_body_bytes = parse(raw)?,
         "shutdown_timeout_secs" => config.shutdown_timeout_secs = parse(raw)?,
         _ => return Err(format!("no setting named `{key}`")),

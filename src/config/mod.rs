@@ -194,6 +194,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter in `tracing` syntax, e.g. `info` or `info,aegis_store=debug`.
     pub log_level: String,
+    /// OpenTelemetry collector to send traces to over OTLP/HTTP (`http://HOST:4318`):
+    /// a span per request and per engine tick. Unset: no traces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests, in seconds.
@@ -261,6 +265,7 @@ impl Default for Config {
             admin_password: None,
             log_format: LogFormat::Text,
             log_level: "info,sqlx=warn".to_owned(),
+            otlp_endpoint: None,
             max_body_bytes: 4 << 20,
             shutdown_timeout_secs: 25,
         }
@@ -361,6 +366,9 @@ impl Config {
         check_url(&self.prometheus_url, &["http", "https"])
             .map_err(|m| invalid("prometheus_url", m))?;
         check_url(&self.loki_url, &["http", "https"]).map_err(|m| invalid("loki_url", m))?;
+        // Plain HTTP only: the exporter is built without TLS; the collector runs beside
+        // Aegis (a sidecar, a node agent or the compose stack's).
+        check_url(&self.otlp_endpoint, &["http"]).map_err(|m| invalid("otlp_endpoint", m))?;
         if let Some(url) = &self.object_store_url
             && (url.is_empty()
                 || (url.contains("://")
