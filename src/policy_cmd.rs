@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use aegis_policy::files::load_invariants;
+use aegis_policy::invariants::{Verdict, prove};
 use aegis_policy::{Diagnostic, Level, Snapshot, load_policies, testing};
 
 fn print_diagnostics(diagnostics: &[Diagnostic]) {
@@ -32,7 +34,7 @@ pub fn check(path: &Path) -> ExitCode {
                 set.policies.len(),
                 set.files
             );
-            ExitCode::SUCCESS
+            check_invariants(path, &set.policies)
         }
         Err(errors) => {
             print_diagnostics(&errors);
@@ -40,6 +42,57 @@ pub fn check(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Proves every invariant under `path` over `policies`; exit 1 naming the policy and a
+/// request that breaks one (or one the prover cannot decide).
+fn check_invariants(path: &Path, policies: &[aegis_policy::Policy]) -> ExitCode {
+    let invariants = match load_invariants(path) {
+        Ok(i) => i,
+        Err(errors) => {
+            print_diagnostics(&errors);
+            eprintln!("{} errors", errors.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    if invariants.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let mut broken = 0;
+    for (file, inv) in &invariants {
+        match prove(inv, policies) {
+            Verdict::Holds => println!("invariant `{}`: holds", inv.name),
+            Verdict::Broken {
+                policy,
+                name,
+                request,
+                at,
+            } => {
+                broken += 1;
+                let request = serde_json::to_string(&request).unwrap_or_default();
+                eprintln!(
+                    "{}: error: invariant `{}` is broken by policy `{name}` ({policy}): it allows {request} at {}",
+                    file.display(),
+                    inv.name,
+                    at.to_rfc3339()
+                );
+            }
+            Verdict::Undecided { policy, reason } => {
+                broken += 1;
+                eprintln!(
+                    "{}: error: invariant `{}` cannot be proved for policy {policy}: {reason}",
+                    file.display(),
+                    inv.name
+                );
+            }
+        }
+    }
+    if broken > 0 {
+        eprintln!("{broken} of {} invariants broken", invariants.len());
+        return ExitCode::FAILURE;
+    }
+    println!("{} invariants hold", invariants.len());
+    ExitCode::SUCCESS
 }
 
 /// Runs the test cases under `path` against the policies under `policies` (default: the

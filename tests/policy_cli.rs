@@ -105,3 +105,73 @@ fn shadowed_policies_are_warned_about() {
     );
     assert!(stdout.contains("1 warnings"), "{stdout}");
 }
+
+#[test]
+fn an_invariant_broken_by_a_new_policy_exits_1_naming_it_and_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("healing.yaml"),
+        r#"policies:
+  - name: Allow Scaling
+    type: self_healing
+    effect: allow
+    priority: 10
+    actions: [scale_up, restart_pod]
+    resources: ["cluster:*/deployment/*"]
+    conditions:
+      roles: [service]
+  - name: Protect kube-system
+    type: self_healing
+    effect: deny
+    priority: 100
+    actions: ["*"]
+    resources: ["cluster:kube-system/*"]
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("guardrails_invariants.yaml"),
+        r#"invariants:
+  - name: nothing in kube-system
+    description: no policy allows any self-healing action in kube-system
+    never_allow:
+      type: self_healing
+      resources: ["cluster:kube-system/*"]
+"#,
+    )
+    .unwrap();
+    let path = dir.path().to_str().unwrap();
+    let out = aegis(&["policy", "check", path]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("invariant `nothing in kube-system`: holds"),
+        "{stdout}"
+    );
+
+    // A change that opens kube-system: refused, with the policy and a request.
+    std::fs::write(
+        dir.path().join("coredns.yaml"),
+        r#"name: Restart CoreDNS
+type: self_healing
+effect: allow
+priority: 200
+actions: [restart_pod]
+resources: ["cluster:kube-system/deployment/coredns"]
+"#,
+    )
+    .unwrap();
+    let out = aegis(&["policy", "check", path]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("guardrails_invariants.yaml: error: invariant `nothing in kube-system` is broken by policy `Restart CoreDNS`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            r#""action":"restart_pod","resource":"cluster:kube-system/deployment/coredns""#
+        ),
+        "{stderr}"
+    );
+}

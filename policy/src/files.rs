@@ -90,6 +90,8 @@ pub enum FileKind {
     Policies,
     /// Test cases.
     Tests,
+    /// Guard-rail invariants (`*_invariants.yaml`).
+    Invariants,
 }
 
 /// Classifies a path by its name, or `None` when it is not a policy or test file.
@@ -103,6 +105,8 @@ pub fn file_kind(path: &Path) -> Option<FileKind> {
         .find_map(|ext| name.strip_suffix(ext))?;
     Some(if stem.ends_with("_test") {
         FileKind::Tests
+    } else if stem == "invariants" || stem.ends_with("_invariants") {
+        FileKind::Invariants
     } else {
         FileKind::Policies
     })
@@ -226,6 +230,12 @@ struct TestsDoc<T> {
     tests: Vec<T>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvariantsDoc<T> {
+    invariants: Vec<T>,
+}
+
 /// Reads every item of type `T` in a file: single items, lists, or lists under `wrapper`.
 pub(crate) fn read_items<T: DeserializeOwned>(
     path: &Path,
@@ -250,6 +260,9 @@ pub(crate) fn parse_items<T: DeserializeOwned>(
             Shape::Empty => Ok(Vec::new()),
             Shape::List => serde_json::from_str(text),
             Shape::Wrapped("tests") => serde_json::from_str::<TestsDoc<T>>(text).map(|d| d.tests),
+            Shape::Wrapped("invariants") => {
+                serde_json::from_str::<InvariantsDoc<T>>(text).map(|d| d.invariants)
+            }
             Shape::Wrapped(_) => serde_json::from_str::<PoliciesDoc<T>>(text).map(|d| d.policies),
             Shape::Single => serde_json::from_str(text).map(|one| vec![one]),
         };
@@ -267,6 +280,9 @@ pub(crate) fn parse_items<T: DeserializeOwned>(
             Shape::Empty => Ok(Vec::new()),
             Shape::List => Vec::<T>::deserialize(document),
             Shape::Wrapped("tests") => TestsDoc::<T>::deserialize(document).map(|d| d.tests),
+            Shape::Wrapped("invariants") => {
+                InvariantsDoc::<T>::deserialize(document).map(|d| d.invariants)
+            }
             Shape::Wrapped(_) => PoliciesDoc::<T>::deserialize(document).map(|d| d.policies),
             Shape::Single => T::deserialize(document).map(|one| vec![one]),
         };
@@ -457,5 +473,40 @@ mod tests {
         write(dir.path(), "b.yaml", GOOD);
         let errors = load_policies(dir.path()).unwrap_err();
         assert!(errors[0].message.contains("already used"), "{}", errors[0]);
+    }
+}
+
+/// Reads every invariant file (`invariants.yaml`, `*_invariants.yaml`) under `root`, with
+/// the file each came from. Names must be unique.
+pub fn load_invariants(
+    root: &Path,
+) -> Result<Vec<(PathBuf, crate::invariants::Invariant)>, Vec<Diagnostic>> {
+    let files = discover(root).map_err(|d| vec![d])?;
+    let mut out: Vec<(PathBuf, crate::invariants::Invariant)> = Vec::new();
+    let mut errors = Vec::new();
+    for (path, kind) in files {
+        if kind != FileKind::Invariants {
+            continue;
+        }
+        match read_items::<crate::invariants::Invariant>(&path, "invariants") {
+            Ok(items) => {
+                for inv in items {
+                    if out.iter().any(|(_, o)| o.name == inv.name) {
+                        errors.push(Diagnostic::error(
+                            &path,
+                            format!("invariant name `{}` is used twice", inv.name),
+                        ));
+                        continue;
+                    }
+                    out.push((path.clone(), inv));
+                }
+            }
+            Err(d) => errors.push(d),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
     }
 }

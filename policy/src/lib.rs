@@ -21,6 +21,7 @@ mod defaults;
 mod engine;
 pub mod files;
 mod glob;
+pub mod invariants;
 mod model;
 pub mod reference;
 mod request;

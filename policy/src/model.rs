@@ -166,6 +166,11 @@ impl Pattern {
         &self.0
     }
 
+    /// `*`: anything.
+    pub fn any() -> Self {
+        Self("*".to_owned())
+    }
+
     /// True when the pattern has no wildcard.
     pub fn is_literal(&self) -> bool {
         !self.0.contains('*')
