@@ -194,10 +194,16 @@ impl PolicyService {
                     tracing::warn!(%warning, "policy check");
                 }
                 let count = set.policies.len();
-                self.engine
-                    .set_file_policies(set.policies)
-                    .map(|_| count)
-                    .map_err(|e| format!("{}: {e}", dir.display()))
+                let (mut all, _) = self.engine.sources();
+                all.extend(set.policies.iter().cloned());
+                match self.prove_invariants(&all) {
+                    Ok(()) => self
+                        .engine
+                        .set_file_policies(set.policies)
+                        .map(|_| count)
+                        .map_err(|e| format!("{}: {e}", dir.display())),
+                    Err(e) => Err(format!("{}: {e}", dir.display())),
+                }
             }
             Err(errors) => Err(errors
                 .iter()
@@ -219,6 +225,57 @@ impl PolicyService {
                 Err(error)
             }
         }
+    }
+
+    /// Proves the policy folder's guard-rail invariants (`*_invariants.yaml`) over the
+    /// policies in force with `change` applied to the database's; the error names the
+    /// invariant, the policy and a request that gets through. Without a policy folder
+    /// there is nothing to prove.
+    pub fn check_invariants(
+        &self,
+        change: impl FnOnce(&mut Vec<aegis_policy::Policy>),
+    ) -> Result<(), String> {
+        let (mut database, files) = self.engine.sources();
+        change(&mut database);
+        database.extend(files);
+        self.prove_invariants(&database)
+    }
+
+    fn prove_invariants(&self, policies: &[aegis_policy::Policy]) -> Result<(), String> {
+        use aegis_policy::invariants::{Verdict, prove};
+        let Some(dir) = &self.policy_dir else {
+            return Ok(());
+        };
+        // Invariants that do not read refuse every change: fail closed.
+        let invariants = aegis_policy::files::load_invariants(dir).map_err(|errors| {
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        for (_, inv) in &invariants {
+            match prove(inv, policies) {
+                Verdict::Holds => {}
+                Verdict::Broken {
+                    name, request, at, ..
+                } => {
+                    return Err(format!(
+                        "invariant `{}` would be broken by policy `{name}`: it would allow {} at {}",
+                        inv.name,
+                        serde_json::to_string(&request).unwrap_or_default(),
+                        at.to_rfc3339()
+                    ));
+                }
+                Verdict::Undecided { policy, reason } => {
+                    return Err(format!(
+                        "invariant `{}` cannot be proved for policy {policy}: {reason}",
+                        inv.name
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reloads the database's policies when another replica changed them.

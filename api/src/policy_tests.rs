@@ -566,3 +566,75 @@ async fn a_replica_picks_up_another_replicas_policy_change() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn a_change_that_breaks_a_guard_rail_is_refused_over_the_api_and_from_the_folder() {
+    for db in TestDb::both().await {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("guardrails_invariants.yaml"),
+            "invariants:\n  - name: nothing in kube-system\n    never_allow:\n      type: self_healing\n      resources: [\"cluster:kube-system/*\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("protect.yaml"),
+            "name: Protect kube-system\ntype: self_healing\neffect: deny\npriority: 1000\nactions: [\"*\"]\nresources: [\"cluster:kube-system/*\"]\n",
+        )
+        .unwrap();
+        let service = Arc::new(
+            PolicyService::new(db.store.clone()).with_policy_dir(Some(dir.path().to_path_buf())),
+        );
+        service.install_defaults_if_new().await.unwrap();
+        service.reload_database().await.unwrap();
+        assert_eq!(service.reload_files(false), Ok(true), "{}", db.name());
+        let router = app(AppState::new(db.store.clone(), ExecutorMode::DryRun)
+            .with_auth(test_auth())
+            .with_policies(Arc::clone(&service)));
+        let opener = json!({"name": "Restart CoreDNS", "type": "self_healing", "effect": "allow",
+            "priority": 2000, "actions": ["restart_pod"],
+            "resources": ["cluster:kube-system/deployment/coredns"]});
+        let (status, headers, body) = send(
+            router.clone(),
+            json_request("POST", "/api/v1/policies", &opener),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{}: {body}", db.name());
+        assert_envelope(&body, "conflict", &headers);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("nothing in kube-system")
+                && message.contains("Restart CoreDNS")
+                && message.contains("cluster:kube-system/deployment/coredns"),
+            "{message}"
+        );
+        let (_, _, list) = send(router.clone(), get("/api/v1/policies")).await;
+        assert!(
+            !list.to_string().contains("Restart CoreDNS"),
+            "nothing was written"
+        );
+        // Below the deny it cannot get through: accepted.
+        let mut harmless = opener.clone();
+        harmless["priority"] = json!(10);
+        let (status, _, body) = send(
+            router.clone(),
+            json_request("POST", "/api/v1/policies", &harmless),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        // Raising it over the deny is refused too.
+        let (status, _, _) = send(
+            router.clone(),
+            json_request("PUT", &format!("/api/v1/policies/{id}"), &opener),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+
+        // The folder: dropping the deny would open kube-system; the old set stays.
+        std::fs::remove_file(dir.path().join("protect.yaml")).unwrap();
+        let error = service.reload_files(false).unwrap_err();
+        assert!(error.contains("nothing in kube-system"), "{error}");
+        assert_eq!(service.health().status, "degraded");
+        db.cleanup().await;
+    }
+}

@@ -81,6 +81,12 @@ impl PolicyEngine {
         self.rebuild(|s| s.files = policies)
     }
 
+    /// The policies in force by source: `(database, files)`.
+    pub fn sources(&self) -> (Vec<Policy>, Vec<Policy>) {
+        let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        (sources.database.clone(), sources.files.clone())
+    }
+
     fn rebuild(&self, change: impl FnOnce(&mut Sources)) -> Result<Arc<Snapshot>, CompileError> {
         // A poisoned lock only means another installer panicked; the sources are whole.
         let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());

@@ -102,6 +102,13 @@ pub(super) async fn create(
     Json(body): Json<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     let spec = parse(body)?;
+    guard(&state, |db| {
+        db.push(aegis_policy::Policy {
+            id: "db:new".to_owned(),
+            spec: spec.clone(),
+            origin: aegis_policy::Origin::Database { version: 1 },
+        });
+    })?;
     let record = state
         .store()
         .create_policy(&to_write(&spec), "api", by(caller.as_ref()))
@@ -135,6 +142,11 @@ pub(super) async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let expected = expected_version(&headers)?;
     let spec = parse(body)?;
+    guard(&state, |db| {
+        for p in db.iter_mut().filter(|p| p.id == id) {
+            p.spec = spec.clone();
+        }
+    })?;
     let record = state
         .store()
         .update_policy(&id, &to_write(&spec), expected, by(caller.as_ref()))
@@ -144,12 +156,14 @@ pub(super) async fn update(
     Ok(Json(view(&record)))
 }
 
-#[utoipa::path(delete, operation_id = "policy_delete", path = "/api/v1/policies/{id}", tag = "policies", params(("id" = String, Path)), responses((status = 204), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(delete, operation_id = "policy_delete", path = "/api/v1/policies/{id}", tag = "policies", params(("id" = String, Path)), responses((status = 204), (status = 404), (status = 409)), security(("bearer" = [])))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     caller: Option<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    // Removing a deny can open what an invariant closes.
+    guard(&state, |db| db.retain(|p| p.id != id))?;
     state
         .store()
         .delete_policy(&id, by(caller.as_ref()))
@@ -180,12 +194,30 @@ pub(super) async fn versions(
     }))
 }
 
-#[utoipa::path(post, operation_id = "policy_restore", path = "/api/v1/policies/{id}/versions/{version}/restore", tag = "policies", params(("id" = String, Path), ("version" = i64, Path)), responses((status = 200, body = Object), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(post, operation_id = "policy_restore", path = "/api/v1/policies/{id}/versions/{version}/restore", tag = "policies", params(("id" = String, Path), ("version" = i64, Path)), responses((status = 200, body = Object), (status = 404), (status = 409)), security(("bearer" = [])))]
 pub(super) async fn restore(
     State(state): State<AppState>,
     caller: Option<Caller>,
     Path((id, version)): Path<(String, i64)>,
 ) -> Result<Json<Value>, ApiError> {
+    let restored = state
+        .store()
+        .policy_history(&id)
+        .await?
+        .into_iter()
+        .find(|v| v.version == version)
+        .and_then(|v| v.body)
+        .map(PolicySpec::from_json);
+    if let Some(Ok(spec)) = restored {
+        guard(&state, |db| {
+            db.retain(|p| p.id != id);
+            db.push(aegis_policy::Policy {
+                id: id.clone(),
+                spec,
+                origin: aegis_policy::Origin::Database { version },
+            });
+        })?;
+    }
     let record = state
         .store()
         .restore_policy_version(&id, version, by(caller.as_ref()))
@@ -195,4 +227,16 @@ pub(super) async fn restore(
         })?;
     reload(&state).await?;
     Ok(Json(view(&record)))
+}
+
+/// Refuses a change that breaks a guard-rail invariant of the policy folder (409, naming
+/// the invariant, the policy and a request that would get through).
+fn guard(
+    state: &AppState,
+    change: impl FnOnce(&mut Vec<aegis_policy::Policy>),
+) -> Result<(), ApiError> {
+    state
+        .policies()
+        .check_invariants(change)
+        .map_err(|e| ApiError::conflict(format!("refused: {e}")))
 }
