@@ -122,14 +122,46 @@ async fn the_three_example_scenarios_decide_as_documented() {
             "{body}"
         );
 
+        // "Why not": the same restart with `?explain=true` lists the candidates; the
+        // service remediation policy says it was outranked by the peak-hours deny.
+        let (_, _, body) = send(
+            router.clone(),
+            json_request("POST", "/api/v1/policy/evaluate?explain=true", &restart),
+        )
+        .await;
+        let candidates = body["candidates"].as_array().unwrap();
+        assert_eq!(
+            candidates[0]["name"], "Deny Destructive Actions During Peak Hours",
+            "{body}"
+        );
+        assert_eq!(candidates[0]["verdict"], "decided");
+        let remediation = candidates
+            .iter()
+            .find(|c| c["name"] == "Allow Service Remediation")
+            .unwrap();
+        assert_eq!(remediation["verdict"], "not_matched", "{body}");
+        assert!(
+            remediation["reason"]
+                .as_str()
+                .unwrap()
+                .contains("resource `cluster:production` matches none of"),
+            "{body}"
+        );
+        let (_, _, plain) = send(
+            router.clone(),
+            json_request("POST", "/api/v1/policy/evaluate", &restart),
+        )
+        .await;
+        assert!(plain.get("candidates").is_none(), "only when asked");
+
         let written = writer.shutdown(std::time::Duration::from_secs(10)).await;
-        assert_eq!(written, 3, "every decision is audited ({})", db.name());
+        assert_eq!(written, 5, "every decision is audited ({})", db.name());
         let (_, _, page) = send(router, get("/api/v1/policy/audit/logs")).await;
         let logs = page["logs"].as_array().unwrap();
-        assert_eq!(logs.len(), 3, "{page}");
+        assert_eq!(logs.len(), 5, "{page}");
         assert_eq!(logs[0]["action"], "restart_pod");
-        assert_eq!(logs[2]["decision"], "ALLOW");
-        assert_eq!(logs[2]["user_id"], "ai-engine");
+        assert_eq!(logs[4]["decision"], "ALLOW");
+        assert_eq!(logs[4]["user_id"], "ai-engine");
         db.cleanup().await;
     }
 }

@@ -365,6 +365,41 @@ pub fn load_policies(root: &Path) -> Result<PolicySet, Vec<Diagnostic>> {
     Ok(set)
 }
 
+/// Reads every invariant file (`invariants.yaml`, `*_invariants.yaml`) under `root`, with
+/// the file each came from. Names must be unique.
+pub fn load_invariants(
+    root: &Path,
+) -> Result<Vec<(PathBuf, crate::invariants::Invariant)>, Vec<Diagnostic>> {
+    let files = discover(root).map_err(|d| vec![d])?;
+    let mut out: Vec<(PathBuf, crate::invariants::Invariant)> = Vec::new();
+    let mut errors = Vec::new();
+    for (path, kind) in files {
+        if kind != FileKind::Invariants {
+            continue;
+        }
+        match read_items::<crate::invariants::Invariant>(&path, "invariants") {
+            Ok(items) => {
+                for inv in items {
+                    if out.iter().any(|(_, o)| o.name == inv.name) {
+                        errors.push(Diagnostic::error(
+                            &path,
+                            format!("invariant name `{}` is used twice", inv.name),
+                        ));
+                        continue;
+                    }
+                    out.push((path.clone(), inv));
+                }
+            }
+            Err(d) => errors.push(d),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,40 +508,5 @@ mod tests {
         write(dir.path(), "b.yaml", GOOD);
         let errors = load_policies(dir.path()).unwrap_err();
         assert!(errors[0].message.contains("already used"), "{}", errors[0]);
-    }
-}
-
-/// Reads every invariant file (`invariants.yaml`, `*_invariants.yaml`) under `root`, with
-/// the file each came from. Names must be unique.
-pub fn load_invariants(
-    root: &Path,
-) -> Result<Vec<(PathBuf, crate::invariants::Invariant)>, Vec<Diagnostic>> {
-    let files = discover(root).map_err(|d| vec![d])?;
-    let mut out: Vec<(PathBuf, crate::invariants::Invariant)> = Vec::new();
-    let mut errors = Vec::new();
-    for (path, kind) in files {
-        if kind != FileKind::Invariants {
-            continue;
-        }
-        match read_items::<crate::invariants::Invariant>(&path, "invariants") {
-            Ok(items) => {
-                for inv in items {
-                    if out.iter().any(|(_, o)| o.name == inv.name) {
-                        errors.push(Diagnostic::error(
-                            &path,
-                            format!("invariant name `{}` is used twice", inv.name),
-                        ));
-                        continue;
-                    }
-                    out.push((path.clone(), inv));
-                }
-            }
-            Err(d) => errors.push(d),
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
     }
 }

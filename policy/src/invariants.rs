@@ -89,7 +89,7 @@ pub enum Verdict {
         /// Its name.
         name: String,
         /// A request that breaks the invariant.
-        request: Request,
+        request: Box<Request>,
         /// When it is allowed.
         at: DateTime<Utc>,
     },
@@ -445,7 +445,7 @@ struct Forbidden {
 }
 
 enum Found {
-    Witness(Request, DateTime<Utc>),
+    Witness(Box<Request>, DateTime<Utc>),
     Nothing,
     OutOfBudget,
 }
@@ -490,7 +490,7 @@ impl<'a> Search<'a> {
         let Some(&deny) = self.denies.get(next) else {
             return match self.witness() {
                 Some((req, at)) if self.snapshot.evaluate(&req, at, false).allowed() => {
-                    Found::Witness(req, at)
+                    Found::Witness(Box::new(req), at)
                 }
                 _ => Found::Nothing,
             };
@@ -783,7 +783,7 @@ never_allow:
         match v {
             Verdict::Broken {
                 name, request, at, ..
-            } => (name, request, at),
+            } => (name, *request, at),
             other => panic!("expected broken, got {other:?}"),
         }
     }

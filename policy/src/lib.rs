@@ -19,6 +19,7 @@
 pub mod check;
 mod defaults;
 mod engine;
+pub mod explain;
 pub mod files;
 mod glob;
 pub mod invariants;

@@ -40,13 +40,25 @@ pub(super) struct EvaluateResponse {
     evaluated_in_us: u64,
     evaluated_in_ns: u64,
     evaluated_at: DateTime<Utc>,
+    /// With `?explain=true`: every candidate policy and why it did or did not decide.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    candidates: Option<Vec<aegis_policy::explain::Candidate>>,
 }
 
-#[utoipa::path(post, operation_id = "policy_evaluate", path = "/api/v1/policy/evaluate", tag = "policy", request_body = Object, responses((status = 200, body = Object), (status = 400)), security(("bearer" = [])))]
+/// Query of `POST /api/v1/policy/evaluate`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct EvaluateQuery {
+    /// Explain every candidate policy ("why not").
+    #[serde(default)]
+    explain: bool,
+}
+
+#[utoipa::path(post, operation_id = "policy_evaluate", path = "/api/v1/policy/evaluate", tag = "policy", params(("explain" = Option<bool>, Query, description = "also list every candidate policy and why it did or did not decide")), request_body = Object, responses((status = 200, body = Object), (status = 400)), security(("bearer" = [])))]
 pub(super) async fn evaluate(
     State(state): State<AppState>,
     caller: Option<Caller>,
     request_id: Option<axum::Extension<RequestId>>,
+    Query(query): Query<EvaluateQuery>,
     Json(req): Json<Request>,
 ) -> Result<Json<EvaluateResponse>, ApiError> {
     for (field, value) in [("action", &req.action), ("resource", &req.resource)] {
@@ -74,7 +86,13 @@ pub(super) async fn evaluate(
         )
         .await;
     let elapsed = decision.elapsed();
+    let candidates = query.explain.then(|| {
+        let (mut policies, files) = service.engine().sources();
+        policies.extend(files);
+        aegis_policy::explain::explain(&policies, &req, at, &decision)
+    });
     Ok(Json(EvaluateResponse {
+        candidates,
         allowed: decision.allowed(),
         decision: decision.decision(),
         reason: decision.reason(),
