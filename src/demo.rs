@@ -351,6 +351,16 @@ pub async fn run(
             e.policy.as_deref().unwrap_or("(no policy)"),
             e.decision_reason
         );
+        for (i, line) in e.why_not.iter().enumerate() {
+            println!(
+                "   {}  {line}",
+                if i == 0 {
+                    "why not        "
+                } else {
+                    "               "
+                }
+            );
+        }
         println!(
             "   action            {}{}",
             e.action_status,

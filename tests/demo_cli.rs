@@ -37,6 +37,11 @@ fn the_demo_reports_every_scenario() {
     );
     // The audit rows, and the chains verified.
     assert!(out.contains("result scale_deployment"), "{out}");
+    // "Why not": the remediation policy that would have allowed the peak-hours restart.
+    assert!(
+        out.contains("why not          Allow Service Remediation (ALLOW 20): matched, but `Deny Destructive Actions During Peak Hours` decided first"),
+        "{out}"
+    );
     assert!(out.contains("Audit chains verified: intact."), "{out}");
     // `--scenario` narrows it; an unknown one is an error.
     let (code, _, err) = common::run(

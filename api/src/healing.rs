@@ -145,6 +145,10 @@ pub struct LoopEvent {
     pub policy: Option<String>,
     /// The decision's reason.
     pub decision_reason: String,
+    /// "Why not": every other candidate policy and what kept it from deciding (a failed
+    /// condition, or a policy ahead of it), `NAME (EFFECT PRIORITY): reason`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub why_not: Vec<String>,
     /// `succeeded`, `dry_run`, `failed`, `denied` (a guard refused), `skipped` (not
     /// allowed, or nothing to do), `handed_off` (allowed on a replica that is not the
     /// leader: queued for the leader).
@@ -885,6 +889,7 @@ impl HealingLoop {
             decision: "NOT_ASKED".to_owned(),
             policy: None,
             decision_reason: "no action recommended".to_owned(),
+            why_not: Vec::new(),
             action_status: "skipped".to_owned(),
             action_message: String::new(),
             action_id: None,
@@ -939,6 +944,7 @@ impl HealingLoop {
         if !decision.allowed() {
             self.counters.denied.fetch_add(1, Ordering::Relaxed);
             event.action_message = "not allowed by policy".to_owned();
+            event.why_not = self.why_not(&question, &decision, policy_time);
             return event;
         }
         self.counters.allowed.fetch_add(1, Ordering::Relaxed);
@@ -989,6 +995,7 @@ impl HealingLoop {
                 _ => None,
             };
             event.action_status = "handed_off".to_owned();
+            event.why_not = self.why_not(&question, &decision, policy_time);
             event.action_message = match handed {
                 Some(id) => format!("not the leader: handed to the leader (handoff {id})"),
                 None => "not the leader, and the handoff could not be written".to_owned(),
@@ -1007,6 +1014,8 @@ impl HealingLoop {
             .await;
         event.tick_to_action_us = crate::detector_service::micros_since(tick_started);
         event.acted_at = Some(Instant::now());
+        // After the call: explaining is not on the path to the executor.
+        event.why_not = self.why_not(&question, &decision, policy_time);
         match answer {
             Ok(r) => {
                 // Latency to the executor call itself (the measure), not to the
@@ -1028,6 +1037,23 @@ impl HealingLoop {
             }
         }
         event
+    }
+
+    /// The other candidate policies of a decision and why they did not decide.
+    fn why_not(
+        &self,
+        question: &PolicyRequest,
+        decision: &aegis_policy::Decision,
+        policy_time: Option<DateTime<Utc>>,
+    ) -> Vec<String> {
+        let (mut policies, files) = self.policies.engine().sources();
+        policies.extend(files);
+        let at = policy_time.unwrap_or_else(Utc::now);
+        aegis_policy::explain::explain(&policies, question, at, decision)
+            .into_iter()
+            .filter(|c| c.verdict != aegis_policy::explain::Verdict::Decided)
+            .map(|c| format!("{} ({} {}): {}", c.name, c.effect, c.priority, c.reason))
+            .collect()
     }
 
     /// Detections into prediction history, one batch per tick.
