@@ -9,7 +9,14 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use crate::replay::{Item, ReplaySettings, Telemetry, replay, rfc3339};
+use crate::replay::{Item, ReplayOptions, ReplaySettings, Telemetry, replay_with, rfc3339};
+
+/// The demo's own policy beside the defaults: rollbacks wait for a person.
+const APPROVAL_POLICY: &str = r#"{"name": "Rollbacks Need Approval", "type": "self_healing",
+    "effect": "allow", "priority": 30, "actions": ["rollback_deployment"],
+    "resources": ["cluster:*/deployment/*"], "conditions": {"roles": ["service"]},
+    "require_approval": true,
+    "description": "A rollback changes what runs: an operator approves it first."}"#;
 
 /// What goes wrong with a workload, and from when (minutes after the start).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -321,7 +328,20 @@ pub async fn run(
         };
         println!("  {:<24} {what}", format!("{}/{}", w.namespace, w.name));
     }
-    let report = replay(&telemetry).await?;
+    let spec = aegis_policy::PolicySpec::from_json(serde_json::from_str(APPROVAL_POLICY)?)?;
+    let options = ReplayOptions {
+        extra_policies: vec![aegis_policy::Policy {
+            id: "demo#Rollbacks Need Approval".to_owned(),
+            spec,
+            origin: aegis_policy::Origin::Builtin,
+        }],
+        approve_as: Some("demo-operator".to_owned()),
+    };
+    println!(
+        "\nBeside the default policies the demo loads \"Rollbacks Need Approval\" (require_approval: true); \
+         a demo operator approves what it holds back."
+    );
+    let report = replay_with(&telemetry, &options).await?;
     println!("\nDetections ({}):", report.events.len());
     for (i, e) in report.events.iter().enumerate() {
         println!(
@@ -379,6 +399,25 @@ pub async fn run(
             d.action,
             d.resource,
             d.policy.as_deref().unwrap_or("-")
+        );
+    }
+    println!("\nApprovals ({}):", report.approvals.len());
+    for a in &report.approvals {
+        println!(
+            "  {} {} — held by `{}`; the approver saw: {}",
+            a.action,
+            a.entity,
+            a.policy.as_deref().unwrap_or("-"),
+            a.dry_run
+        );
+        println!(
+            "    {} by {}{}",
+            a.status,
+            a.decided_by.as_deref().unwrap_or("-"),
+            a.action_status
+                .as_deref()
+                .map(|s| format!(", then carried out through the guards: {s}"))
+                .unwrap_or_default()
         );
     }
     println!("\nAction audit:");

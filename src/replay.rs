@@ -231,10 +231,49 @@ pub struct ReplayReport {
     pub stats: LoopStats,
     /// Both audit chains verified intact.
     pub audit_intact: bool,
+    /// Actions held for approval, as they ended.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<ApprovalRow>,
+}
+
+/// An action held for approval, and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApprovalRow {
+    /// `namespace/kind/name`.
+    pub entity: String,
+    /// The action.
+    pub action: String,
+    /// The policy that asked for approval.
+    pub policy: Option<String>,
+    /// What the dry-run said the action would do.
+    pub dry_run: String,
+    /// `approved`, `rejected`, `expired` or `pending`.
+    pub status: String,
+    /// Who decided.
+    pub decided_by: Option<String>,
+    /// The executor's status for the approved action.
+    pub action_status: Option<String>,
+}
+
+/// What a replay adds to the default policies and does after the telemetry.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    /// Policies loaded beside the defaults (as if from the policy folder).
+    pub extra_policies: Vec<aegis_policy::Policy>,
+    /// Approve every action held for approval at the end, as this operator.
+    pub approve_as: Option<String>,
 }
 
 /// Replays `telemetry`; the database lives in a temporary folder and is gone afterwards.
 pub async fn replay(telemetry: &Telemetry) -> anyhow::Result<ReplayReport> {
+    replay_with(telemetry, &ReplayOptions::default()).await
+}
+
+/// Like [`replay`] with `options`.
+pub async fn replay_with(
+    telemetry: &Telemetry,
+    options: &ReplayOptions,
+) -> anyhow::Result<ReplayReport> {
     let dir = tempfile::tempdir().context("a temporary folder for the replay's database")?;
     let url = format!("sqlite://{}", dir.path().join("replay.db").display());
     let store = Store::connect(&url, &StoreOptions::default())
@@ -250,6 +289,12 @@ pub async fn replay(telemetry: &Telemetry) -> anyhow::Result<ReplayReport> {
         .reload_database()
         .await
         .map_err(|e| anyhow::anyhow!("loading policies: {e}"))?;
+    if !options.extra_policies.is_empty() {
+        policies
+            .engine()
+            .set_file_policies(options.extra_policies.clone())
+            .map_err(|e| anyhow::anyhow!("extra policies: {e}"))?;
+    }
     let settings = &telemetry.settings;
     let detectors = aegis_api::detector_service::DetectorService::start(
         store.clone(),
@@ -269,7 +314,7 @@ pub async fn replay(telemetry: &Telemetry) -> anyhow::Result<ReplayReport> {
         settings.healing(),
         detectors,
         Arc::clone(&policies),
-        executor,
+        Arc::clone(&executor),
         store.clone(),
     );
 
@@ -314,6 +359,40 @@ pub async fn replay(telemetry: &Telemetry) -> anyhow::Result<ReplayReport> {
     );
     let stats = healing.stats(next_tick);
     drop(healing);
+    let mut approvals = Vec::new();
+    for a in store.list_approvals(None, 1_000).await? {
+        let mut action_status = None;
+        let mut a = a;
+        if let (Some(by), "pending") = (&options.approve_as, a.status.as_str()) {
+            let (decided, response) = executor
+                .decide_approval(
+                    &store,
+                    &policies,
+                    &a.id,
+                    true,
+                    by,
+                    Some("approved in the demo"),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("approving {}: {}", a.id, e.message()))?;
+            action_status = response.map(|r| r.status.to_owned());
+            a = decided;
+        }
+        let dry_run = serde_json::from_str::<serde_json::Value>(&a.dry_run)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        approvals.push(ApprovalRow {
+            entity: a.entity,
+            action: a.action,
+            policy: a.policy,
+            dry_run,
+            status: a.status,
+            decided_by: a.decided_by,
+            action_status,
+        });
+    }
+    approvals.reverse();
     drop(policies);
     writer.shutdown(std::time::Duration::from_secs(10)).await;
 
@@ -363,6 +442,7 @@ pub async fn replay(telemetry: &Telemetry) -> anyhow::Result<ReplayReport> {
         actions,
         stats,
         audit_intact,
+        approvals,
     })
 }
 

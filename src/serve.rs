@@ -202,6 +202,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&executor),
         store.clone(),
     );
+    {
+        // Approvals past their timeout are rejections: swept every 5 s (and on every read
+        // of the queue), each with an audit row.
+        let (executor, store) = (Arc::clone(&executor), store.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                match executor.expire_approvals(&store).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "approvals timed out: rejected"),
+                    Err(error) => {
+                        tracing::warn!(
+                            error = error.message(),
+                            "sweeping expired approvals failed"
+                        );
+                    }
+                }
+            }
+        });
+    }
     // Retention and the scheduled audit export, hourly (the first pass at start).
     tokio::spawn(crate::retention::run_forever(config.clone(), store.clone()));
     let state = AppState::new(store.clone(), config.executor_mode)
@@ -517,6 +538,7 @@ async fn build_executor(config: &Config, limiter: Limiter) -> anyhow::Result<Exe
         cooldown: Duration::from_secs(config.executor_cooldown_secs),
         blast_radius: i64::from(config.executor_blast_radius),
         blast_window: Duration::from_secs(config.executor_blast_window_secs),
+        approval_timeout: Duration::from_secs(config.approval_timeout_secs.max(1)),
     };
     Ok(ExecutorService::new(executor, settings, limiter))
 }

@@ -37,6 +37,16 @@ fn the_demo_reports_every_scenario() {
     );
     // The audit rows, and the chains verified.
     assert!(out.contains("result scale_deployment"), "{out}");
+    // One approval: the crash loop's rollback waits for the operator, then runs.
+    assert!(out.contains("Approvals (1):"), "{out}");
+    assert!(
+        out.contains("rollback_deployment production/deployment/worker — held by `Rollbacks Need Approval`; the approver saw: dry run: would kubectl rollout undo deployment/worker -n production"),
+        "{out}"
+    );
+    assert!(
+        out.contains("approved by demo-operator, then carried out through the guards: dry_run"),
+        "{out}"
+    );
     // "Why not": the remediation policy that would have allowed the peak-hours restart.
     assert!(
         out.contains("why not          Allow Service Remediation (ALLOW 20): matched, but `Deny Destructive Actions During Peak Hours` decided first"),

@@ -47,6 +47,8 @@ pub struct ExecutorSettings {
     pub blast_radius: i64,
     /// The blast-radius window.
     pub blast_window: Duration,
+    /// How long an action held for approval waits before it counts as rejected.
+    pub approval_timeout: Duration,
 }
 
 impl Default for ExecutorSettings {
@@ -59,6 +61,7 @@ impl Default for ExecutorSettings {
             cooldown: Duration::from_secs(300),
             blast_radius: 5,
             blast_window: Duration::from_secs(600),
+            approval_timeout: Duration::from_secs(900),
         }
     }
 }
@@ -237,7 +240,8 @@ impl ExecutorService {
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
         let policy = policy_request(&req, caller);
-        self.guarded(store, policies, req, actor, policy).await
+        self.guarded(store, policies, req, actor, policy, None)
+            .await
     }
 
     /// The self-healing loop's entry: the same guards from the namespace allowlist on
@@ -256,9 +260,166 @@ impl ExecutorService {
             let e = ApiError::bad_request(e.0);
             return Err(self.refuse(store, Some(&req), Some(actor), e).await);
         }
-        self.guarded(store, policies, req, Some(actor), policy)
+        self.guarded(store, policies, req, Some(actor), policy, None)
             .await
             .map(|(_, r)| r)
+    }
+
+    /// Holds `req` for approval: queues it with the dry-run of what it would do and writes
+    /// an `approval`/`pending` row to the action audit chain.
+    async fn hold_for_approval(
+        &self,
+        store: &Store,
+        req: &ActionRequest,
+        actor: Option<&str>,
+        question: &PolicyRequest,
+        policy: Option<&str>,
+    ) -> Result<(axum::http::StatusCode, ExecuteResponse), ApiError> {
+        let preview = Executor::DryRun.execute(req, self.settings.scale).await;
+        let dry_run = json!({"message": preview.message, "details": preview.details});
+        let expires_at = Utc::now()
+            + chrono::Duration::from_std(self.settings.approval_timeout).unwrap_or_default();
+        let approval = store
+            .create_approval(&aegis_store::NewApproval {
+                entity: format!("{}/{}", req.namespace, req.target),
+                action: req.action.as_str().to_owned(),
+                policy: policy.map(str::to_owned),
+                requested_by: actor.map(str::to_owned),
+                request: serde_json::to_string(req).map_err(ApiError::internal)?,
+                question: serde_json::to_string(question).map_err(ApiError::internal)?,
+                dry_run: dry_run.to_string(),
+                expires_at,
+            })
+            .await?;
+        let message = format!(
+            "held for approval (policy `{}`) until {}: approve or reject at /api/v1/approvals/{}",
+            policy.unwrap_or("-"),
+            expires_at.to_rfc3339(),
+            approval.id
+        );
+        let entry = audit_entry(
+            &approval.id,
+            "approval",
+            Some(req),
+            "pending",
+            actor,
+            message.clone(),
+            json!({"approval_id": approval.id, "policy": policy, "expires_at": expires_at,
+                   "dry_run": dry_run}),
+        );
+        let receipts = store.append_action_audit(&[entry]).await?;
+        metrics::counter!(metric_names::ACTIONS_TOTAL, "action" => req.action.as_str(),
+            "namespace" => req.namespace.clone(), "status" => "awaiting_approval")
+        .increment(1);
+        Ok((
+            axum::http::StatusCode::ACCEPTED,
+            ExecuteResponse {
+                id: approval.id.clone(),
+                status: "awaiting_approval",
+                audit_id: receipts.first().map_or(0, |r| r.id),
+                message,
+                details: json!({"approval_id": approval.id, "expires_at": expires_at,
+                                "dry_run": dry_run}),
+                called_at: None,
+            },
+        ))
+    }
+
+    /// Turns pending approvals past their expiry into rejections (`expired`), each with an
+    /// audit row; returns how many.
+    pub async fn expire_approvals(&self, store: &Store) -> Result<usize, ApiError> {
+        let expired = store.expire_approvals(Utc::now()).await?;
+        let entries: Vec<NewActionAudit> = expired
+            .iter()
+            .map(|a| {
+                let req = serde_json::from_str::<ActionRequest>(&a.request).ok();
+                audit_entry(
+                    &a.id,
+                    "approval",
+                    req.as_ref(),
+                    "expired",
+                    Some("aegis"),
+                    format!("no decision before {}: rejected", a.expires_at.to_rfc3339()),
+                    json!({"approval_id": a.id}),
+                )
+            })
+            .collect();
+        if !entries.is_empty() {
+            store.append_action_audit(&entries).await?;
+        }
+        Ok(expired.len())
+    }
+
+    /// Approves (`approve = true`) or rejects a pending approval as `by`. An approved action
+    /// then goes through every guard again — the policy as it is now, rate, cooldown,
+    /// blast radius — and is carried out; the answer is the executor's.
+    pub async fn decide_approval(
+        &self,
+        store: &Store,
+        policies: &PolicyService,
+        id: &str,
+        approve: bool,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<(aegis_store::Approval, Option<ExecuteResponse>), ApiError> {
+        self.expire_approvals(store).await?;
+        let status = if approve { "approved" } else { "rejected" };
+        let Some(approval) = store
+            .decide_approval(id, status, Some(by), reason, Utc::now())
+            .await?
+        else {
+            return Err(match store.get_approval(id).await? {
+                None => ApiError::not_found(format!("no approval with id `{id}`")),
+                Some(a) => ApiError::conflict(format!(
+                    "approval `{id}` is {} already{}",
+                    a.status,
+                    a.decided_by
+                        .as_deref()
+                        .map(|b| format!(" (by {b})"))
+                        .unwrap_or_default()
+                )),
+            });
+        };
+        let req: ActionRequest =
+            serde_json::from_str(&approval.request).map_err(ApiError::internal)?;
+        let question: PolicyRequest =
+            serde_json::from_str(&approval.question).map_err(ApiError::internal)?;
+        let entry = audit_entry(
+            &approval.id,
+            "approval",
+            Some(&req),
+            status,
+            Some(by),
+            reason.map_or_else(|| format!("{status} by {by}"), str::to_owned),
+            json!({"approval_id": approval.id, "requested_by": approval.requested_by}),
+        );
+        store.append_action_audit(&[entry]).await?;
+        if !approve {
+            return Ok((approval, None));
+        }
+        // A fresh request: the stored one's timestamp and nonce belong to the moment it
+        // was asked for.
+        let req = ActionRequest {
+            timestamp: Utc::now(),
+            nonce: uuid::Uuid::now_v7().to_string(),
+            ..req
+        };
+        let actor = approval.requested_by.clone();
+        let (_, response) = self
+            .guarded(
+                store,
+                policies,
+                req,
+                actor.as_deref(),
+                question,
+                Some(&approval.id),
+            )
+            .await?;
+        store
+            .set_approval_action(&approval.id, &response.id)
+            .await?;
+        let approval = store.get_approval(id).await?.unwrap_or(approval);
+        Ok((approval, Some(response)))
     }
 
     async fn guarded(
@@ -268,6 +429,7 @@ impl ExecutorService {
         req: ActionRequest,
         actor: Option<&str>,
         policy: PolicyRequest,
+        approved: Option<&str>,
     ) -> Result<(axum::http::StatusCode, ExecuteResponse), ApiError> {
         if !namespace_allowed(&req.namespace, &self.settings.allowed_namespaces) {
             let e = ApiError::forbidden(format!(
@@ -286,6 +448,12 @@ impl ExecutorService {
         if !decision.allowed() {
             let e = ApiError::forbidden(format!("policy: {}", decision.reason()));
             return Err(self.refuse(store, Some(&req), actor, e).await);
+        }
+        if approved.is_none() && decision.needs_approval(&policy) {
+            let name = decision.policy().map(|p| p.name.clone());
+            return self
+                .hold_for_approval(store, &req, actor, &policy, name.as_deref())
+                .await;
         }
         let budget_key = format!("{} {}", req.action.as_str(), req.namespace);
         if let Err(retry) = self.limiter.check(Class::Action, &budget_key).await {

@@ -151,7 +151,8 @@ pub struct LoopEvent {
     pub why_not: Vec<String>,
     /// `succeeded`, `dry_run`, `failed`, `denied` (a guard refused), `skipped` (not
     /// allowed, or nothing to do), `handed_off` (allowed on a replica that is not the
-    /// leader: queued for the leader).
+    /// leader: queued for the leader), `awaiting_approval` (the deciding policy asks for a
+    /// person's approval first).
     pub action_status: String,
     /// What the executor said.
     pub action_message: String,

@@ -11,6 +11,8 @@
 //! The layer is thin: parse, authorize, call the domain crate, map errors to JSON.
 
 mod access;
+#[cfg(test)]
+mod approval_tests;
 pub mod auth;
 #[cfg(test)]
 mod auth_tests;

@@ -36,8 +36,8 @@ pub use engine::PolicyEngine;
 pub use files::{Diagnostic, Level, PolicySet, load_policies};
 pub use glob::glob_match_reference;
 pub use model::{
-    Actions, Conditions, Day, Effect, MatchRegex, MetaCondition, OPERATORS, Op, Pattern,
-    PolicySpec, PolicyType, Scalar, TimeOfDay, TimeWindow, Timezone,
+    Actions, ApprovalRule, Conditions, Day, Effect, MatchRegex, MetaCondition, OPERATORS, Op,
+    Pattern, PolicySpec, PolicyType, Scalar, SeverityLevel, TimeOfDay, TimeWindow, Timezone,
 };
 pub use request::{ConditionError, Context, Request};
 pub use snapshot::{CompileError, Decision, DecisionKind, Origin, Policy, PolicyInfo, Snapshot};

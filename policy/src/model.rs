@@ -132,6 +132,58 @@ pub struct PolicySpec {
     /// Disabled policies are kept but never match.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// An ALLOW that needs a person's approval before the action is carried out:
+    /// `true`, or `{min_severity: high}` for detections at or above a severity. Ignored on
+    /// DENY policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_approval: Option<ApprovalRule>,
+}
+
+/// When an ALLOW waits for an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ApprovalRule {
+    /// `true`: always; `false`: never.
+    Always(bool),
+    /// At or above this severity (request metadata `severity`).
+    AtLeast {
+        /// The lowest severity that needs approval.
+        min_severity: SeverityLevel,
+    },
+}
+
+/// Detection severities, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeverityLevel {
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Critical.
+    Critical,
+}
+
+impl ApprovalRule {
+    /// Whether a request with `metadata` needs approval under this rule. A request whose
+    /// severity is missing or unknown needs it (fail closed).
+    pub fn applies(&self, metadata: &serde_json::Map<String, Value>) -> bool {
+        match self {
+            Self::Always(b) => *b,
+            Self::AtLeast { min_severity } => {
+                let level = metadata
+                    .get("severity")
+                    .and_then(Value::as_str)
+                    .and_then(|s| {
+                        serde_json::from_value::<SeverityLevel>(Value::String(s.to_lowercase()))
+                            .ok()
+                    });
+                level.is_none_or(|l| l >= *min_severity)
+            }
+        }
+    }
 }
 
 fn any_resource() -> Vec<Pattern> {

@@ -61,6 +61,9 @@ pub struct PolicyInfo {
     pub effect: Effect,
     /// Where it came from.
     pub origin: Origin,
+    /// Whether its ALLOW waits for an approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_approval: Option<crate::model::ApprovalRule>,
 }
 
 /// Compiling failed.
@@ -184,6 +187,7 @@ impl Snapshot {
                     priority: p.spec.priority,
                     effect: p.spec.effect,
                     origin: p.origin.clone(),
+                    require_approval: p.spec.require_approval,
                 },
                 actions: p
                     .spec
@@ -404,6 +408,18 @@ impl Decision {
     /// `ALLOW` or `DENY`.
     pub fn decision(&self) -> &'static str {
         if self.allowed() { "ALLOW" } else { "DENY" }
+    }
+
+    /// Whether this ALLOW must wait for a person's approval: the deciding policy asks for
+    /// one and its rule applies to `req` (see [`crate::ApprovalRule`]).
+    pub fn needs_approval(&self, req: &Request) -> bool {
+        match self.outcome {
+            Outcome::Allowed(i) => self
+                .info(i)
+                .require_approval
+                .is_some_and(|r| r.applies(&req.context.metadata)),
+            _ => false,
+        }
     }
 
     /// The policy type asked about.

@@ -144,6 +144,9 @@ pub struct Config {
     pub executor_blast_radius: u32,
     /// The blast-radius window, in seconds.
     pub executor_blast_window_secs: u64,
+    /// How long an action held for approval (`require_approval` on the deciding policy)
+    /// waits; past it, it counts as rejected.
+    pub approval_timeout_secs: u64,
     /// Actions per minute per action and namespace.
     pub executor_rate_limit_per_minute: u32,
     /// Metric names (`__name__`) the engine turns into features, in order; the first five
@@ -240,6 +243,7 @@ impl Default for Config {
             executor_cooldown_secs: 300,
             executor_blast_radius: 5,
             executor_blast_window_secs: 600,
+            approval_timeout_secs: 900,
             executor_rate_limit_per_minute: 10,
             engine_metrics: aegis_engine::DEFAULT_METRICS
                 .iter()

@@ -21,6 +21,7 @@ macro_rules! with_pool {
     };
 }
 
+mod approvals;
 mod audit;
 mod backup;
 mod detections;
@@ -35,6 +36,7 @@ mod store;
 pub mod testing;
 mod users;
 
+pub use approvals::{Approval, NewApproval};
 pub use audit::{
     AuditArchive, AuditKind, AuditLog, AuditReceipt, AuditRecord, AuditTable, AuditValue,
     AuditWriterOptions, AuditWriterStats, BrokenRow, NewActionAudit, NewPolicyAudit,

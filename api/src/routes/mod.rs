@@ -1,5 +1,6 @@
 //! The router and its endpoints.
 
+mod approvals;
 mod auth;
 mod detect;
 mod executor;
@@ -80,6 +81,10 @@ pub fn app(state: AppState) -> Router {
             post(executor::generate_signature),
         )
         .route("/audit/logs", get(executor::audit_logs))
+        .route("/api/v1/approvals", get(approvals::list))
+        .route("/api/v1/approvals/{id}", get(approvals::get))
+        .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/api/v1/approvals/{id}/reject", post(approvals::reject))
         .route("/api/v1/detect-anomaly", post(detect::detect_anomaly))
         .route("/api/v1/detect-failure", post(detect::detect_failure))
         .route("/api/v1/metrics/predictions", get(detect::predictions))

@@ -5,7 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    auth, detect, executor, health, ingest, metrics, policies, policy, service_tokens, users,
+    approvals, auth, detect, executor, health, ingest, metrics, policies, policy, service_tokens,
+    users,
 };
 
 struct BearerAuth;
@@ -66,6 +67,10 @@ impl Modify for BearerAuth {
         executor::execute,
         executor::generate_signature,
         executor::audit_logs,
+        approvals::list,
+        approvals::get,
+        approvals::approve,
+        approvals::reject,
         detect::detect_anomaly,
         detect::detect_failure,
         detect::predictions,
@@ -85,6 +90,7 @@ impl Modify for BearerAuth {
         (name = "policies", description = "policy CRUD with versions"),
         (name = "policy", description = "evaluation, emergency stop, decision audit"),
         (name = "executor", description = "signed remediation requests and the action audit"),
+        (name = "approvals", description = "actions held for a person's approval"),
         (name = "ingest", description = "Prometheus remote write and Loki push"),
         (name = "detectors", description = "anomaly and failure detection, prediction history, model statistics"),
     )
