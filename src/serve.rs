@@ -506,6 +506,8 @@ pub(crate) fn healing_settings(config: &Config) -> aegis_api::healing::HealingSe
         warmup_rows: config.engine_warmup_rows,
         threshold: config.anomaly_threshold,
         scale_step: config.engine_scale_step,
+        verify_after: Duration::from_secs(config.engine_verify_after_secs),
+        breaker_threshold: config.engine_breaker_threshold,
         ..defaults
     }
 }

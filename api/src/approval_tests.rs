@@ -272,3 +272,81 @@ async fn an_approval_that_times_out_is_a_rejection() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn an_open_breaker_refuses_actions_until_an_operator_resets_it() {
+    for db in TestDb::both().await {
+        let (router, executor, policies) = setup(&db, Duration::from_secs(60)).await;
+        for _ in 0..3 {
+            db.store
+                .record_verification("production/web", false, 3)
+                .await
+                .unwrap();
+        }
+        let (status, _, list) = send(router.clone(), get("/api/v1/breakers")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list["breakers"][0]["entity"], "production/web");
+        assert_eq!(list["breakers"][0]["open"], true);
+        let req = ActionRequest {
+            action: Action::ScaleDeployment,
+            namespace: "production".into(),
+            target: "deployment/web".into(),
+            params: Params {
+                scale_by: Some(1),
+                ..Params::default()
+            },
+            reason: None,
+            timestamp: chrono::Utc::now(),
+            nonce: uuid::Uuid::now_v7().to_string(),
+            idempotency_key: None,
+        };
+        let mut question = policy_request(&req, None);
+        // Without a severity the approval gate would hold it (fail closed).
+        question
+            .context
+            .metadata
+            .insert("severity".into(), json!("low"));
+        let refused = executor
+            .execute_internal(
+                &db.store,
+                &policies,
+                req.clone(),
+                "aegis-engine",
+                question.clone(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status(), StatusCode::CONFLICT, "{}", db.name());
+        assert!(
+            refused
+                .message()
+                .contains("circuit breaker open on production/web")
+        );
+        let (status, _, reset) = send(
+            router.clone(),
+            post("/api/v1/breakers/production/web/reset", None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{reset}");
+        assert_eq!(reset["open"], false);
+        assert_eq!(reset["reset_by"], "admin-1");
+        let done = executor
+            .execute_internal(&db.store, &policies, req, "aegis-engine", question)
+            .await
+            .unwrap();
+        assert_eq!(done.status, "dry_run");
+        assert_eq!(
+            phases(&db, "deployment/web").await,
+            [
+                ("result".into(), "denied".into()),
+                ("breaker".into(), "reset".into()),
+                ("intent".into(), "pending".into()),
+                ("result".into(), "dry_run".into()),
+            ]
+        );
+        let (status, _, _) =
+            send(router, post("/api/v1/breakers/production/nope/reset", None)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        db.cleanup().await;
+    }
+}

@@ -449,6 +449,22 @@ impl ExecutorService {
             let e = ApiError::forbidden(format!("policy: {}", decision.reason()));
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
+        // A target whose last actions did not help is left alone until an operator looks.
+        let (_, name) = req.target_parts();
+        let entity = format!("{}/{name}", req.namespace);
+        if let Some(b) = store.breaker(&entity).await?
+            && b.open
+        {
+            let e = ApiError::conflict(format!(
+                "circuit breaker open on {entity}: {} ineffective actions in a row{}; \
+                 check the target, then POST /api/v1/breakers/{entity}/reset",
+                b.ineffective,
+                b.opened_at
+                    .map(|t| format!(" (open since {})", t.to_rfc3339()))
+                    .unwrap_or_default()
+            ));
+            return Err(self.refuse(store, Some(&req), actor, e).await);
+        }
         if approved.is_none() && decision.needs_approval(&policy) {
             let name = decision.policy().map(|p| p.name.clone());
             return self

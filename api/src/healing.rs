@@ -28,7 +28,7 @@ use aegis_engine::matrix::PER_METRIC;
 use aegis_engine::{Detection, Engine, EngineConfig, Phase, TickInput};
 use aegis_executor::{Action, ActionRequest, Params};
 use aegis_policy::{Context, PolicyType, Request as PolicyRequest};
-use aegis_store::{NewPrediction, Store};
+use aegis_store::{AuditLog, NewPrediction, Store};
 use arc_swap::ArcSwapOption;
 use arrow_array::{Array, Float64Array, Int64Array, StringArray, UInt32Array};
 use chrono::{DateTime, Utc};
@@ -46,6 +46,17 @@ pub const ENGINE_ACTOR: &str = "aegis-engine";
 /// Scale-free features per metric the forest sees: z-score against the baseline,
 /// deviation of the last value from the EWMA, spread and trend relative to the mean.
 const VIEW_PER_METRIC: usize = 2;
+
+/// An action whose effect is to be judged at `due_ms`.
+#[derive(Debug, Clone)]
+struct PendingVerification {
+    entity: aegis_engine::Entity,
+    action_id: String,
+    action: String,
+    target: String,
+    due_ms: i64,
+    score_at_action: f64,
+}
 
 /// A detection with its scores and assessment.
 type Assessed = (Detection, RowResult, Assessment);
@@ -71,6 +82,11 @@ pub struct HealingSettings {
     /// with far fewer trees than the 100 a wide forest needs; every tick scores one per
     /// metric for every workload, so this is most of the tick.
     pub trees: usize,
+    /// How long after an action its target's signal is read again to judge it effective
+    /// (severity below the calm threshold) or ineffective.
+    pub verify_after: Duration,
+    /// Ineffective actions in a row on one target that open its circuit breaker.
+    pub breaker_threshold: u32,
 }
 
 impl Default for HealingSettings {
@@ -94,6 +110,8 @@ impl Default for HealingSettings {
             scale_step: 1,
             seed: 42,
             trees: 50,
+            verify_after: Duration::from_secs(300),
+            breaker_threshold: 3,
         }
     }
 }
@@ -208,6 +226,11 @@ pub struct HealingLoop {
     /// for it, so an incident whose diagnosis sharpens (an anomaly that turns out to be a
     /// memory leak) is decided again once per new action, never twice for the same one.
     asked: Mutex<std::collections::HashMap<aegis_engine::Entity, (u64, Vec<RecommendedAction>)>>,
+    /// Actions waiting for their post-action verification.
+    verifications: Mutex<Vec<PendingVerification>>,
+    /// The latest severity score of each entity with a pending verification (NaN until
+    /// it is scored again after the action).
+    watched: Mutex<std::collections::HashMap<aegis_engine::Entity, f64>>,
     events: tokio::sync::broadcast::Sender<LoopEvent>,
     /// The most recent log batches (for SQL over `logs`), at most [`RECENT_LOG_LINES`]
     /// lines; the Arrow buffers are shared with ingest, not copied.
@@ -304,6 +327,8 @@ impl HealingLoop {
             counters: Counters::default(),
             last_fit: Mutex::new(None),
             asked: Mutex::default(),
+            verifications: Mutex::default(),
+            watched: Mutex::default(),
             events,
             recent_logs: Mutex::default(),
         })
@@ -547,6 +572,19 @@ impl HealingLoop {
                 failure,
             });
         }
+        {
+            // Entities with an action to verify: keep their newest score.
+            let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            if !watched.is_empty() {
+                for (r, s) in scores.iter().enumerate() {
+                    if let (Some(e), false) = (input.entities.get(r), s.is_nan())
+                        && let Some(slot) = watched.get_mut(*e)
+                    {
+                        *slot = *s;
+                    }
+                }
+            }
+        }
         self.counters
             .rows_scored
             .fetch_add(rows as u64, Ordering::Relaxed);
@@ -697,7 +735,131 @@ impl HealingLoop {
         if self.leader.load(Ordering::Relaxed) {
             self.run_handoffs().await;
         }
+        self.verify_due(now_ms).await;
         events
+    }
+
+    fn watch(&self, v: PendingVerification) {
+        self.watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(v.entity.clone(), f64::NAN);
+        self.verifications
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(v);
+    }
+
+    /// Post-action verification: for each action whose delay has passed, the target's
+    /// newest severity score says whether it helped (below the calm threshold: effective).
+    /// Each verdict goes to the action audit chain and the target's breaker; the breaker
+    /// opens after `breaker_threshold` ineffective actions in a row.
+    async fn verify_due(&self, now_ms: i64) {
+        let due: Vec<PendingVerification> = {
+            let mut pending = self.verifications.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.is_empty() {
+                return;
+            }
+            let (due, wait): (Vec<_>, Vec<_>) = pending.drain(..).partition(|v| v.due_ms <= now_ms);
+            *pending = wait;
+            due
+        };
+        for v in due {
+            let score = {
+                let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+                let score = watched.get(&v.entity).copied().unwrap_or(f64::NAN);
+                let still = self
+                    .verifications
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .any(|o| o.entity == v.entity);
+                if !still {
+                    watched.remove(&v.entity);
+                }
+                score
+            };
+            let calm = self.settings.engine.hysteresis.calm_below;
+            let after = self.settings.verify_after.as_secs();
+            let (status, reason) = if score.is_nan() {
+                (
+                    "unknown",
+                    format!("no new data on {} within {after} s of the action", v.entity),
+                )
+            } else if score < calm {
+                (
+                    "effective",
+                    format!(
+                        "severity {:.2} at the action, {score:.2} {after} s later: below {calm:.2}",
+                        v.score_at_action
+                    ),
+                )
+            } else {
+                (
+                    "ineffective",
+                    format!(
+                        "severity {:.2} at the action, {score:.2} {after} s later: still at or above {calm:.2}",
+                        v.score_at_action
+                    ),
+                )
+            };
+            metrics::counter!(aegis_core::metric_names::ACTION_VERIFICATIONS_TOTAL, "result" => status)
+                .increment(1);
+            let mut rows = vec![aegis_store::NewActionAudit {
+                created_at: None,
+                action_id: v.action_id.clone(),
+                phase: "verification".to_owned(),
+                action: v.action.clone(),
+                namespace: v.entity.namespace.clone(),
+                target: v.target.clone(),
+                status: status.to_owned(),
+                actor: Some(ENGINE_ACTOR.to_owned()),
+                reason: Some(reason),
+                details: json!({"score_at_action": round3(v.score_at_action),
+                                "score_after": (!score.is_nan()).then(|| round3(score)),
+                                "after_secs": after}),
+            }];
+            if status != "unknown" {
+                match self
+                    .store
+                    .record_verification(
+                        &v.entity.to_string(),
+                        status == "effective",
+                        i64::from(self.settings.breaker_threshold),
+                    )
+                    .await
+                {
+                    Ok((breaker, true)) => {
+                        tracing::error!(entity = %v.entity, ineffective = breaker.ineffective,
+                            "circuit breaker open: the engine stops acting on this target until an operator resets it");
+                        metrics::counter!(aegis_core::metric_names::BREAKER_TRIPS_TOTAL)
+                            .increment(1);
+                        rows.push(aegis_store::NewActionAudit {
+                            created_at: None,
+                            action_id: v.action_id.clone(),
+                            phase: "breaker".to_owned(),
+                            action: v.action.clone(),
+                            namespace: v.entity.namespace.clone(),
+                            target: v.target.clone(),
+                            status: "open".to_owned(),
+                            actor: Some(ENGINE_ACTOR.to_owned()),
+                            reason: Some(format!(
+                                "{} ineffective actions in a row on {}: no more actions until an operator resets the breaker",
+                                breaker.ineffective, v.entity
+                            )),
+                            details: json!({"entity": v.entity.to_string()}),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, entity = %v.entity, "recording a verification failed");
+                    }
+                }
+            }
+            if let Err(error) = self.store.append_action_audit(&rows).await {
+                tracing::warn!(%error, "writing a verification to the audit failed");
+            }
+        }
     }
 
     /// One phase of a tick on the calling (blocking) thread: the engine's rows scored and
@@ -1027,6 +1189,19 @@ impl HealingLoop {
                     event.acted_at = Some(called);
                 }
                 self.counters.actions.fetch_add(1, Ordering::Relaxed);
+                if matches!(r.status, "succeeded" | "dry_run") {
+                    self.watch(PendingVerification {
+                        entity: d.entity.clone(),
+                        action_id: r.id.clone(),
+                        action: action.as_str().to_owned(),
+                        target: format!("deployment/{}", d.entity.workload),
+                        due_ms: d.at_ms.saturating_add(
+                            i64::try_from(self.settings.verify_after.as_millis())
+                                .unwrap_or(i64::MAX),
+                        ),
+                        score_at_action: a.severity_score,
+                    });
+                }
                 event.action_status = r.status.to_owned();
                 event.action_message = r.message;
                 event.action_id = Some(r.id);

@@ -217,3 +217,117 @@ async fn a_spike_is_decided_once_and_only_the_leader_acts() {
         db.cleanup().await;
     }
 }
+
+/// Three scale-ups that do not help (the dry-run executor changes nothing, so the spike
+/// outlives each verification) open `production/api`'s breaker; the fourth spike's action
+/// is refused by the executor until an operator resets it.
+#[tokio::test]
+async fn three_ineffective_scale_ups_trip_the_breaker() {
+    for db in TestDb::both().await {
+        let policies = Arc::new(PolicyService::new(db.store.clone()));
+        policies.install_defaults_if_new().await.unwrap();
+        policies.reload_database().await.unwrap();
+        let detectors = DetectorService::start(db.store.clone(), 0.6).await.unwrap();
+        let executor = Arc::new(ExecutorService::new(
+            aegis_executor::Executor::DryRun,
+            ExecutorSettings {
+                require_signature: false,
+                cooldown: Duration::ZERO,
+                blast_radius: 1_000,
+                ..ExecutorSettings::default()
+            },
+            Limiter::in_memory(Limits::default()),
+        ));
+        let defaults = HealingSettings::default();
+        let settings = HealingSettings {
+            engine: aegis_engine::EngineConfig {
+                window_ms: 10_000,
+                resolution_ms: 1_000,
+                baseline_ms: 60_000,
+                baseline_resolution_ms: 1_000,
+                warmup_ms: 15_000,
+                hysteresis: aegis_engine::Hysteresis {
+                    open_ticks: 2,
+                    calm_ticks: 10,
+                    ..defaults.engine.hysteresis
+                },
+                ..defaults.engine.clone()
+            },
+            tick: Duration::from_secs(1),
+            warmup_rows: 60,
+            verify_after: Duration::from_secs(5),
+            breaker_threshold: 3,
+            ..defaults
+        };
+        let h = HealingLoop::new(settings, detectors, policies, executor, db.store.clone());
+        // Saturday 03:00 UTC; spikes of 20 s every 80 s after 100 s of normal load.
+        let t0 = 1_795_834_800_000i64;
+        let spikes = [100i64, 180, 260, 340];
+        let mut events = Vec::new();
+        let mut seed = 5u64;
+        for s in 0..380i64 {
+            let at = t0 + s * 1_000;
+            for (d, base) in [("api", 0.30), ("web", 0.40)] {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let noise = (seed % 1000) as f64 / 1000.0 * 0.04;
+                let spiking = d == "api" && spikes.iter().any(|b| (*b..b + 20).contains(&s));
+                let v = if spiking {
+                    0.95 + noise / 4.0
+                } else {
+                    base + noise
+                };
+                assert!(h.ingest_sample(&labels("production", d), at, v));
+            }
+            events.extend(
+                h.tick_at(at + 500, chrono::DateTime::from_timestamp_millis(at))
+                    .await,
+            );
+        }
+        let scale_ups: Vec<(&str, &str)> = events
+            .iter()
+            .filter(|e| e.entity == "production/api" && e.recommended_action == "scale_up")
+            .map(|e| (e.action_status.as_str(), e.action_message.as_str()))
+            .collect();
+        assert_eq!(scale_ups.len(), 4, "{}: {events:#?}", db.name());
+        assert!(
+            scale_ups[..3].iter().all(|(s, _)| *s == "dry_run"),
+            "{scale_ups:?}"
+        );
+        assert_eq!(scale_ups[3].0, "denied", "{scale_ups:?}");
+        assert!(
+            scale_ups[3]
+                .1
+                .contains("circuit breaker open on production/api"),
+            "{scale_ups:?}"
+        );
+
+        let audit = db
+            .store
+            .list_action_audit(&ActionAuditQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let verdicts: Vec<&str> = audit
+            .iter()
+            .rev()
+            .filter(|r| r.phase == "verification")
+            .map(|r| r.status.as_str())
+            .collect();
+        assert_eq!(verdicts, ["ineffective"; 3], "{}", db.name());
+        assert_eq!(
+            audit
+                .iter()
+                .filter(|r| r.phase == "breaker" && r.status == "open")
+                .count(),
+            1
+        );
+        let breaker = db.store.breaker("production/api").await.unwrap().unwrap();
+        assert!(breaker.open && breaker.ineffective == 3, "{breaker:?}");
+        assert!(db.store.breaker("production/web").await.unwrap().is_none());
+        db.cleanup().await;
+    }
+}

@@ -25,3 +25,8 @@ pub const INFERENCE_DURATION_SECONDS: &str = "aegis_inference_duration_seconds";
 pub const ACTIONS_TOTAL: &str = "aegis_actions_total";
 /// Executor action latency in seconds (`action`).
 pub const ACTION_DURATION_SECONDS: &str = "aegis_action_duration_seconds";
+/// Post-action verifications (`result`: `effective`, `ineffective`, `unknown`). Beyond
+/// CONTRACT.md's list.
+pub const ACTION_VERIFICATIONS_TOTAL: &str = "aegis_action_verifications_total";
+/// Circuit breakers opened after ineffective actions. Beyond CONTRACT.md's list.
+pub const BREAKER_TRIPS_TOTAL: &str = "aegis_breaker_trips_total";

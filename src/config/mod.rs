@@ -173,6 +173,10 @@ pub struct Config {
     pub engine_calm_ticks: u32,
     /// Replicas a scale-up adds.
     pub engine_scale_step: i32,
+    /// Seconds after an action when its target's signal is read again (effective or not).
+    pub engine_verify_after_secs: u64,
+    /// Ineffective actions in a row on one target that open its circuit breaker.
+    pub engine_breaker_threshold: u32,
     /// Kafka bootstrap servers (`host:port`, comma-separated in the environment).
     pub kafka_brokers: Vec<String>,
     /// Kafka topics to consume (comma-separated in the environment).
@@ -259,6 +263,8 @@ impl Default for Config {
             engine_open_ticks: 2,
             engine_calm_ticks: 30,
             engine_scale_step: 1,
+            engine_verify_after_secs: 300,
+            engine_breaker_threshold: 3,
             kafka_brokers: Vec::new(),
             kafka_topics: Vec::new(),
             kafka_group: "aegis".to_owned(),
@@ -427,6 +433,18 @@ impl Config {
         }
         if self.engine_max_entities == 0 {
             return Err(invalid("engine_max_entities", "must be at least 1".into()));
+        }
+        if !(1..=86_400).contains(&self.engine_verify_after_secs) {
+            return Err(invalid(
+                "engine_verify_after_secs",
+                "must be 1 to 86400".into(),
+            ));
+        }
+        if !(1..=100).contains(&self.engine_breaker_threshold) {
+            return Err(invalid(
+                "engine_breaker_threshold",
+                "must be 1 to 100".into(),
+            ));
         }
         if !(1..=10).contains(&self.engine_scale_step) {
             return Err(invalid("engine_scale_step", "must be 1 to 10".into()));

@@ -173,3 +173,56 @@ pub(super) async fn reject(
 ) -> Result<Json<Decided>, ApiError> {
     decide(state, caller, id, body, false).await
 }
+
+#[derive(Serialize)]
+pub(super) struct BreakerList {
+    count: usize,
+    breakers: Vec<aegis_store::Breaker>,
+}
+
+/// `GET /api/v1/breakers`: circuit breakers per target, open ones first.
+#[utoipa::path(get, operation_id = "breakers_list", path = "/api/v1/breakers", tag = "breakers",
+    responses((status = 200, body = Object)), security(("bearer" = [])))]
+pub(super) async fn breakers(State(state): State<AppState>) -> Result<Json<BreakerList>, ApiError> {
+    let breakers = state.store().list_breakers().await?;
+    Ok(Json(BreakerList {
+        count: breakers.len(),
+        breakers,
+    }))
+}
+
+/// `POST /api/v1/breakers/{namespace}/{name}/reset`: closes a target's breaker after an
+/// operator checked it; audited.
+#[utoipa::path(post, operation_id = "breakers_reset", path = "/api/v1/breakers/{namespace}/{name}/reset", tag = "breakers",
+    params(("namespace" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = Object), (status = 404)), security(("bearer" = [])))]
+pub(super) async fn reset_breaker(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<aegis_store::Breaker>, ApiError> {
+    use aegis_store::AuditLog;
+    let caller = caller.ok_or_else(|| ApiError::unauthenticated("a bearer token is needed"))?;
+    let entity = format!("{namespace}/{name}");
+    let breaker = state
+        .store()
+        .reset_breaker(&entity, &caller.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no breaker for `{entity}`")))?;
+    state
+        .store()
+        .append_action_audit(&[aegis_store::NewActionAudit {
+            created_at: None,
+            action_id: uuid::Uuid::now_v7().to_string(),
+            phase: "breaker".to_owned(),
+            action: "reset".to_owned(),
+            namespace,
+            target: format!("deployment/{name}"),
+            status: "reset".to_owned(),
+            actor: Some(caller.id.clone()),
+            reason: Some(format!("breaker on {entity} reset by {}", caller.id)),
+            details: serde_json::json!({"entity": entity}),
+        }])
+        .await?;
+    Ok(Json(breaker))
+}

@@ -85,6 +85,11 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/approvals/{id}", get(approvals::get))
         .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/api/v1/approvals/{id}/reject", post(approvals::reject))
+        .route("/api/v1/breakers", get(approvals::breakers))
+        .route(
+            "/api/v1/breakers/{namespace}/{name}/reset",
+            post(approvals::reset_breaker),
+        )
         .route("/api/v1/detect-anomaly", post(detect::detect_anomaly))
         .route("/api/v1/detect-failure", post(detect::detect_failure))
         .route("/api/v1/metrics/predictions", get(detect::predictions))

@@ -71,6 +71,8 @@ impl Modify for BearerAuth {
         approvals::get,
         approvals::approve,
         approvals::reject,
+        approvals::breakers,
+        approvals::reset_breaker,
         detect::detect_anomaly,
         detect::detect_failure,
         detect::predictions,
@@ -91,6 +93,7 @@ impl Modify for BearerAuth {
         (name = "policy", description = "evaluation, emergency stop, decision audit"),
         (name = "executor", description = "signed remediation requests and the action audit"),
         (name = "approvals", description = "actions held for a person's approval"),
+        (name = "breakers", description = "circuit breakers of targets whose actions did not help"),
         (name = "ingest", description = "Prometheus remote write and Loki push"),
         (name = "detectors", description = "anomaly and failure detection, prediction history, model statistics"),
     )
