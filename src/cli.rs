@@ -215,6 +215,21 @@ enum PolicyCommand {
         #[arg(long, short = 'v')]
         verbose: bool,
     },
+    /// Evaluate a candidate policy set against the decisions recorded in the audit log and
+    /// print every one it would have decided differently from the live set.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The candidate policies (a file or a folder).
+        #[arg(long, value_name = "PATH")]
+        policies: PathBuf,
+        /// How far back: `7d`, `24h`, `90m`, a date (`2026-11-24`) or an RFC 3339 time.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// Which decisions: `self_healing` (the engine's and the executor's) or `api_access`.
+        #[arg(long = "type", default_value = "self_healing")]
+        policy_type: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,16 +294,16 @@ fn load(args: &ConfigArgs) -> Result<Loaded, ExitCode> {
 pub fn run(cli: Cli) -> ExitCode {
     let args = match &cli.command {
         // Policy files need neither configuration nor a runtime.
-        Command::Policy { command } => {
-            return match command {
-                PolicyCommand::Check { path } => policy_cmd::check(path),
-                PolicyCommand::Test {
-                    path,
-                    policies,
-                    verbose,
-                } => policy_cmd::test(path, policies.as_deref(), *verbose),
-            };
-        }
+        Command::Policy { command } => match command {
+            PolicyCommand::Check { path } => return policy_cmd::check(path),
+            PolicyCommand::Test {
+                path,
+                policies,
+                verbose,
+            } => return policy_cmd::test(path, policies.as_deref(), *verbose),
+            // History is in the database: this one needs the configuration.
+            PolicyCommand::Replay { config, .. } => config,
+        },
         Command::Openapi => {
             println!("{}", aegis_api::openapi_json());
             return ExitCode::SUCCESS;
@@ -475,6 +490,15 @@ pub fn run(cli: Cli) -> ExitCode {
                         ..
                     },
             } => user_create(&loaded.config, &email, roles, name, password_stdin).await,
+            Command::Policy {
+                command:
+                    PolicyCommand::Replay {
+                        policies,
+                        since,
+                        policy_type,
+                        ..
+                    },
+            } => policy_cmd::replay(&loaded.config, &policies, &since, &policy_type).await,
             Command::Config { .. }
             | Command::Policy { .. }
             | Command::Openapi

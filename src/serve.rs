@@ -91,7 +91,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let policies = Arc::new(
         PolicyService::new(store.clone())
             .with_audit(audit_writer.sender())
-            .with_policy_dir(config.policy_dir.clone()),
+            .with_policy_dir(config.policy_dir.clone())
+            .with_shadow_dir(config.shadow_policy_dir.clone()),
     );
     policies
         .install_defaults_if_new()
@@ -112,6 +113,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let loaded = tokio::task::spawn_blocking(move || service.reload_files(true)).await;
         if !matches!(loaded, Ok(Ok(_))) {
             tracing::error!(dir = %dir.display(), "AEGIS_POLICY_DIR did not load; see /health");
+        }
+    }
+    if let Some(dir) = &config.shadow_policy_dir {
+        let service = Arc::clone(&policies);
+        let dir = dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || service.reload_shadow(true)).await;
+        if !matches!(loaded, Ok(Ok(_))) {
+            tracing::error!(dir = %dir.display(), "AEGIS_SHADOW_POLICY_DIR did not load; see /health");
         }
     }
     let auth = build_auth(&config)?;

@@ -17,6 +17,11 @@ use crate::ratelimit::{Limiter, Limits};
 
 pub(crate) async fn healing(db: &TestDb) -> Arc<HealingLoop> {
     let policies = Arc::new(PolicyService::new(db.store.clone()));
+    healing_with(db, policies).await
+}
+
+/// The loop over `policies` (the defaults are installed into them).
+pub(crate) async fn healing_with(db: &TestDb, policies: Arc<PolicyService>) -> Arc<HealingLoop> {
     policies.install_defaults_if_new().await.unwrap();
     policies.reload_database().await.unwrap();
     let detectors = DetectorService::start(db.store.clone(), 0.6).await.unwrap();
@@ -328,6 +333,80 @@ async fn three_ineffective_scale_ups_trip_the_breaker() {
         let breaker = db.store.breaker("production/api").await.unwrap().unwrap();
         assert!(breaker.open && breaker.ineffective == 3, "{breaker:?}");
         assert!(db.store.breaker("production/web").await.unwrap().is_none());
+        db.cleanup().await;
+    }
+}
+
+/// A shadow set that would allow what the live set denies: its answer is recorded next to
+/// the live one, and nothing is executed.
+#[tokio::test]
+async fn a_shadow_set_records_but_never_executes() {
+    for db in TestDb::both().await {
+        let live = tempfile::tempdir().unwrap();
+        std::fs::write(
+            live.path().join("freeze.yaml"),
+            "name: Change Freeze\ntype: self_healing\neffect: deny\npriority: 1000\nactions: [\"*\"]\nresources: [\"cluster:production/*\"]\n",
+        )
+        .unwrap();
+        let shadow = tempfile::tempdir().unwrap();
+        std::fs::write(
+            shadow.path().join("candidate.yaml"),
+            "name: Candidate Scaling\ntype: self_healing\neffect: allow\nactions: [scale_up]\nconditions: {roles: [service]}\n",
+        )
+        .unwrap();
+        let policies = Arc::new(
+            PolicyService::new(db.store.clone())
+                .with_policy_dir(Some(live.path().to_path_buf()))
+                .with_shadow_dir(Some(shadow.path().to_path_buf())),
+        );
+        assert_eq!(policies.reload_files(true), Ok(true));
+        assert_eq!(policies.reload_shadow(true), Ok(true));
+        let h = healing_with(&db, Arc::clone(&policies)).await;
+        let (events, _) = run(&h).await;
+        let spike: Vec<&LoopEvent> = events
+            .iter()
+            .filter(|e| e.recommended_action == "scale_up")
+            .collect();
+        assert_eq!(spike.len(), 1, "{}: {events:#?}", db.name());
+        assert_eq!(spike[0].decision, "DENY");
+        assert_eq!(spike[0].policy.as_deref(), Some("Change Freeze"));
+        // The shadow rows are written in the background.
+        let mut rows = Vec::new();
+        for _ in 0..50 {
+            rows = db.store.list_shadow_decisions(true, 10).await.unwrap();
+            if !rows.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(rows.len(), 1, "{}: {rows:?}", db.name());
+        let r = &rows[0];
+        assert_eq!(
+            (r.action.as_str(), r.resource.as_str()),
+            ("scale_up", "cluster:production/deployment/api")
+        );
+        assert_eq!(
+            (r.live_decision.as_str(), r.live_policy.as_deref()),
+            ("DENY", Some("Change Freeze"))
+        );
+        assert_eq!(
+            (r.shadow_decision.as_str(), r.shadow_policy.as_deref()),
+            ("ALLOW", Some("Candidate Scaling"))
+        );
+        // Never executed: no action rows at all.
+        assert!(
+            db.store
+                .list_action_audit(&ActionAuditQuery {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}",
+            db.name()
+        );
+        assert_eq!(policies.health().shadow.unwrap().policies, 1);
         db.cleanup().await;
     }
 }

@@ -41,10 +41,27 @@ pub struct PolicyHealth {
     /// Why the last load from the database failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_error: Option<String>,
+    /// The shadow policy folder and how many policies it holds, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowHealth>,
+}
+
+/// What `/health` shows about the shadow policy set.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ShadowHealth {
+    /// The folder.
+    pub dir: String,
+    /// Policies loaded from it.
+    pub policies: usize,
+    /// Why its last load failed (the previous shadow set stays).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Default)]
 struct SourceState {
+    shadow_fingerprint: Option<u64>,
+    shadow_error: Option<String>,
     file_fingerprint: Option<u64>,
     database_fingerprint: Option<(i64, i64)>,
     file_error: Option<String>,
@@ -59,6 +76,9 @@ pub struct PolicyService {
     store: Store,
     audit: Option<PolicyAuditSender>,
     policy_dir: Option<PathBuf>,
+    /// A candidate set evaluated beside the live one on every recorded decision; its
+    /// answers are recorded, never acted on.
+    shadow: Option<(PathBuf, PolicyEngine)>,
     state: Mutex<SourceState>,
 }
 
@@ -99,6 +119,7 @@ impl PolicyService {
             store,
             audit: None,
             policy_dir: None,
+            shadow: None,
             state: Mutex::new(SourceState::default()),
         }
     }
@@ -115,6 +136,50 @@ impl PolicyService {
     pub fn with_policy_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.policy_dir = dir;
         self
+    }
+
+    /// Evaluates the policies of `dir` in shadow beside the live set (see
+    /// [`record`](Self::record)); call [`reload_shadow`](Self::reload_shadow) to load them.
+    #[must_use]
+    pub fn with_shadow_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.shadow = dir.map(|d| (d, PolicyEngine::new()));
+        self
+    }
+
+    /// Reloads the shadow folder when it changed (or when `force`); a folder that fails to
+    /// load leaves the previous shadow set. Returns whether it reloaded.
+    pub fn reload_shadow(&self, force: bool) -> Result<bool, String> {
+        let Some((dir, engine)) = &self.shadow else {
+            return Ok(false);
+        };
+        let fingerprint = fingerprint(dir);
+        if !force && self.state().shadow_fingerprint == Some(fingerprint) {
+            return Ok(false);
+        }
+        let result = match aegis_policy::load_policies(dir) {
+            Ok(set) => engine
+                .set_file_policies(set.policies)
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", dir.display())),
+            Err(errors) => Err(errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")),
+        };
+        let mut state = self.state();
+        state.shadow_fingerprint = Some(fingerprint);
+        state.shadow_error = result.as_ref().err().cloned();
+        match result {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), policies = engine.snapshot().len(), "loaded the shadow policy set");
+                Ok(true)
+            }
+            Err(error) => {
+                tracing::error!(dir = %dir.display(), %error, "the shadow policy folder does not load; the previous shadow set stays");
+                Err(error)
+            }
+        }
     }
 
     /// The engine.
@@ -305,6 +370,10 @@ impl PolicyService {
                 // Reading files is blocking I/O: keep it off the async workers.
                 let _ = tokio::task::spawn_blocking(move || service.reload_files(false)).await;
             }
+            if self.shadow.is_some() {
+                let service = Arc::clone(&self);
+                let _ = tokio::task::spawn_blocking(move || service.reload_shadow(false)).await;
+            }
             if let Err(error) = self.reload_database_if_changed().await {
                 tracing::warn!(%error, "checking the database for policy changes failed");
             }
@@ -388,6 +457,43 @@ impl PolicyService {
         }
     }
 
+    /// Evaluates `req` against the shadow set (at the request's time, or now) and records
+    /// both answers — in the background: the shadow never delays or changes the live
+    /// decision.
+    fn record_shadow(&self, req: &Request, live: &Decision) {
+        let Some((_, engine)) = &self.shadow else {
+            return;
+        };
+        let at = req.context.time.unwrap_or_else(Utc::now);
+        let shadow = engine.evaluate_at(req, at);
+        let row = aegis_store::NewShadowDecision {
+            id: 0,
+            created_at: Utc::now(),
+            policy_type: req.policy_type.as_str().to_owned(),
+            action: req.action.clone(),
+            resource: req.resource.clone(),
+            user_id: req.context.user_id.clone(),
+            live_decision: live.decision().to_owned(),
+            live_policy: live.policy().map(|p| p.name.clone()),
+            shadow_decision: shadow.decision().to_owned(),
+            shadow_policy: shadow.policy().map(|p| p.name.clone()),
+            differs: live.decision() != shadow.decision(),
+            context: serde_json::json!({"metadata": req.context.metadata, "time": req.context.time,
+                "roles": req.context.roles, "role": req.context.role})
+            .to_string(),
+        };
+        if row.differs {
+            tracing::info!(action = %row.action, resource = %row.resource, live = %row.live_decision,
+                shadow = %row.shadow_decision, "the shadow policy set decides differently");
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.record_shadow(&row).await {
+                tracing::warn!(%error, "recording a shadow decision failed");
+            }
+        });
+    }
+
     /// Queues `decision` for the audit trail; waits when the queue is full.
     pub async fn record(
         &self,
@@ -396,6 +502,7 @@ impl PolicyService {
         request_id: Option<String>,
         asked_by: Option<&str>,
     ) {
+        self.record_shadow(req, decision);
         let Some(audit) = &self.audit else {
             return;
         };
@@ -444,6 +551,11 @@ impl PolicyService {
             policy_dir: self.policy_dir.as_ref().map(|d| d.display().to_string()),
             file_error: state.file_error.clone(),
             database_error: state.database_error.clone(),
+            shadow: self.shadow.as_ref().map(|(dir, engine)| ShadowHealth {
+                dir: dir.display().to_string(),
+                policies: engine.snapshot().len(),
+                error: state.shadow_error.clone(),
+            }),
         }
     }
 }

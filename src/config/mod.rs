@@ -191,6 +191,10 @@ pub struct Config {
     /// A folder of YAML/JSON policy files, reloaded when they change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_dir: Option<PathBuf>,
+    /// A candidate policy folder evaluated in shadow next to the live set on every
+    /// decision: its answers are recorded (`GET /api/v1/policy/shadow`), never acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow_policy_dir: Option<PathBuf>,
     /// E-mail of the admin created on first start (with `admin_password`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_email: Option<String>,
@@ -271,6 +275,7 @@ impl Default for Config {
             ingest_open: false,
             ingest_token: None,
             policy_dir: None,
+            shadow_policy_dir: None,
             admin_email: None,
             admin_password: None,
             log_format: LogFormat::Text,

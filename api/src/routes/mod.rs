@@ -75,6 +75,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/policy/resume", post(policy::resume))
         .route("/api/v1/policy/audit/logs", get(policy::audit_logs))
+        .route("/api/v1/policy/shadow", get(policy::shadow))
         .route("/executor/execute", post(executor::execute))
         .route(
             "/executor/generate-signature",

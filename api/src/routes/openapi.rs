@@ -64,6 +64,7 @@ impl Modify for BearerAuth {
         policy::emergency_stop,
         policy::resume,
         policy::audit_logs,
+        policy::shadow,
         executor::execute,
         executor::generate_signature,
         executor::audit_logs,

@@ -253,3 +253,41 @@ pub(super) async fn audit_logs(
     let next_cursor = paging::next_cursor(logs.len(), w.limit, logs.last().map(|r| r.id));
     Ok(Json(AuditPage { logs, next_cursor }))
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ShadowParams {
+    /// Only decisions where the shadow set differs from the live one.
+    #[serde(default)]
+    differs: bool,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+pub(super) struct ShadowList {
+    count: usize,
+    decisions: Vec<aegis_store::ShadowDecision>,
+}
+
+/// `GET /api/v1/policy/shadow`: the shadow policy set's answers next to the live ones,
+/// newest first (`?differs=true` for the differences only).
+#[utoipa::path(get, operation_id = "policy_shadow", path = "/api/v1/policy/shadow", tag = "policy",
+    params(("differs" = Option<bool>, Query), ("limit" = Option<i64>, Query, description = "1 to 1000, default 100")),
+    responses((status = 200, body = Object), (status = 400)), security(("bearer" = [])))]
+pub(super) async fn shadow(
+    State(state): State<AppState>,
+    Query(params): Query<ShadowParams>,
+) -> Result<Json<ShadowList>, ApiError> {
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1_000).contains(&limit) {
+        return Err(ApiError::bad_request("`limit` must be 1 to 1000"));
+    }
+    let decisions = state
+        .store()
+        .list_shadow_decisions(params.differs, limit)
+        .await?;
+    Ok(Json(ShadowList {
+        count: decisions.len(),
+        decisions,
+    }))
+}
