@@ -305,7 +305,8 @@ impl ExecutorService {
             actor,
             message.clone(),
             json!({"approval_id": approval.id, "policy": policy, "expires_at": expires_at,
-                   "dry_run": dry_run}),
+                   "dry_run": dry_run,
+                   "decision_record": question.context.metadata.get("decision_record")}),
         );
         let receipts = store.append_action_audit(&[entry]).await?;
         metrics::counter!(metric_names::ACTIONS_TOTAL, "action" => req.action.as_str(),
@@ -323,6 +324,39 @@ impl ExecutorService {
                 called_at: None,
             },
         ))
+    }
+
+    /// The guards' state for `req` right now: the rate budget, the cooldown and the last
+    /// action on the target, the blast-radius count in the namespace, the breaker.
+    pub async fn guard_state(&self, store: &Store, req: &ActionRequest) -> Value {
+        let now = Utc::now();
+        let cooldown = chrono::Duration::from_std(self.settings.cooldown).unwrap_or_default();
+        let window = chrono::Duration::from_std(self.settings.blast_window).unwrap_or_default();
+        let last = store
+            .last_action_on(&req.namespace, &req.target, now - cooldown)
+            .await
+            .ok()
+            .flatten();
+        let recent = store
+            .intents_in_namespace_since(&req.namespace, now - window)
+            .await
+            .ok();
+        let (_, name) = req.target_parts();
+        let breaker = store
+            .breaker(&format!("{}/{name}", req.namespace))
+            .await
+            .ok()
+            .flatten();
+        json!({
+            "rate_limit_per_minute": self.limiter.action_budget(),
+            "rate_limit_shared": self.limiter.is_shared(),
+            "cooldown_secs": self.settings.cooldown.as_secs(),
+            "last_action_on_target_within_cooldown": last,
+            "blast_radius": {"limit": self.settings.blast_radius,
+                             "window_secs": self.settings.blast_window.as_secs(),
+                             "actions_in_window": recent},
+            "breaker": breaker.map(|b| json!({"open": b.open, "ineffective": b.ineffective})),
+        })
     }
 
     /// Turns pending approvals past their expiry into rejections (`expired`), each with an
@@ -523,7 +557,8 @@ impl ExecutorService {
             actor,
             req.reason.clone().unwrap_or_default(),
             json!({"params": req.params, "decision": decision.reason(), "mode": self.mode(),
-                   "policy": decision.policy().map(|p| &p.name)}),
+                   "policy": decision.policy().map(|p| &p.name),
+                   "decision_record": policy.context.metadata.get("decision_record")}),
         );
         store.append_action_audit(&[intent]).await?;
 

@@ -47,6 +47,15 @@ pub const ENGINE_ACTOR: &str = "aegis-engine";
 /// deviation of the last value from the EWMA, spread and trend relative to the mean.
 const VIEW_PER_METRIC: usize = 2;
 
+/// What a decision record needs from the decision path.
+#[derive(Debug)]
+struct RecordDraft {
+    id: String,
+    question: PolicyRequest,
+    request: Option<ActionRequest>,
+    guards: Option<serde_json::Value>,
+}
+
 /// An action whose effect is to be judged at `due_ms`.
 #[derive(Debug, Clone)]
 struct PendingVerification {
@@ -167,6 +176,10 @@ pub struct LoopEvent {
     /// condition, or a policy ahead of it), `NAME (EFFECT PRIORITY): reason`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub why_not: Vec<String>,
+    /// The id of this decision's record (`GET /api/v1/decisions/{id}`); not in the event's
+    /// JSON, which replays compare.
+    #[serde(skip)]
+    pub decision_record: Option<String>,
     /// `succeeded`, `dry_run`, `failed`, `denied` (a guard refused), `skipped` (not
     /// allowed, or nothing to do), `handed_off` (allowed on a replica that is not the
     /// leader: queued for the leader), `awaiting_approval` (the deciding policy asks for a
@@ -1033,6 +1046,107 @@ impl HealingLoop {
         policy_time: Option<DateTime<Utc>>,
         tick_started: Instant,
     ) -> LoopEvent {
+        let mut draft = None;
+        let mut event = self
+            .decide_and_act_inner(d, r, a, policy_time, tick_started, &mut draft)
+            .await;
+        if let Some(draft) = draft {
+            event.decision_record = Some(draft.id.clone());
+            self.save_record(d, r, a, &event, draft).await;
+        }
+        event
+    }
+
+    /// The decision record of a remediation: evidence, decision and why not, guards,
+    /// approval, request, outcome. Written after the outcome, off the path to the executor.
+    async fn save_record(
+        &self,
+        d: &Detection,
+        r: &RowResult,
+        a: &Assessment,
+        event: &LoopEvent,
+        draft: RecordDraft,
+    ) {
+        let (names, samples) = {
+            let engine = self.engine();
+            (engine.column_names(), engine.entity_samples(&d.entity))
+        };
+        let features: serde_json::Map<String, serde_json::Value> = names
+            .into_iter()
+            .zip(&d.features)
+            .map(|(n, v)| (n, json!(round3(f64::from(*v)))))
+            .collect();
+        let samples: Vec<serde_json::Value> = samples
+            .into_iter()
+            .map(|(m, t, v)| json!([m, t, v]))
+            .collect();
+        let approval = (event.action_status == "awaiting_approval")
+            .then(|| event.action_id.clone())
+            .flatten();
+        let record = json!({
+            "entity": event.entity,
+            "incident": event.incident,
+            "at": event.at,
+            "evidence": {
+                "anomaly_score": event.anomaly_score,
+                "severity": event.severity,
+                "severity_score": event.severity_score,
+                "failure_type": event.failure_type,
+                "failure_confidence": event.failure_confidence,
+                "explanation": event.explanation,
+                "contributions": a.contributions.iter().map(|c| json!({
+                    "feature": c.feature, "share": round3(c.contribution), "value": round3(c.value)
+                })).collect::<Vec<_>>(),
+                "features": features,
+                "logs": {"lines": d.logs.lines, "error_rate": round3(d.logs.error_rate),
+                         "oom_killed": d.logs.oom_killed, "crash_loop": d.logs.crash_loop,
+                         "panics": d.logs.panics, "top_templates": d.logs.templates.iter().take(5).collect::<Vec<_>>()},
+                "samples": samples,
+                "classifier_ran": r.failure.is_some(),
+            },
+            "decision": {
+                "question": draft.question,
+                "decision": event.decision,
+                "policy": event.policy,
+                "reason": event.decision_reason,
+                "why_not": event.why_not,
+            },
+            "guards": draft.guards,
+            "approval": approval,
+            // In-process requests are not signed: the loop and the executor share a process.
+            "request": draft.request,
+            "signed": false,
+            "outcome": {"status": event.action_status, "message": event.action_message,
+                        "action_id": event.action_id},
+        });
+        let row = aegis_store::DecisionRecord {
+            id: draft.id,
+            created_at: Utc::now(),
+            entity: event.entity.clone(),
+            incident: i64::try_from(event.incident).ok(),
+            action_id: if approval.is_some() {
+                None
+            } else {
+                event.action_id.clone()
+            },
+            approval_id: approval,
+            outcome: event.action_status.clone(),
+            record: record.to_string(),
+        };
+        if let Err(error) = self.store.insert_decision_record(&row).await {
+            tracing::warn!(%error, entity = %event.entity, "writing a decision record failed");
+        }
+    }
+
+    async fn decide_and_act_inner(
+        &self,
+        d: &Detection,
+        r: &RowResult,
+        a: &Assessment,
+        policy_time: Option<DateTime<Utc>>,
+        tick_started: Instant,
+        draft: &mut Option<RecordDraft>,
+    ) -> LoopEvent {
         let rec = a.recommendation.action;
         let mut event = LoopEvent {
             entity: d.entity.to_string(),
@@ -1053,6 +1167,7 @@ impl HealingLoop {
             policy: None,
             decision_reason: "no action recommended".to_owned(),
             why_not: Vec::new(),
+            decision_record: None,
             action_status: "skipped".to_owned(),
             action_message: String::new(),
             action_id: None,
@@ -1077,6 +1192,8 @@ impl HealingLoop {
         metadata.insert("target".into(), json!(d.entity.workload));
         metadata.insert("kind".into(), json!("deployment"));
         metadata.insert("incident".into(), json!(d.incident));
+        let record_id = uuid::Uuid::now_v7().to_string();
+        metadata.insert("decision_record".into(), json!(record_id));
         let question = PolicyRequest {
             action: rec.as_str().to_owned(),
             resource: format!(
@@ -1092,6 +1209,12 @@ impl HealingLoop {
                 time: policy_time,
             },
         };
+        *draft = Some(RecordDraft {
+            id: record_id,
+            question: question.clone(),
+            request: None,
+            guards: None,
+        });
         // Replays decide as of their event time; live, the engine's clock decides.
         let decision = match policy_time {
             Some(at) => self.policies.engine().evaluate_at(&question, at),
@@ -1147,6 +1270,10 @@ impl HealingLoop {
         guard_question.context.time = policy_time;
         for (k, v) in metadata {
             guard_question.context.metadata.entry(k).or_insert(v);
+        }
+        if let Some(draft) = draft.as_mut() {
+            draft.request = Some(req.clone());
+            draft.guards = Some(self.executor.guard_state(&self.store, &req).await);
         }
         if !self.leader.load(Ordering::Relaxed) {
             // Not the leader: the leader executes it, through its own guards.

@@ -410,3 +410,62 @@ async fn a_shadow_set_records_but_never_executes() {
         db.cleanup().await;
     }
 }
+
+/// Each remediation leaves one decision record — evidence, the decision with why not, the
+/// guard state, the request and the outcome — named by the action's audit rows.
+#[tokio::test]
+async fn a_remediation_leaves_a_decision_record_linked_from_the_audit() {
+    for db in TestDb::both().await {
+        let h = healing(&db).await;
+        let (events, _) = run(&h).await;
+        let spike = events
+            .iter()
+            .find(|e| e.recommended_action == "scale_up")
+            .unwrap();
+        assert_eq!(spike.action_status, "dry_run", "{}", db.name());
+        let id = spike.decision_record.clone().unwrap();
+        let row = db.store.decision_record(&id).await.unwrap().unwrap();
+        assert_eq!(row.entity, "production/api");
+        assert_eq!(row.outcome, "dry_run");
+        assert_eq!(row.action_id, spike.action_id);
+        let r: serde_json::Value = serde_json::from_str(&row.record).unwrap();
+        let ev = &r["evidence"];
+        assert!(ev["anomaly_score"].as_f64().unwrap() > 0.9, "{r}");
+        assert_eq!(ev["contributions"][0]["feature"], "cpu_usage_zscore", "{r}");
+        assert!(
+            ev["features"]["cpu_usage_last"].as_f64().unwrap() > 0.9,
+            "{r}"
+        );
+        let samples = ev["samples"].as_array().unwrap();
+        assert!(
+            samples
+                .iter()
+                .any(|s| s[0] == "cpu_usage" && s[2].as_f64().unwrap() > 0.9),
+            "the raw samples behind it: {r}"
+        );
+        assert_eq!(r["decision"]["decision"], "ALLOW");
+        assert_eq!(r["decision"]["policy"], "Allow Auto-Scale");
+        assert_eq!(r["decision"]["question"]["action"], "scale_up");
+        assert!(r["decision"]["why_not"].is_array());
+        assert_eq!(r["guards"]["cooldown_secs"], 300, "{r}");
+        assert_eq!(r["guards"]["blast_radius"]["actions_in_window"], 0, "{r}");
+        assert_eq!(r["request"]["action"], "scale_deployment");
+        assert_eq!(r["outcome"]["status"], "dry_run");
+        // The audit names it.
+        let audit = db
+            .store
+            .list_action_audit(&ActionAuditQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let intent = audit.iter().find(|a| a.phase == "intent").unwrap();
+        let details: serde_json::Value = serde_json::from_str(&intent.details).unwrap();
+        assert_eq!(details["decision_record"], id.as_str(), "{}", db.name());
+        // And it is listed.
+        let all = db.store.list_decision_records(None, 50).await.unwrap();
+        assert!(all.iter().any(|x| x.id == id));
+        db.cleanup().await;
+    }
+}

@@ -122,6 +122,11 @@ impl Limiter {
         Ok(limiter)
     }
 
+    /// Actions allowed per minute per action and namespace.
+    pub fn action_budget(&self) -> u32 {
+        self.limits.action_per_minute
+    }
+
     /// True when budgets are shared through Redis.
     pub fn is_shared(&self) -> bool {
         self.redis.is_some()

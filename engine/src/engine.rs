@@ -264,6 +264,20 @@ impl Engine {
         }
     }
 
+    /// The samples `entity` holds in its short windows, per metric oldest first:
+    /// `(metric name, timestamp_ms, value)` (the evidence behind a decision).
+    pub fn entity_samples(&self, entity: &Entity) -> Vec<(String, i64, f64)> {
+        let mut out = Vec::new();
+        let Some(s) = self.index.get(entity).and_then(|i| self.states.get(*i)) else {
+            return out;
+        };
+        for (m, (window, _)) in s.windows.metrics.iter().enumerate() {
+            let name = self.config.metrics.get(m).map_or("", String::as_str);
+            window.for_each(|t, v| out.push((name.to_owned(), t, v)));
+        }
+        out
+    }
+
     /// Bytes held by the windows (an estimate for memory accounting).
     pub fn memory_bytes(&self) -> usize {
         self.states

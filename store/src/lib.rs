@@ -36,7 +36,9 @@ mod store;
 pub mod testing;
 mod users;
 
-pub use approvals::{Approval, Breaker, NewApproval, NewShadowDecision, ShadowDecision};
+pub use approvals::{
+    Approval, Breaker, DecisionRecord, NewApproval, NewShadowDecision, ShadowDecision,
+};
 pub use audit::{
     AuditArchive, AuditKind, AuditLog, AuditReceipt, AuditRecord, AuditTable, AuditValue,
     AuditWriterOptions, AuditWriterStats, BrokenRow, NewActionAudit, NewPolicyAudit,

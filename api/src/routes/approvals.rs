@@ -226,3 +226,73 @@ pub(super) async fn reset_breaker(
         .await?;
     Ok(Json(breaker))
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RecordParams {
+    /// `namespace/workload`.
+    entity: Option<String>,
+    limit: Option<i64>,
+}
+
+/// A decision record as the API shows it.
+#[derive(Serialize)]
+pub(super) struct RecordView {
+    #[serde(flatten)]
+    row: aegis_store::DecisionRecord,
+    record: Value,
+}
+
+fn record_view(row: aegis_store::DecisionRecord) -> RecordView {
+    RecordView {
+        record: serde_json::from_str(&row.record).unwrap_or(Value::Null),
+        row,
+    }
+}
+
+#[derive(Serialize)]
+pub(super) struct RecordList {
+    count: usize,
+    records: Vec<RecordView>,
+}
+
+/// `GET /api/v1/decisions`: the engine's decision records, newest first.
+#[utoipa::path(get, operation_id = "decisions_list", path = "/api/v1/decisions", tag = "decisions",
+    params(("entity" = Option<String>, Query, description = "namespace/workload"),
+           ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
+    responses((status = 200, body = Object), (status = 400)), security(("bearer" = [])))]
+pub(super) async fn decision_records(
+    State(state): State<AppState>,
+    Query(params): Query<RecordParams>,
+) -> Result<Json<RecordList>, ApiError> {
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("`limit` must be 1 to 500"));
+    }
+    let rows = state
+        .store()
+        .list_decision_records(params.entity.as_deref(), limit)
+        .await?;
+    let records: Vec<RecordView> = rows.into_iter().map(record_view).collect();
+    Ok(Json(RecordList {
+        count: records.len(),
+        records,
+    }))
+}
+
+/// `GET /api/v1/decisions/{id}`: one decision record — evidence, the decision with every
+/// other candidate policy's "why not", the guard state, the approval, the request and the
+/// outcome. Action audit rows name it in `details.decision_record`.
+#[utoipa::path(get, operation_id = "decisions_get", path = "/api/v1/decisions/{id}", tag = "decisions",
+    params(("id" = String, Path)), responses((status = 200, body = Object), (status = 404)), security(("bearer" = [])))]
+pub(super) async fn decision_record(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RecordView>, ApiError> {
+    let row = state
+        .store()
+        .decision_record(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no decision record with id `{id}`")))?;
+    Ok(Json(record_view(row)))
+}

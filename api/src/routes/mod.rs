@@ -87,6 +87,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/api/v1/approvals/{id}/reject", post(approvals::reject))
         .route("/api/v1/breakers", get(approvals::breakers))
+        .route("/api/v1/decisions", get(approvals::decision_records))
+        .route("/api/v1/decisions/{id}", get(approvals::decision_record))
         .route(
             "/api/v1/breakers/{namespace}/{name}/reset",
             post(approvals::reset_breaker),

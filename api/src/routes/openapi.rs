@@ -74,6 +74,8 @@ impl Modify for BearerAuth {
         approvals::reject,
         approvals::breakers,
         approvals::reset_breaker,
+        approvals::decision_records,
+        approvals::decision_record,
         detect::detect_anomaly,
         detect::detect_failure,
         detect::predictions,
@@ -95,6 +97,7 @@ impl Modify for BearerAuth {
         (name = "executor", description = "signed remediation requests and the action audit"),
         (name = "approvals", description = "actions held for a person's approval"),
         (name = "breakers", description = "circuit breakers of targets whose actions did not help"),
+        (name = "decisions", description = "the engine's decision records: evidence, decision, why not, guards, outcome"),
         (name = "ingest", description = "Prometheus remote write and Loki push"),
         (name = "detectors", description = "anomaly and failure detection, prediction history, model statistics"),
     )
