@@ -291,6 +291,12 @@ pub(crate) fn parse_items<T: DeserializeOwned>(
     Ok(items)
 }
 
+/// Parses the policies in `text` as if read from `path` (its extension tells JSON from
+/// YAML), with the same validation and `file:line:column` diagnostics as a folder.
+pub fn parse_policies(path: &Path, text: &str) -> Result<Vec<PolicySpec>, Diagnostic> {
+    parse_items(path, text, "policies")
+}
+
 /// The policies of a file or folder, ready to compile.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
