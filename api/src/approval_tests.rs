@@ -73,15 +73,9 @@ async fn setup(
     (app(state), executor, policies)
 }
 
-/// The loop's request: scale `deployment/NAME` by one at `severity`.
-async fn ask(
-    db: &TestDb,
-    executor: &ExecutorService,
-    policies: &PolicyService,
-    name: &str,
-    severity: &str,
-) -> crate::executor_service::ExecuteResponse {
-    let req = ActionRequest {
+/// Scale `production/deployment/NAME` up by one, as the loop asks.
+fn scale(name: &str) -> ActionRequest {
+    ActionRequest {
         action: Action::ScaleDeployment,
         namespace: "production".into(),
         target: format!("deployment/{name}"),
@@ -93,7 +87,18 @@ async fn ask(
         timestamp: chrono::Utc::now(),
         nonce: uuid::Uuid::now_v7().to_string(),
         idempotency_key: None,
-    };
+    }
+}
+
+/// The loop's request: scale `deployment/NAME` by one at `severity`.
+async fn ask(
+    db: &TestDb,
+    executor: &ExecutorService,
+    policies: &PolicyService,
+    name: &str,
+    severity: &str,
+) -> crate::executor_service::ExecuteResponse {
+    let req = scale(name);
     let mut question = policy_request(&req, None);
     question
         .context
@@ -287,19 +292,7 @@ async fn an_open_breaker_refuses_actions_until_an_operator_resets_it() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(list["breakers"][0]["entity"], "production/web");
         assert_eq!(list["breakers"][0]["open"], true);
-        let req = ActionRequest {
-            action: Action::ScaleDeployment,
-            namespace: "production".into(),
-            target: "deployment/web".into(),
-            params: Params {
-                scale_by: Some(1),
-                ..Params::default()
-            },
-            reason: None,
-            timestamp: chrono::Utc::now(),
-            nonce: uuid::Uuid::now_v7().to_string(),
-            idempotency_key: None,
-        };
+        let req = scale("web");
         let mut question = policy_request(&req, None);
         // Without a severity the approval gate would hold it (fail closed).
         question

@@ -22,19 +22,17 @@ pub(crate) async fn healing(db: &TestDb) -> Arc<HealingLoop> {
 
 /// The loop over `policies` (the defaults are installed into them).
 pub(crate) async fn healing_with(db: &TestDb, policies: Arc<PolicyService>) -> Arc<HealingLoop> {
-    policies.install_defaults_if_new().await.unwrap();
-    policies.reload_database().await.unwrap();
-    let detectors = DetectorService::start(db.store.clone(), 0.6).await.unwrap();
-    let executor = Arc::new(ExecutorService::new(
-        aegis_executor::Executor::DryRun,
-        ExecutorSettings {
-            require_signature: false,
-            ..ExecutorSettings::default()
-        },
-        Limiter::in_memory(Limits::default()),
-    ));
+    let executor = ExecutorSettings {
+        require_signature: false,
+        ..ExecutorSettings::default()
+    };
+    build(db, policies, executor, settings()).await
+}
+
+/// Short windows and a quick warm-up, one tick a second.
+fn settings() -> HealingSettings {
     let defaults = HealingSettings::default();
-    let settings = HealingSettings {
+    HealingSettings {
         engine: aegis_engine::EngineConfig {
             window_ms: 10_000,
             resolution_ms: 1_000,
@@ -50,7 +48,24 @@ pub(crate) async fn healing_with(db: &TestDb, policies: Arc<PolicyService>) -> A
         tick: Duration::from_secs(1),
         warmup_rows: 60,
         ..defaults
-    };
+    }
+}
+
+/// The loop over `policies` (defaults installed) with a dry-run executor.
+async fn build(
+    db: &TestDb,
+    policies: Arc<PolicyService>,
+    executor: ExecutorSettings,
+    settings: HealingSettings,
+) -> Arc<HealingLoop> {
+    policies.install_defaults_if_new().await.unwrap();
+    policies.reload_database().await.unwrap();
+    let detectors = DetectorService::start(db.store.clone(), 0.6).await.unwrap();
+    let executor = Arc::new(ExecutorService::new(
+        aegis_executor::Executor::DryRun,
+        executor,
+        Limiter::in_memory(Limits::default()),
+    ));
     HealingLoop::new(settings, detectors, policies, executor, db.store.clone())
 }
 
@@ -230,41 +245,17 @@ async fn a_spike_is_decided_once_and_only_the_leader_acts() {
 async fn three_ineffective_scale_ups_trip_the_breaker() {
     for db in TestDb::both().await {
         let policies = Arc::new(PolicyService::new(db.store.clone()));
-        policies.install_defaults_if_new().await.unwrap();
-        policies.reload_database().await.unwrap();
-        let detectors = DetectorService::start(db.store.clone(), 0.6).await.unwrap();
-        let executor = Arc::new(ExecutorService::new(
-            aegis_executor::Executor::DryRun,
-            ExecutorSettings {
-                require_signature: false,
-                cooldown: Duration::ZERO,
-                blast_radius: 1_000,
-                ..ExecutorSettings::default()
-            },
-            Limiter::in_memory(Limits::default()),
-        ));
-        let defaults = HealingSettings::default();
-        let settings = HealingSettings {
-            engine: aegis_engine::EngineConfig {
-                window_ms: 10_000,
-                resolution_ms: 1_000,
-                baseline_ms: 60_000,
-                baseline_resolution_ms: 1_000,
-                warmup_ms: 15_000,
-                hysteresis: aegis_engine::Hysteresis {
-                    open_ticks: 2,
-                    calm_ticks: 10,
-                    ..defaults.engine.hysteresis
-                },
-                ..defaults.engine.clone()
-            },
-            tick: Duration::from_secs(1),
-            warmup_rows: 60,
-            verify_after: Duration::from_secs(5),
-            breaker_threshold: 3,
-            ..defaults
+        let executor = ExecutorSettings {
+            require_signature: false,
+            cooldown: Duration::ZERO,
+            blast_radius: 1_000,
+            ..ExecutorSettings::default()
         };
-        let h = HealingLoop::new(settings, detectors, policies, executor, db.store.clone());
+        let mut settings = settings();
+        settings.engine.hysteresis.calm_ticks = 10;
+        settings.verify_after = Duration::from_secs(5);
+        settings.breaker_threshold = 3;
+        let h = build(&db, policies, executor, settings).await;
         // Saturday 03:00 UTC; spikes of 20 s every 80 s after 100 s of normal load.
         let t0 = 1_795_834_800_000i64;
         let spikes = [100i64, 180, 260, 340];

@@ -161,11 +161,7 @@ impl PolicyService {
                 .set_file_policies(set.policies)
                 .map(|_| ())
                 .map_err(|e| format!("{}: {e}", dir.display())),
-            Err(errors) => Err(errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")),
+            Err(errors) => Err(joined(&errors)),
         };
         let mut state = self.state();
         state.shadow_fingerprint = Some(fingerprint);
@@ -270,11 +266,7 @@ impl PolicyService {
                     Err(e) => Err(format!("{}: {e}", dir.display())),
                 }
             }
-            Err(errors) => Err(errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")),
+            Err(errors) => Err(joined(&errors)),
         };
         let mut state = self.state();
         state.file_fingerprint = Some(fingerprint);
@@ -312,13 +304,8 @@ impl PolicyService {
             return Ok(());
         };
         // Invariants that do not read refuse every change: fail closed.
-        let invariants = aegis_policy::files::load_invariants(dir).map_err(|errors| {
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        let invariants =
+            aegis_policy::files::load_invariants(dir).map_err(|errors| joined(&errors))?;
         for (_, inv) in &invariants {
             match prove(inv, policies) {
                 Verdict::Holds => {}
@@ -558,6 +545,15 @@ impl PolicyService {
             }),
         }
     }
+}
+
+/// Every diagnostic of a failed load, on one line (for logs and `/health`).
+fn joined(errors: &[aegis_policy::Diagnostic]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A summary of the folder: every policy file's path and contents. Hashing contents (not

@@ -292,24 +292,23 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
         let decision = snapshot.evaluate(&req, at, false);
         let out = explain(&policies, &req, at, &decision);
-        let by_name = |n: &str| out.iter().find(|c| c.name == n).unwrap();
         assert_eq!(out[0].name, "Backstop");
         assert_eq!(out[0].verdict, Verdict::Decided);
         assert!(out[0].reason.contains("allowed by policy `Backstop`"));
         assert_eq!(
-            by_name("Allow Auto-Scale").reason,
+            by_name_in(&out, "Allow Auto-Scale").reason,
             r#"metadata `severity` is "medium", which does not satisfy {"in":["high","critical"]}"#
         );
         assert_eq!(
-            by_name("Deny Peak").reason,
+            by_name_in(&out, "Deny Peak").reason,
             "applies only mon, tue, wed, thu, fri 09:00–17:00 Europe/Berlin; it was sat 13:00 there"
         );
         assert_eq!(
-            by_name("Staging Only").reason,
+            by_name_in(&out, "Staging Only").reason,
             "resource `cluster:production/deployment/api` matches none of [`cluster:staging/*`]"
         );
         assert_eq!(
-            by_name("Admins").reason,
+            by_name_in(&out, "Admins").reason,
             "needs one of the roles [`admin`]; the caller has [`service`]"
         );
         // A policy about another action is no candidate.

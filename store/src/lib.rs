@@ -24,6 +24,8 @@ macro_rules! with_pool {
 mod approvals;
 mod audit;
 mod backup;
+mod breakers;
+mod decision_records;
 mod detections;
 mod error;
 mod executor;
@@ -31,14 +33,13 @@ pub mod leader;
 mod outbox;
 mod page;
 mod policies;
+mod shadow;
 mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod users;
 
-pub use approvals::{
-    Approval, Breaker, DecisionRecord, NewApproval, NewShadowDecision, ShadowDecision,
-};
+pub use approvals::{Approval, NewApproval};
 pub use audit::{
     AuditArchive, AuditKind, AuditLog, AuditReceipt, AuditRecord, AuditTable, AuditValue,
     AuditWriterOptions, AuditWriterStats, BrokenRow, NewActionAudit, NewPolicyAudit,
@@ -46,6 +47,8 @@ pub use audit::{
     verify_records,
 };
 pub use backup::{COUNTED_TABLES, PgSnapshot, TableCounts, postgres_has_aegis_tables, sqlite_path};
+pub use breakers::Breaker;
+pub use decision_records::DecisionRecord;
 pub use detections::{
     DetectionStats, DetectionStore, ModelMetricRow, ModelRow, NewPrediction, PredictionQuery,
     PredictionRow, TrainingRow,
@@ -56,6 +59,7 @@ pub use outbox::{Outbox, OutboxRow};
 pub use policies::{
     PolicyAuditQuery, PolicyAuditRow, PolicyRecord, PolicyStore, PolicyVersion, PolicyWrite,
 };
+pub use shadow::{NewShadowDecision, ShadowDecision};
 pub use store::{Backend, DatabaseHealth, Store, StoreOptions, redact_url};
 pub use users::{
     NewRefreshToken, NewUser, ROLES, RotateOutcome, ServiceTokenRecord, UserPatch, UserRecord,
