@@ -238,6 +238,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_detectors(detectors)
         .with_metrics(handle)
         .with_max_body_bytes(config.max_body_bytes)
+        .with_body_read_timeout(Duration::from_secs(config.body_read_timeout_secs))
         .with_policies(Arc::clone(&policies))
         .with_auth(auth)
         .with_limiter(limiter)
@@ -362,12 +363,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         }
     };
-    // Connection info gives the rate limiter and login limits the client's address.
-    let server = axum::serve(
+    // Our own accept loop (not `axum::serve`): it adds the header read timeout.
+    let server = aegis_api::server::serve(
         listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(graceful);
+        app(state),
+        Duration::from_secs(config.header_read_timeout_secs),
+        graceful,
+    );
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
     let signals = async move {
         shutdown_signal().await;
@@ -380,7 +382,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        result = server => result.context("serving HTTP")?,
+        () = server => {}
         () = signals => {}
         () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; closing them"),
     }

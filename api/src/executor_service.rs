@@ -226,10 +226,7 @@ impl ExecutorService {
         if let Some(key) = &req.idempotency_key
             && let Some(answer) = store.idempotent_answer(key).await?
         {
-            let response: ExecuteResponse = serde_json::from_value::<StoredAnswer>(answer)
-                .map(StoredAnswer::into_response)
-                .map_err(ApiError::internal)?;
-            return Ok((http_status(&response), response));
+            return stored_answer(key, answer);
         }
         let expires = Utc::now() + chrono::Duration::from_std(NONCE_MEMORY).unwrap_or_default();
         if !store.remember_nonce(&req.nonce, expires).await? {
@@ -547,8 +544,16 @@ impl ExecutorService {
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
 
-        // Intent first, committed, so a crash during the call is visible afterwards.
+        // Intent first, committed, so a crash during the call is visible afterwards. The
+        // idempotency key is claimed before it: a retry after a crash between intent and
+        // result finds the claim and is refused instead of acting a second time.
         let action_id = uuid::Uuid::now_v7().to_string();
+        if let Some(key) = &req.idempotency_key
+            && !store.reserve_idempotency_key(key, &action_id).await?
+        {
+            let answer = store.idempotent_answer(key).await?.unwrap_or_default();
+            return stored_answer(key, answer);
+        }
         let intent = audit_entry(
             &action_id,
             "intent",
@@ -627,6 +632,25 @@ impl ExecutorService {
         }
         Ok(pending)
     }
+}
+
+/// The answer to a retry with an idempotency key already used: the first answer, or 409
+/// when the first action has no result (still running, or aegis stopped during it).
+fn stored_answer(
+    key: &str,
+    answer: Value,
+) -> Result<(axum::http::StatusCode, ExecuteResponse), ApiError> {
+    if answer["status"] == "pending" {
+        return Err(ApiError::conflict(format!(
+            "idempotency key `{key}`: action {} was started and has no result (still running, \
+             or aegis stopped during it; see /audit/logs); it is not run again",
+            answer["id"].as_str().unwrap_or("?")
+        )));
+    }
+    let response: ExecuteResponse = serde_json::from_value::<StoredAnswer>(answer)
+        .map(StoredAnswer::into_response)
+        .map_err(ApiError::internal)?;
+    Ok((http_status(&response), response))
 }
 
 fn http_status(response: &ExecuteResponse) -> axum::http::StatusCode {

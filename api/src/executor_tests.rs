@@ -404,3 +404,64 @@ async fn an_intent_without_result_is_marked_unknown_on_start() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn a_retry_of_an_action_interrupted_between_intent_and_result_is_not_run_again() {
+    for db in TestDb::both().await {
+        let (url, cluster) = fake_kube::start(fake_kube::cluster_with_api()).await;
+        let mut s = settings();
+        s.cooldown = Duration::ZERO;
+        let executor = Executor::Kubernetes(fake_kube::client(&url));
+        // What a crash leaves: the key claimed, the intent written, no result.
+        assert!(
+            db.store
+                .reserve_idempotency_key("incident-9", "crashed-2")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.store
+                .reserve_idempotency_key("incident-9", "other")
+                .await
+                .unwrap(),
+            "a claimed key is not claimed twice"
+        );
+        let r = router(&db, executor, s, 100).await;
+        let retry =
+            json!({"action": "scale_deployment", "namespace": "production", "target": "api",
+            "params": {"replicas": 3}, "timestamp": chrono::Utc::now(), "nonce": "retry-1",
+            "idempotency_key": "incident-9"})
+            .to_string();
+        let (status, _, answer) = send(r.clone(), signed(&retry)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{} {answer}", db.name());
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("crashed-2") && message.contains("not run again"),
+            "{message}"
+        );
+        assert!(
+            cluster.lock().unwrap().calls.is_empty(),
+            "the cluster was not even asked"
+        );
+
+        // A finished key still answers the first answer, and a fresh key acts once.
+        let fresh = retry
+            .replace("incident-9", "incident-10")
+            .replace("retry-1", "fresh-1");
+        let (status, _, one) = send(r.clone(), signed(&fresh)).await;
+        assert_eq!(status, StatusCode::OK, "{one}");
+        let again = fresh.replace("fresh-1", "fresh-2");
+        let (status, _, two) = send(r.clone(), signed(&again)).await;
+        assert_eq!(status, StatusCode::OK, "{two}");
+        assert_eq!(one["id"], two["id"]);
+        let patches = cluster
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| c.method == "PATCH")
+            .count();
+        assert_eq!(patches, 1, "{}: one action, one change", db.name());
+        db.cleanup().await;
+    }
+}

@@ -1221,7 +1221,7 @@ impl HealingLoop {
             None => self.policies.engine().evaluate(&question),
         };
         self.policies
-            .record(&question, &decision, None, Some(ENGINE_ACTOR))
+            .record_queued(&question, &decision, None, Some(ENGINE_ACTOR))
             .await;
 
         event.decision = decision.decision().to_owned();

@@ -44,6 +44,7 @@ pub mod pull;
 mod query_tests;
 pub mod ratelimit;
 mod routes;
+pub mod server;
 mod state;
 pub mod telemetry;
 #[cfg(test)]
@@ -53,5 +54,7 @@ pub use error::{ApiError, ErrorCode};
 pub use extract::Json;
 pub use middleware::{REQUEST_ID_HEADER, RequestId};
 pub use policy_service::{POLICY_DIR_POLL, PolicyHealth, PolicyService};
+#[cfg(feature = "sql")]
+pub use routes::plan_query_request;
 pub use routes::{app, openapi_json};
 pub use state::AppState;

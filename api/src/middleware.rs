@@ -180,3 +180,55 @@ pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
     }
     response
 }
+
+/// Reads the whole request body within `timeout` before any handler runs, so a client
+/// trickling its body (slowloris) gets a 408 and a closed connection instead of holding a
+/// task and a socket for as long as it likes. Every endpoint reads whole bodies anyway, so
+/// nothing streams through here; the body limit below this layer still applies.
+pub(crate) async fn read_body_in_time(
+    timeout: std::time::Duration,
+    req: Request,
+    next: Next,
+) -> Response {
+    use axum::response::IntoResponse;
+
+    let (parts, body) = req.into_parts();
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, usize::MAX)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                ApiError::payload_too_large("request body is over the size limit").into_response()
+            } else {
+                ApiError::bad_request(format!("request body could not be read: {e}"))
+                    .into_response()
+            };
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_secs = timeout.as_secs_f64(),
+                path = parts.uri.path(),
+                "request body not received in time; closing the connection"
+            );
+            let mut response = ApiError::new(
+                http::StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::Timeout,
+                format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs_f64()
+                ),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}

@@ -481,13 +481,40 @@ impl PolicyService {
         });
     }
 
-    /// Queues `decision` for the audit trail; waits when the queue is full.
+    /// Writes `decision` to the audit trail and returns once it is committed, so a decision
+    /// answered to a caller (or that lets a change through) survives a crash.
     pub async fn record(
         &self,
         req: &Request,
         decision: &Decision,
         request_id: Option<String>,
         asked_by: Option<&str>,
+    ) {
+        self.write_record(req, decision, request_id, asked_by, true)
+            .await;
+    }
+
+    /// Queues `decision` for the audit trail without waiting for the commit (the engine's
+    /// decisions: nobody waits on them, and the action each allows has its own committed
+    /// intent row first).
+    pub async fn record_queued(
+        &self,
+        req: &Request,
+        decision: &Decision,
+        request_id: Option<String>,
+        asked_by: Option<&str>,
+    ) {
+        self.write_record(req, decision, request_id, asked_by, false)
+            .await;
+    }
+
+    async fn write_record(
+        &self,
+        req: &Request,
+        decision: &Decision,
+        request_id: Option<String>,
+        asked_by: Option<&str>,
+        durable: bool,
     ) {
         self.record_shadow(req, decision);
         let Some(audit) = &self.audit else {
@@ -520,7 +547,12 @@ impl PolicyService {
             }),
             evaluated_in_us: i64::try_from(decision.elapsed().as_micros()).unwrap_or(i64::MAX),
         };
-        if audit.record(entry).await.is_err() {
+        let written = if durable {
+            audit.record(entry).await
+        } else {
+            audit.record_queued(entry).await
+        };
+        if written.is_err() {
             tracing::error!("the decision audit writer has shut down; a decision went unrecorded");
         }
     }

@@ -20,6 +20,7 @@ pub struct AppState {
     metrics: Option<PrometheusHandle>,
     started: Instant,
     max_body_bytes: usize,
+    body_read_timeout: std::time::Duration,
     policies: Arc<PolicyService>,
     auth: Arc<Auth>,
     limiter: Limiter,
@@ -36,6 +37,8 @@ impl AppState {
     /// Default limit on request bodies: 4 MiB, above any sane JSON call and remote-write
     /// batch (Prometheus sends at most a few hundred KiB compressed).
     pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
+    /// Default time a client has to send a whole request body once its headers are in.
+    pub const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
     /// State over `store`, with the executor in `executor_mode`.
     pub fn new(store: Store, executor_mode: ExecutorMode) -> Self {
@@ -59,6 +62,7 @@ impl AppState {
             metrics: None,
             started: Instant::now(),
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            body_read_timeout: Self::DEFAULT_BODY_READ_TIMEOUT,
         }
     }
 
@@ -195,6 +199,18 @@ impl AppState {
     pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
         self
+    }
+
+    /// Sets how long a client may take to send a request body (a slow sender gets a 408).
+    #[must_use]
+    pub fn with_body_read_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to send a request body.
+    pub fn body_read_timeout(&self) -> std::time::Duration {
+        self.body_read_timeout
     }
 
     /// The database.

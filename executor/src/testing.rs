@@ -40,6 +40,8 @@ pub struct Cluster {
     pub fail_writes: BTreeMap<String, u16>,
     /// Writes never answer (a cluster that hangs mid-action).
     pub hang_writes: bool,
+    /// Writes answer after this long (a slow API server; room for a crash mid-action).
+    pub write_delay: Option<std::time::Duration>,
 }
 
 pub type Shared = Arc<Mutex<Cluster>>;
@@ -71,13 +73,19 @@ fn record(c: &mut Cluster, method: &Method, uri: &Uri, headers: &HeaderMap, body
 
 /// Records a call; a PATCH then never answers when the cluster is set to hang.
 async fn record_write(s: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
-    let hang = {
+    let (hang, delay) = {
         let mut c = s.lock().unwrap();
         record(&mut c, method, uri, headers, body);
-        c.hang_writes && method == Method::PATCH
+        (
+            c.hang_writes && method == Method::PATCH,
+            c.write_delay.filter(|_| method != Method::GET),
+        )
     };
     if hang {
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -309,6 +317,18 @@ pub async fn start(cluster: Cluster) -> (String, Shared) {
 pub fn client(url: &str) -> kube::Client {
     let config = kube::Config::new(url.parse().unwrap());
     kube::Client::try_from(config).unwrap()
+}
+
+/// Adds deployment `name` in `production` (revision 1, 3 replicas, its ReplicaSet).
+pub fn add_deployment(c: &mut Cluster, name: &str) {
+    let template = json!({"metadata": {"labels": {"app": name}},
+        "spec": {"containers": [{"name": name, "image": format!("registry.example.com/{name}:1.0")}]}});
+    c.deployments.insert(name.into(), json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "production", "uid": format!("uid-{name}"), "annotations": {}},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": name}}, "template": template}
+    }));
+    roll(c, "production", name);
 }
 
 /// A cluster with deployment `api` in `production` (revision 1, 3 replicas) and its pod.

@@ -72,6 +72,8 @@ pub const KEYS: &[&str] = &[
     "otlp_endpoint",
     "max_body_bytes",
     "shutdown_timeout_secs",
+    "header_read_timeout_secs",
+    "body_read_timeout_secs",
 ];
 
 /// Variables with the prefix that are not settings but are read elsewhere on purpose.
@@ -183,6 +185,8 @@ fn set(config: &mut Config, key: &str, raw: &str) -> Result<(), String> {
         "otlp_endpoint" => config.otlp_endpoint = optional(raw),
         "max_body_bytes" => config.max_body_bytes = parse(raw)?,
         "shutdown_timeout_secs" => config.shutdown_timeout_secs = parse(raw)?,
+        "header_read_timeout_secs" => config.header_read_timeout_secs = parse(raw)?,
+        "body_read_timeout_secs" => config.body_read_timeout_secs = parse(raw)?,
         _ => return Err(format!("no setting named `{key}`")),
     }
     Ok(())

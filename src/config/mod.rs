@@ -213,6 +213,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests, in seconds.
     pub shutdown_timeout_secs: u64,
+    /// How long a client may take to send a request's headers (or to start the next request
+    /// on a kept-alive connection), in seconds; then the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// How long a client may take to send a request body once its headers are in, in
+    /// seconds; then the answer is 408 and the connection is closed.
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -283,6 +289,8 @@ impl Default for Config {
             otlp_endpoint: None,
             max_body_bytes: 4 << 20,
             shutdown_timeout_secs: 25,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
         }
     }
 }
@@ -604,6 +612,14 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024".into()));
+        }
+        for (key, secs) in [
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                return Err(invalid(key, "must be 1 to 3600".into()));
+            }
         }
         Ok(())
     }

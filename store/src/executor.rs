@@ -89,7 +89,17 @@ pub trait ExecutorStore {
         key: &str,
     ) -> impl Future<Output = Result<Option<serde_json::Value>>> + Send;
 
-    /// Stores the answer to an idempotency key (the first one wins).
+    /// Claims an idempotency key for `action_id` before its intent is written (stored as
+    /// `pending`); false when the key is already claimed, by a finished action or one that
+    /// never finished (aegis stopped during it), which must not run again.
+    fn reserve_idempotency_key(
+        &self,
+        key: &str,
+        action_id: &str,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Stores the answer to an idempotency key: fills the key's `pending` claim by the same
+    /// action, or inserts it (the first one wins).
     fn save_idempotent_answer(
         &self,
         key: &str,
@@ -143,6 +153,16 @@ impl ExecutorStore for Store {
             .transpose()
     }
 
+    async fn reserve_idempotency_key(&self, key: &str, action_id: &str) -> Result<bool> {
+        let pending = serde_json::json!({"id": action_id, "status": "pending"}).to_string();
+        let inserted = with_pool!(self, pool => sqlx::query(
+            "INSERT INTO executor_idempotency (idempotency_key, action_id, status, response, created_at) \
+             VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT (idempotency_key) DO NOTHING")
+            .bind(key).bind(action_id).bind(pending).bind(Utc::now())
+            .execute(pool).await?.rows_affected());
+        Ok(inserted == 1)
+    }
+
     async fn save_idempotent_answer(
         &self,
         key: &str,
@@ -152,7 +172,10 @@ impl ExecutorStore for Store {
     ) -> Result<()> {
         with_pool!(self, pool => sqlx::query(
             "INSERT INTO executor_idempotency (idempotency_key, action_id, status, response, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING")
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idempotency_key) DO UPDATE \
+             SET status = excluded.status, response = excluded.response \
+             WHERE executor_idempotency.action_id = excluded.action_id \
+             AND executor_idempotency.status = 'pending'")
             .bind(key).bind(action_id).bind(status).bind(answer.to_string()).bind(Utc::now())
             .execute(pool).await?.rows_affected());
         Ok(())

@@ -12,7 +12,7 @@ mod paging;
 mod policies;
 mod policy;
 #[cfg(feature = "sql")]
-mod query;
+pub(crate) mod query;
 mod service_tokens;
 mod users;
 
@@ -22,14 +22,17 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 pub use openapi::openapi_json;
+#[cfg(feature = "sql")]
+pub use query::plan_request as plan_query_request;
 
 use crate::AppState;
 use crate::access::access;
-use crate::middleware::{record_metrics, request_context, security_headers};
+use crate::middleware::{read_body_in_time, record_metrics, request_context, security_headers};
 
 /// Builds the whole HTTP API over `state`.
 pub fn app(state: AppState) -> Router {
     let max_body = state.max_body_bytes();
+    let body_timeout = state.body_read_timeout();
     let cors_origins = state.cors_origins().to_vec();
     let router = Router::new()
         .route("/health", get(health::health))
@@ -120,6 +123,9 @@ pub fn app(state: AppState) -> Router {
         .layer(cors(&cors_origins))
         .layer(CatchPanicLayer::new())
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            read_body_in_time(body_timeout, req, next)
+        }))
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(axum::middleware::from_fn(request_context))
 }

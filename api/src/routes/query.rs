@@ -92,6 +92,80 @@ fn mentions(sql: &str, name: &str) -> bool {
     })
 }
 
+fn samples_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("namespace", DataType::Utf8, false),
+        Field::new("workload", DataType::Utf8, false),
+        Field::new("metric", DataType::Utf8, false),
+        timestamp_field("timestamp"),
+        Field::new("value", DataType::Float64, false),
+    ])
+}
+
+fn series_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("series_id", DataType::UInt32, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("labels", DataType::Utf8, false),
+        timestamp_field("last_timestamp"),
+        Field::new("last_value", DataType::Float64, true),
+    ])
+}
+
+fn logs_schema() -> Schema {
+    Schema::new(vec![
+        timestamp_field("timestamp"),
+        Field::new("stream", DataType::Utf8, false),
+        Field::new("namespace", DataType::Utf8, true),
+        Field::new("workload", DataType::Utf8, true),
+        Field::new("level", DataType::Utf8, true),
+        Field::new("line", DataType::Utf8, false),
+    ])
+}
+
+fn predictions_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        timestamp_field("created_at"),
+        Field::new("detector", DataType::Utf8, false),
+        Field::new("entity", DataType::Utf8, false),
+        Field::new("model_version", DataType::Utf8, false),
+        Field::new("score", DataType::Float64, false),
+        Field::new("is_anomaly", DataType::Boolean, false),
+        Field::new("severity", DataType::Utf8, true),
+        Field::new("failure_type", DataType::Utf8, true),
+        Field::new("recommended_action", DataType::Utf8, true),
+        Field::new("confidence", DataType::Float64, true),
+    ])
+}
+
+fn actions_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        timestamp_field("created_at"),
+        Field::new("action_id", DataType::Utf8, false),
+        Field::new("phase", DataType::Utf8, false),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("namespace", DataType::Utf8, false),
+        Field::new("target", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("actor", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, true),
+    ])
+}
+
+/// A table's name and its schema.
+type TableSchema = (&'static str, fn() -> Schema);
+
+/// Every table a statement may name, with its schema.
+const TABLES: [TableSchema; 5] = [
+    ("samples", samples_schema),
+    ("series", series_schema),
+    ("logs", logs_schema),
+    ("predictions", predictions_schema),
+    ("actions", actions_schema),
+];
+
 fn samples_table(state: &AppState) -> Result<Arc<MemTable>, ApiError> {
     let (mut ns, mut wl, mut metric, mut ts, mut val) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -105,13 +179,7 @@ fn samples_table(state: &AppState) -> Result<Arc<MemTable>, ApiError> {
         });
     }
     table(
-        Schema::new(vec![
-            Field::new("namespace", DataType::Utf8, false),
-            Field::new("workload", DataType::Utf8, false),
-            Field::new("metric", DataType::Utf8, false),
-            timestamp_field("timestamp"),
-            Field::new("value", DataType::Float64, false),
-        ]),
+        samples_schema(),
         vec![
             strings(ns),
             strings(wl),
@@ -157,13 +225,7 @@ fn series_table(state: &AppState) -> Result<Arc<MemTable>, ApiError> {
         }
     }
     table(
-        Schema::new(vec![
-            Field::new("series_id", DataType::UInt32, false),
-            Field::new("metric", DataType::Utf8, false),
-            Field::new("labels", DataType::Utf8, false),
-            timestamp_field("last_timestamp"),
-            Field::new("last_value", DataType::Float64, true),
-        ]),
+        series_schema(),
         vec![
             Arc::new(UInt32Array::from(ids)),
             strings(names),
@@ -201,14 +263,7 @@ fn logs_table(state: &AppState) -> Result<Arc<MemTable>, ApiError> {
         });
     }
     table(
-        Schema::new(vec![
-            timestamp_field("timestamp"),
-            Field::new("stream", DataType::Utf8, false),
-            Field::new("namespace", DataType::Utf8, true),
-            Field::new("workload", DataType::Utf8, true),
-            Field::new("level", DataType::Utf8, true),
-            Field::new("line", DataType::Utf8, false),
-        ]),
+        logs_schema(),
         vec![
             Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")),
             strings(stream),
@@ -229,19 +284,7 @@ async fn predictions_table(state: &AppState) -> Result<Arc<MemTable>, ApiError> 
         })
         .await?;
     table(
-        Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            timestamp_field("created_at"),
-            Field::new("detector", DataType::Utf8, false),
-            Field::new("entity", DataType::Utf8, false),
-            Field::new("model_version", DataType::Utf8, false),
-            Field::new("score", DataType::Float64, false),
-            Field::new("is_anomaly", DataType::Boolean, false),
-            Field::new("severity", DataType::Utf8, true),
-            Field::new("failure_type", DataType::Utf8, true),
-            Field::new("recommended_action", DataType::Utf8, true),
-            Field::new("confidence", DataType::Float64, true),
-        ]),
+        predictions_schema(),
         vec![
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.id))),
             Arc::new(
@@ -274,18 +317,7 @@ async fn actions_table(state: &AppState) -> Result<Arc<MemTable>, ApiError> {
         })
         .await?;
     table(
-        Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            timestamp_field("created_at"),
-            Field::new("action_id", DataType::Utf8, false),
-            Field::new("phase", DataType::Utf8, false),
-            Field::new("action", DataType::Utf8, false),
-            Field::new("namespace", DataType::Utf8, false),
-            Field::new("target", DataType::Utf8, false),
-            Field::new("status", DataType::Utf8, false),
-            Field::new("actor", DataType::Utf8, true),
-            Field::new("reason", DataType::Utf8, true),
-        ]),
+        actions_schema(),
         vec![
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.id))),
             Arc::new(
@@ -366,6 +398,69 @@ fn to_json(batches: &[RecordBatch], schema: &Schema) -> Result<Vec<Value>, ApiEr
     Ok(rows)
 }
 
+/// Plans `sql` read-only on `ctx`, cut at `limit + 1` rows (one more than asked tells
+/// whether the answer is cut).
+async fn plan(
+    ctx: &SessionContext,
+    sql: &str,
+    limit: usize,
+) -> Result<datafusion::dataframe::DataFrame, ApiError> {
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx
+        .sql_with_options(sql, options)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("sql: {e}")))?;
+    df.limit(0, Some(limit + 1))
+        .map_err(|e| ApiError::bad_request(format!("sql: {e}")))
+}
+
+/// The request's own checks; the row limit it asks for.
+fn check(req: &QueryRequest) -> Result<usize, ApiError> {
+    if req.sql.trim().is_empty() {
+        return Err(ApiError::bad_request("`sql` is empty"));
+    }
+    if req.sql.len() > MAX_SQL_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "`sql` is {} bytes; at most {MAX_SQL_BYTES} are accepted",
+            req.sql.len()
+        )));
+    }
+    let limit = req.limit.unwrap_or(MAX_ROWS);
+    if limit == 0 || limit > MAX_ROWS {
+        return Err(ApiError::bad_request(format!(
+            "`limit` must be 1 to {MAX_ROWS}"
+        )));
+    }
+    Ok(limit)
+}
+
+/// Everything the endpoint does to a request body before reading any data: JSON, the
+/// checks, and a read-only plan (logical and physical) over empty tables of the real
+/// schemas. The SQL fuzz target's entry; `Ok` or a 4xx [`ApiError`], never a panic.
+pub async fn plan_request(body: &[u8]) -> Result<(), ApiError> {
+    let req: QueryRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let limit = check(&req)?;
+    let ctx = SessionContext::new();
+    for (name, schema) in TABLES {
+        if mentions(&req.sql, name) {
+            let schema = Arc::new(schema());
+            let empty =
+                MemTable::try_new(Arc::clone(&schema), vec![vec![]]).map_err(ApiError::internal)?;
+            ctx.register_table(name, Arc::new(empty))
+                .map_err(ApiError::internal)?;
+        }
+    }
+    let df = plan(&ctx, &req.sql, limit).await?;
+    df.create_physical_plan()
+        .await
+        .map(|_| ())
+        .map_err(|e| ApiError::bad_request(format!("sql: {e}")))
+}
+
 /// Runs `sql` over the tables it names; at most `limit` rows (plus whether more existed).
 async fn run(
     state: &AppState,
@@ -393,18 +488,7 @@ async fn run(
     if mentions(sql, "actions") {
         register("actions", actions_table(state).await?)?;
     }
-    let options = SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
-    let df = ctx
-        .sql_with_options(sql, options)
-        .await
-        .map_err(|e| ApiError::bad_request(format!("sql: {e}")))?;
-    // One row more than asked tells whether the answer is cut.
-    let df = df
-        .limit(0, Some(limit + 1))
-        .map_err(|e| ApiError::bad_request(format!("sql: {e}")))?;
+    let df = plan(&ctx, sql, limit).await?;
     let schema = Arc::new(df.schema().as_arrow().clone());
     let mut batches = df
         .collect()
@@ -437,21 +521,7 @@ pub(super) async fn query(
     Json(req): Json<QueryRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    if req.sql.trim().is_empty() {
-        return Err(ApiError::bad_request("`sql` is empty"));
-    }
-    if req.sql.len() > MAX_SQL_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "`sql` is {} bytes; at most {MAX_SQL_BYTES} are accepted",
-            req.sql.len()
-        )));
-    }
-    let limit = req.limit.unwrap_or(MAX_ROWS);
-    if limit == 0 || limit > MAX_ROWS {
-        return Err(ApiError::bad_request(format!(
-            "`limit` must be 1 to {MAX_ROWS}"
-        )));
-    }
+    let limit = check(&req)?;
     let (schema, batches, truncated) =
         tokio::time::timeout(QUERY_TIMEOUT, run(&state, &req.sql, limit))
             .await

@@ -2,8 +2,11 @@
 //! database.
 //!
 //! Decisions go into a bounded queue; one task takes up to `batch` at a time and appends them
-//! to the chain in one transaction. When the queue is full, [`PolicyAuditSender::record`]
-//! waits for room: callers slow down, decisions are never dropped. A failed write is retried
+//! to the chain in one transaction (a group commit). [`PolicyAuditSender::record`] returns
+//! once its decision's transaction has committed, so a decision answered to a caller is on
+//! disk and survives `kill -9`; [`PolicyAuditSender::record_queued`] returns at once (for
+//! deciders nobody waits on). When the queue is full, both wait for room: callers slow
+//! down, decisions are never dropped. A failed write is retried
 //! (with backoff) with the same batch, so a database hiccup delays rows but loses none.
 //! [`PolicyAuditWriter::shutdown`] stops intake and flushes everything queued.
 
@@ -52,13 +55,30 @@ pub struct WriterClosed;
 /// Hands decisions to the writer; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PolicyAuditSender {
-    queue: mpsc::Sender<NewPolicyAudit>,
+    queue: mpsc::Sender<Queued>,
 }
 
+/// A decision and, when its sender waits, whom to tell once it is committed.
+type Queued = (NewPolicyAudit, Option<oneshot::Sender<()>>);
+
 impl PolicyAuditSender {
-    /// Queues a decision, waiting for room when the queue is full.
+    /// Writes a decision: returns once the transaction holding it has committed (waiting
+    /// for room first when the queue is full).
     pub async fn record(&self, entry: NewPolicyAudit) -> Result<(), WriterClosed> {
-        self.queue.send(entry).await.map_err(|_| WriterClosed)
+        let (done, committed) = oneshot::channel();
+        self.queue
+            .send((entry, Some(done)))
+            .await
+            .map_err(|_| WriterClosed)?;
+        committed.await.map_err(|_| WriterClosed)
+    }
+
+    /// Queues a decision without waiting for its commit (waiting only for room).
+    pub async fn record_queued(&self, entry: NewPolicyAudit) -> Result<(), WriterClosed> {
+        self.queue
+            .send((entry, None))
+            .await
+            .map_err(|_| WriterClosed)
     }
 
     /// Decisions waiting to be written.
@@ -124,7 +144,7 @@ impl PolicyAuditWriter {
 
 async fn run(
     store: Store,
-    mut rx: mpsc::Receiver<NewPolicyAudit>,
+    mut rx: mpsc::Receiver<Queued>,
     mut stop: oneshot::Receiver<()>,
     batch: usize,
     stats: Arc<AuditWriterStats>,
@@ -148,8 +168,13 @@ async fn run(
         if received == 0 && buffer.is_empty() {
             break;
         }
-        write_with_retry(&store, &buffer, &stats).await;
-        buffer.clear();
+        let (rows, waiting): (Vec<NewPolicyAudit>, Vec<Option<oneshot::Sender<()>>>) =
+            buffer.drain(..).unzip();
+        write_with_retry(&store, &rows, &stats).await;
+        for done in waiting.into_iter().flatten() {
+            // A caller that gave up waiting is gone; its row is written all the same.
+            let _ = done.send(());
+        }
     }
 }
 
