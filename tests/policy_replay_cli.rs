@@ -62,7 +62,8 @@ async fn record_history(url: &str) -> Vec<String> {
         let at = req.context.time.unwrap();
         let d = live.engine().evaluate_at(req, at);
         decisions.push(format!("{} {}", req.action, d.decision()));
-        live.record(req, &d, None, Some("aegis-engine")).await;
+        live.record_queued(req, &d, None, Some("aegis-engine"))
+            .await;
     }
     assert_eq!(writer.shutdown(Duration::from_secs(10)).await, 4);
     drop(live);

@@ -283,7 +283,7 @@ async fn authorize(
     // decision row per Prometheus batch. Their denials are still recorded.
     let routine = route == "/api/v1/policy/evaluate" || INGEST.contains(&route);
     if !decision.allowed() || (!reads && !routine) {
-        service
+        let recorded = service
             .record(
                 &policy_request,
                 &decision,
@@ -291,6 +291,11 @@ async fn authorize(
                 Some(&caller.id),
             )
             .await;
+        // A change goes through only once its permission is on record; a refusal is a
+        // refusal either way (its row stays queued).
+        if decision.allowed() {
+            recorded?;
+        }
     }
     if decision.allowed() {
         Ok(())

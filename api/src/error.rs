@@ -209,6 +209,12 @@ impl From<aegis_store::Error> for ApiError {
     fn from(error: aegis_store::Error) -> Self {
         match error {
             aegis_store::Error::Conflict(message) => Self::conflict(message),
+            // The database is down or unreachable: the request may succeed later (503 with
+            // Retry-After, not a 500 that says the server is broken).
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "the database is unavailable");
+                Self::unavailable("the database is unavailable; retry shortly", 5)
+            }
             other => Self::internal(other),
         }
     }

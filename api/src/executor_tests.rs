@@ -429,7 +429,7 @@ async fn a_retry_of_an_action_interrupted_between_intent_and_result_is_not_run_a
         let r = router(&db, executor, s, 100).await;
         let retry =
             json!({"action": "scale_deployment", "namespace": "production", "target": "api",
-            "params": {"replicas": 3}, "timestamp": chrono::Utc::now(), "nonce": "retry-1",
+            "params": {"replicas": 4}, "timestamp": chrono::Utc::now(), "nonce": "retry-1",
             "idempotency_key": "incident-9"})
             .to_string();
         let (status, _, answer) = send(r.clone(), signed(&retry)).await;
@@ -453,7 +453,7 @@ async fn a_retry_of_an_action_interrupted_between_intent_and_result_is_not_run_a
         let again = fresh.replace("fresh-1", "fresh-2");
         let (status, _, two) = send(r.clone(), signed(&again)).await;
         assert_eq!(status, StatusCode::OK, "{two}");
-        assert_eq!(one["id"], two["id"]);
+        assert_eq!(one["id"], two["id"], "{one} {two}");
         let patches = cluster
             .lock()
             .unwrap()
@@ -461,7 +461,7 @@ async fn a_retry_of_an_action_interrupted_between_intent_and_result_is_not_run_a
             .iter()
             .filter(|c| c.method == "PATCH")
             .count();
-        assert_eq!(patches, 1, "{}: one action, one change", db.name());
+        assert_eq!(patches, 1, "{}: one action, one change: {one}", db.name());
         db.cleanup().await;
     }
 }

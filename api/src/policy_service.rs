@@ -69,6 +69,9 @@ struct SourceState {
     stopped_since: Option<DateTime<Utc>>,
 }
 
+/// Longest a caller waits for its decision's audit row to commit before a 503.
+pub const DECISION_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The policy engine and what feeds it.
 #[derive(Debug)]
 pub struct PolicyService {
@@ -482,16 +485,19 @@ impl PolicyService {
     }
 
     /// Writes `decision` to the audit trail and returns once it is committed, so a decision
-    /// answered to a caller (or that lets a change through) survives a crash.
+    /// answered to a caller (or that lets a change through) survives a crash. When the commit
+    /// does not come within [`DECISION_COMMIT_WAIT`] (the database is down), a 503: the
+    /// decision stays queued and lands when the database is back, but it is not
+    /// acknowledged, and the caller retries.
     pub async fn record(
         &self,
         req: &Request,
         decision: &Decision,
         request_id: Option<String>,
         asked_by: Option<&str>,
-    ) {
+    ) -> Result<(), crate::ApiError> {
         self.write_record(req, decision, request_id, asked_by, true)
-            .await;
+            .await
     }
 
     /// Queues `decision` for the audit trail without waiting for the commit (the engine's
@@ -504,7 +510,9 @@ impl PolicyService {
         request_id: Option<String>,
         asked_by: Option<&str>,
     ) {
-        self.write_record(req, decision, request_id, asked_by, false)
+        // Not waiting, it cannot time out; a closed writer is logged inside.
+        let _ = self
+            .write_record(req, decision, request_id, asked_by, false)
             .await;
     }
 
@@ -515,10 +523,10 @@ impl PolicyService {
         request_id: Option<String>,
         asked_by: Option<&str>,
         durable: bool,
-    ) {
+    ) -> Result<(), crate::ApiError> {
         self.record_shadow(req, decision);
         let Some(audit) = &self.audit else {
-            return;
+            return Ok(());
         };
         let role = req
             .context
@@ -548,13 +556,28 @@ impl PolicyService {
             evaluated_in_us: i64::try_from(decision.elapsed().as_micros()).unwrap_or(i64::MAX),
         };
         let written = if durable {
-            audit.record(entry).await
+            match tokio::time::timeout(DECISION_COMMIT_WAIT, audit.record(entry)).await {
+                Ok(written) => written,
+                Err(_) => {
+                    tracing::warn!(
+                        wait_secs = DECISION_COMMIT_WAIT.as_secs(),
+                        queued = audit.queued(),
+                        "a decision was not committed in time (is the database down?); answered 503, it stays queued"
+                    );
+                    return Err(crate::ApiError::unavailable(
+                        "the decision could not be recorded yet (the database is unavailable); retry shortly",
+                        5,
+                    ));
+                }
+            }
         } else {
             audit.record_queued(entry).await
         };
         if written.is_err() {
             tracing::error!("the decision audit writer has shut down; a decision went unrecorded");
+            return Err(crate::ApiError::unavailable("aegis is shutting down", 5));
         }
+        Ok(())
     }
 
     /// What `/health` shows.

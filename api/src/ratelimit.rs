@@ -1,13 +1,18 @@
 //! Rate limits per caller and route, and for login attempts per account and per client IP.
 //!
 //! In memory (governor, GCRA) by default; with Redis, a fixed one-minute window per key
-//! (`INCR` + `EXPIRE` in one Lua script) that every replica shares. When Redis fails, the
-//! limiter falls back to memory for that request and logs it: a limiter outage must not
-//! take the API down.
+//! (`INCR` + `EXPIRE` in one Lua script) that every replica shares. When Redis fails (an
+//! error, or no answer within [`REDIS_TIMEOUT`]), the limiter falls back to memory for that
+//! request, and the next requests for [`SKIP_AFTER_FAILURE`] do not try Redis at all: a
+//! limiter outage must not take the API down, nor slow it. The fallback is
+//! logged when it starts, at most every [`FALLBACK_LOG_EVERY`] while it lasts, and when
+//! Redis answers again; `aegis_ratelimit_fallbacks_total` counts the requests. A Redis
+//! that is down when Aegis starts is retried in the background.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -68,12 +73,32 @@ struct Memory {
     checks: AtomicU64,
 }
 
+/// Longest a Redis check may take before the request falls back to memory.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// While Redis keeps failing, the fallback is logged at most this often.
+pub const FALLBACK_LOG_EVERY: Duration = Duration::from_secs(30);
+/// After a failed Redis check, how long requests skip Redis and use memory directly.
+pub const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(2);
+/// How often a Redis that was down at start is tried again.
+const RECONNECT_EVERY: Duration = Duration::from_secs(5);
+
+/// The shared side: the connection (once made) and the fallback's bookkeeping.
+struct Shared {
+    conn: OnceLock<redis::aio::ConnectionManager>,
+    failing: AtomicBool,
+    /// When the last check failed: for [`SKIP_AFTER_FAILURE`] after it, requests go
+    /// straight to memory instead of each waiting on a Redis that is down.
+    failed_at: Mutex<Option<Instant>>,
+    fallbacks: AtomicU64,
+    last_log: Mutex<Option<Instant>>,
+}
+
 /// The rate limiter shared by every request.
 #[derive(Clone)]
 pub struct Limiter {
     limits: Limits,
     memory: Arc<Memory>,
-    redis: Option<redis::aio::ConnectionManager>,
+    redis: Option<Arc<Shared>>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -82,6 +107,28 @@ impl std::fmt::Debug for Limiter {
             .field("limits", &self.limits)
             .field("redis", &self.redis.is_some())
             .finish()
+    }
+}
+
+/// Longest a connection attempt (handshake included) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn connect(client: redis::Client) -> Result<redis::aio::ConnectionManager, String> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(REDIS_TIMEOUT)
+        .set_number_of_retries(1);
+    // The whole attempt is bounded too: a server that accepts and never answers would
+    // otherwise hold the start through every retry of the handshake.
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        redis::aio::ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    {
+        Ok(Ok(manager)) => Ok(manager),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())),
     }
 }
 
@@ -111,15 +158,49 @@ impl Limiter {
         }
     }
 
-    /// A limiter that shares its budgets through Redis at `url`.
+    /// A limiter that shares its budgets through Redis at `url`. A Redis that cannot be
+    /// reached now is logged and tried again every few seconds; until then, and whenever it
+    /// fails later, budgets are kept in memory. Only a malformed URL is an error.
     pub async fn with_redis(limits: Limits, url: &str) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
-        let manager = redis::aio::ConnectionManager::new(client)
-            .await
-            .map_err(|e| format!("cannot connect to redis: {e}"))?;
+        let shared = Arc::new(Shared {
+            conn: OnceLock::new(),
+            failing: AtomicBool::new(false),
+            failed_at: Mutex::new(None),
+            fallbacks: AtomicU64::new(0),
+            last_log: Mutex::new(None),
+        });
+        match connect(client.clone()).await {
+            Ok(manager) => {
+                let _ = shared.conn.set(manager);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "redis is unreachable; rate limits are kept in memory (per process) until it answers");
+                shared.failing.store(true, Ordering::Relaxed);
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(RECONNECT_EVERY).await;
+                        if let Ok(manager) = connect(client.clone()).await {
+                            let _ = shared.conn.set(manager);
+                            tracing::info!("redis answers; rate limits are shared again");
+                            shared.failing.store(false, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                });
+            }
+        }
         let mut limiter = Self::in_memory(limits);
-        limiter.redis = Some(manager);
+        limiter.redis = Some(shared);
         Ok(limiter)
+    }
+
+    /// Requests whose limit was checked in memory because Redis failed.
+    pub fn fallbacks(&self) -> u64 {
+        self.redis
+            .as_ref()
+            .map_or(0, |r| r.fallbacks.load(Ordering::Relaxed))
     }
 
     /// Actions allowed per minute per action and namespace.
@@ -143,13 +224,37 @@ impl Limiter {
 
     /// Takes one unit of `key`'s budget in `class`; `Err(seconds)` says when to retry.
     pub async fn check(&self, class: Class, key: &str) -> Result<(), u64> {
-        if let Some(redis) = &self.redis {
-            match self.check_redis(redis.clone(), class, key).await {
-                Ok(result) => return result,
-                Err(error) => {
-                    tracing::warn!(%error, "redis rate limit check failed; using the in-memory limiter");
+        if let Some(shared) = &self.redis {
+            let recently_failed = shared
+                .failed_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|at| at.elapsed() < SKIP_AFTER_FAILURE);
+            let error = match shared.conn.get() {
+                Some(_) if recently_failed => "failed moments ago".to_owned(),
+                Some(conn) => {
+                    match tokio::time::timeout(
+                        REDIS_TIMEOUT,
+                        self.check_redis(conn.clone(), class, key),
+                    )
+                    .await
+                    {
+                        Ok(Ok(result)) => {
+                            if shared.failing.swap(false, Ordering::Relaxed) {
+                                tracing::info!("redis answers again; rate limits are shared again");
+                            }
+                            return result;
+                        }
+                        Ok(Err(error)) => error.to_string(),
+                        Err(_) => format!("no answer within {} ms", REDIS_TIMEOUT.as_millis()),
+                    }
                 }
+                None => "not connected".to_owned(),
+            };
+            if !recently_failed {
+                *shared.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             }
+            fallback(shared, &error);
         }
         self.check_memory(class, key)
     }
@@ -195,6 +300,23 @@ impl Limiter {
         } else {
             Ok(Ok(()))
         }
+    }
+}
+
+/// Counts a fallback and logs it when it starts and then at most every
+/// [`FALLBACK_LOG_EVERY`], so an outage under load is a few lines, not one per request.
+fn fallback(shared: &Shared, error: &str) {
+    let total = shared.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
+    metrics::counter!(aegis_core::metric_names::RATELIMIT_FALLBACKS_TOTAL).increment(1);
+    let started = !shared.failing.swap(true, Ordering::Relaxed);
+    let mut last = shared.last_log.lock().unwrap_or_else(|p| p.into_inner());
+    if started || last.is_none_or(|at| at.elapsed() >= FALLBACK_LOG_EVERY) {
+        *last = Some(Instant::now());
+        tracing::warn!(
+            error,
+            fallbacks_so_far = total,
+            "redis rate limit check failed; using the in-memory (per-process) limiter"
+        );
     }
 }
 
@@ -244,5 +366,55 @@ mod tests {
         }
         // Two independent in-memory limiters would allow all ten (five each).
         assert_eq!(allowed, 5);
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_is_down_falls_back_to_memory_and_is_counted() {
+        let limits = Limits {
+            api_per_minute: 3,
+            ..Limits::default()
+        };
+        // Nothing listens on port 1: refused at once, at start and at every check.
+        let l = Limiter::with_redis(limits, "redis://127.0.0.1:1")
+            .await
+            .unwrap();
+        assert!(l.is_shared());
+        for _ in 0..3 {
+            assert_eq!(l.check(Class::Api, "alice /x").await, Ok(()));
+        }
+        assert!(
+            l.check(Class::Api, "alice /x").await.is_err(),
+            "the in-memory budget still holds"
+        );
+        assert_eq!(l.fallbacks(), 4);
+        assert!(Limiter::with_redis(limits, "not a url").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_never_answers_costs_at_most_the_timeout() {
+        // Accepts connections and never says a word.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let limits = Limits::default();
+        let started = std::time::Instant::now();
+        let l = Limiter::with_redis(limits, &format!("redis://{addr}"))
+            .await
+            .unwrap();
+        let checked = std::time::Instant::now();
+        assert_eq!(l.check(Class::Api, "bob /y").await, Ok(()));
+        assert!(
+            checked.elapsed() < REDIS_TIMEOUT * 3,
+            "a check took {:?}",
+            checked.elapsed()
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(l.fallbacks(), 1);
+        held.abort();
     }
 }

@@ -30,3 +30,5 @@ pub const ACTION_DURATION_SECONDS: &str = "aegis_action_duration_seconds";
 pub const ACTION_VERIFICATIONS_TOTAL: &str = "aegis_action_verifications_total";
 /// Circuit breakers opened after ineffective actions. Beyond CONTRACT.md's list.
 pub const BREAKER_TRIPS_TOTAL: &str = "aegis_breaker_trips_total";
+/// Counter: requests whose rate limit was checked in memory because Redis failed.
+pub const RATELIMIT_FALLBACKS_TOTAL: &str = "aegis_ratelimit_fallbacks_total";

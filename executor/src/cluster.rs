@@ -97,8 +97,9 @@ impl std::fmt::Debug for Executor {
     }
 }
 
-/// The API's error as an outcome: Kubernetes `Status` message and code kept.
-fn api_failure(what: &str, error: kube::Error) -> Outcome {
+/// The API's error as an outcome: Kubernetes `Status` message and code kept, and how many
+/// attempts were made.
+fn api_failure(what: &str, error: kube::Error, attempts: u32) -> Outcome {
     match error {
         kube::Error::Api(status) => Outcome::new(
             Status::Failed,
@@ -106,22 +107,82 @@ fn api_failure(what: &str, error: kube::Error) -> Outcome {
                 "{what}: {} ({} {})",
                 status.message, status.code, status.reason
             ),
-            json!({"code": status.code, "reason": status.reason, "message": status.message}),
+            json!({"code": status.code, "reason": status.reason, "message": status.message,
+                   "attempts": attempts}),
         ),
         other => Outcome::new(
             Status::Failed,
             format!("{what}: {other}"),
-            json!({"error": other.to_string()}),
+            json!({"error": other.to_string(), "attempts": attempts}),
         ),
+    }
+}
+
+/// Which failures of a call may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// A read: retried after a 429/5xx answer or a transport failure (timeouts included).
+    Read,
+    /// A write whose body is fixed before the first attempt (a merge or strategic patch to
+    /// a stated value): applying it twice leaves what applying it once does, so it is
+    /// retried after a 429/5xx *answer*. Not after a transport failure or timeout: the API
+    /// server may still be working on it, and an overloaded one needs relief.
+    IdempotentWrite,
+    /// Never retried (a pod delete: a second one could hit what replaced it).
+    Never,
+}
+
+/// Longest wait for a connection to the API server.
+pub const API_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest wait for the API server's answer to one call.
+pub const API_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Attempts per call, at most.
+const ATTEMPTS: u32 = 3;
+/// Pause before the second and third attempts.
+const BACKOFF: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(600),
+];
+
+fn retryable(error: &kube::Error, retry: Retry) -> bool {
+    let answered_transient =
+        matches!(error, kube::Error::Api(s) if s.code == 429 || (500..=599).contains(&s.code));
+    match retry {
+        Retry::Read => answered_transient || !matches!(error, kube::Error::Api(_)),
+        Retry::IdempotentWrite => answered_transient,
+        Retry::Never => false,
+    }
+}
+
+/// Runs one API call under `retry`; the failure as the action's outcome.
+async fn call<T, F, Fut>(what: &str, retry: Retry, mut f: F) -> Result<T, Outcome>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(error) if attempt < ATTEMPTS && retryable(&error, retry) => {
+                tracing::warn!(what, attempt, %error, "kubernetes API call failed; retrying");
+                tokio::time::sleep(BACKOFF[attempt as usize - 1]).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(api_failure(what, error, attempt)),
+        }
     }
 }
 
 /// Returns early with the outcome of a failed API call.
 macro_rules! api {
-    ($what:expr, $call:expr) => {
-        match $call.await {
+    ($what:expr, $retry:expr, $call:expr) => {
+        // The call is made inside the block so its temporaries (params, patch) live
+        // as long as its future.
+        match call($what, $retry, || async { $call.await }).await {
             Ok(v) => v,
-            Err(e) => return api_failure($what, e),
+            Err(outcome) => return outcome,
         }
     };
 }
@@ -221,7 +282,7 @@ fn dry_run(req: &ActionRequest, limits: ScaleLimits) -> Outcome {
 /// `kubectl rollout restart`: a strategic-merge patch of the pod template's `restartedAt`.
 async fn rollout_restart(client: kube::Client, namespace: &str, name: &str) -> Outcome {
     let api: Api<Deployment> = Api::namespaced(client, namespace);
-    let deployment = api!("reading the deployment", api.get(name));
+    let deployment = api!("reading the deployment", Retry::Read, api.get(name));
     if deployment
         .spec
         .as_ref()
@@ -240,6 +301,7 @@ async fn rollout_restart(client: kube::Client, namespace: &str, name: &str) -> O
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": at}}}}});
     api!(
         "patching the deployment",
+        Retry::IdempotentWrite,
         api.patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
     );
     Outcome::new(
@@ -252,7 +314,7 @@ async fn rollout_restart(client: kube::Client, namespace: &str, name: &str) -> O
 /// Deletes a pod, but only one a controller owns (so it comes back).
 async fn delete_owned_pod(client: kube::Client, namespace: &str, name: &str) -> Outcome {
     let api: Api<Pod> = Api::namespaced(client, namespace);
-    let pod = api!("reading the pod", api.get(name));
+    let pod = api!("reading the pod", Retry::Read, api.get(name));
     let owner = pod
         .metadata
         .owner_references
@@ -270,6 +332,7 @@ async fn delete_owned_pod(client: kube::Client, namespace: &str, name: &str) -> 
     };
     api!(
         "deleting the pod",
+        Retry::Never,
         api.delete(name, &DeleteParams::default())
     );
     Outcome::new(
@@ -298,7 +361,7 @@ async fn scale(
     limits: ScaleLimits,
 ) -> Outcome {
     let api: Api<Deployment> = Api::namespaced(client, namespace);
-    let current = api!("reading the scale", api.get_scale(name));
+    let current = api!("reading the scale", Retry::Read, api.get_scale(name));
     let from = current.spec.and_then(|s| s.replicas).unwrap_or(0);
     let replicas = match to {
         ScaleTo::Exactly(r) => r,
@@ -332,6 +395,7 @@ async fn scale(
     let patch = json!({"spec": {"replicas": replicas}});
     api!(
         "patching the scale",
+        Retry::IdempotentWrite,
         api.patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
     );
     Outcome::new(
@@ -385,7 +449,7 @@ async fn rollout_undo(
     to_revision: Option<i64>,
 ) -> Outcome {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let deployment = api!("reading the deployment", deployments.get(name));
+    let deployment = api!("reading the deployment", Retry::Read, deployments.get(name));
     let spec = deployment.spec.clone().unwrap_or_default();
     if spec.paused.unwrap_or(false) {
         return Outcome::new(
@@ -409,6 +473,7 @@ async fn rollout_undo(
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client, namespace);
     let list = api!(
         "listing replica sets",
+        Retry::Read,
         replica_sets.list(&ListParams::default().labels(&selector))
     );
     let mut owned: Vec<(i64, ReplicaSet)> = list
@@ -484,7 +549,12 @@ async fn rollout_undo(
     };
     api!(
         "patching the deployment",
-        deployments.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        Retry::IdempotentWrite,
+        deployments.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch.clone())
+        )
     );
     Outcome::new(
         Status::Succeeded,
@@ -512,6 +582,16 @@ impl Executor {
                 .await
                 .map_err(|e| format!("no kubeconfig and no in-cluster service account: {e}"))?,
         };
+        Self::with_timeouts(config)
+    }
+
+    /// A client for `config` with bounded calls: [`API_CONNECT_TIMEOUT`] to connect and
+    /// [`API_READ_TIMEOUT`] for an answer (kube's defaults wait almost five minutes, which
+    /// would hold an action, its target and the engine's decision that long).
+    pub fn with_timeouts(mut config: kube::Config) -> Result<Self, String> {
+        config.connect_timeout = Some(API_CONNECT_TIMEOUT);
+        config.read_timeout = Some(API_READ_TIMEOUT);
+        config.write_timeout = Some(API_READ_TIMEOUT);
         kube::Client::try_from(config)
             .map(Self::Kubernetes)
             .map_err(|e| format!("kubernetes client: {e}"))

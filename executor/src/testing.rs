@@ -42,6 +42,10 @@ pub struct Cluster {
     pub hang_writes: bool,
     /// Writes answer after this long (a slow API server; room for a crash mid-action).
     pub write_delay: Option<std::time::Duration>,
+    /// The next calls, whatever they are, answer with these codes (one each, in order).
+    pub fail_next: std::collections::VecDeque<u16>,
+    /// Every call with this method answers with this code, for as long as it is set.
+    pub fail_method: BTreeMap<String, u16>,
 }
 
 pub type Shared = Arc<Mutex<Cluster>>;
@@ -289,6 +293,34 @@ async fn pod(
     axum::Json(p).into_response()
 }
 
+/// Answers with an injected status (recorded like any call) when the cluster says so.
+async fn inject(
+    State(s): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let code = {
+        let mut c = s.lock().unwrap();
+        let code = c
+            .fail_next
+            .pop_front()
+            .or_else(|| c.fail_method.get(req.method().as_str()).copied());
+        if code.is_some() {
+            c.calls.push(Call {
+                method: req.method().to_string(),
+                path: req.uri().to_string(),
+                content_type: None,
+                body: None,
+            });
+        }
+        code
+    };
+    match code {
+        Some(code) => status(code, "InternalError", &format!("injected {code}")),
+        None => next.run(req).await,
+    }
+}
+
 /// Starts the server; returns its URL and the shared state.
 pub async fn start(cluster: Cluster) -> (String, Shared) {
     let shared: Shared = Arc::new(Mutex::new(cluster));
@@ -306,6 +338,7 @@ pub async fn start(cluster: Cluster) -> (String, Shared) {
             get(replica_sets),
         )
         .route("/api/v1/namespaces/{ns}/pods/{name}", get(pod).delete(pod))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), inject))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -317,6 +350,13 @@ pub async fn start(cluster: Cluster) -> (String, Shared) {
 pub fn client(url: &str) -> kube::Client {
     let config = kube::Config::new(url.parse().unwrap());
     kube::Client::try_from(config).unwrap()
+}
+
+/// An executor for the fake server whose calls give up after `read_timeout`.
+pub fn executor_with_timeout(url: &str, read_timeout: std::time::Duration) -> crate::Executor {
+    let mut config = kube::Config::new(url.parse().unwrap());
+    config.read_timeout = Some(read_timeout);
+    crate::Executor::Kubernetes(kube::Client::try_from(config).unwrap())
 }
 
 /// Adds deployment `name` in `production` (revision 1, 3 replicas, its ReplicaSet).

@@ -317,7 +317,8 @@ async fn rollback_like_kubectl_rollout_undo() {
 
 #[tokio::test]
 async fn api_errors_keep_the_kubernetes_status() {
-    for code in [409u16, 422, 500] {
+    // 409 and 422 are answers about the request: never retried.
+    for code in [409u16, 422] {
         let mut cluster = fake_kube::cluster_with_api();
         cluster.fail_writes.insert("api".into(), code);
         let (url, _) = fake_kube::start(cluster).await;
@@ -345,6 +346,105 @@ async fn api_errors_keep_the_kubernetes_status() {
     assert_eq!(
         (out.status, out.details["code"].as_u64()),
         (Status::Failed, Some(404))
+    );
+}
+
+fn count(shared: &fake_kube::Shared, method: &str) -> usize {
+    shared
+        .lock()
+        .unwrap()
+        .calls
+        .iter()
+        .filter(|c| c.method == method)
+        .count()
+}
+
+#[tokio::test]
+async fn a_transient_500_is_retried_when_the_call_is_idempotent() {
+    // A read, then an idempotent write (the restart's patch body is fixed before the first
+    // attempt), each failing once.
+    let mut cluster = fake_kube::cluster_with_api();
+    cluster.fail_next.push_back(503);
+    cluster.fail_writes.insert("api".into(), 500);
+    let (url, shared) = fake_kube::start(cluster).await;
+    let out = Executor::Kubernetes(fake_kube::client(&url))
+        .execute(
+            &request("restart_pod", "api", json!({})),
+            ScaleLimits::default(),
+        )
+        .await;
+    assert_eq!(out.status, Status::Succeeded, "{out:?}");
+    assert_eq!((count(&shared, "GET"), count(&shared, "PATCH")), (2, 2));
+    let bodies: Vec<_> = shared
+        .lock()
+        .unwrap()
+        .calls
+        .iter()
+        .filter(|c| c.method == "PATCH")
+        .map(|c| c.body.clone())
+        .collect();
+    assert_eq!(bodies[0], bodies[1], "the retry sends the same patch");
+}
+
+#[tokio::test]
+async fn an_api_that_keeps_failing_is_given_up_after_three_attempts() {
+    let mut cluster = fake_kube::cluster_with_api();
+    cluster.fail_method.insert("PATCH".into(), 500);
+    let (url, shared) = fake_kube::start(cluster).await;
+    let started = std::time::Instant::now();
+    let out = Executor::Kubernetes(fake_kube::client(&url))
+        .execute(
+            &request("scale_deployment", "api", json!({"replicas": 4})),
+            ScaleLimits::default(),
+        )
+        .await;
+    assert_eq!(out.status, Status::Failed, "{out:?}");
+    assert_eq!(
+        (
+            out.details["code"].as_u64(),
+            out.details["attempts"].as_u64()
+        ),
+        (Some(500), Some(3))
+    );
+    assert_eq!(count(&shared, "PATCH"), 3);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn a_pod_delete_is_never_retried() {
+    let mut cluster = fake_kube::cluster_with_api();
+    cluster.fail_method.insert("DELETE".into(), 500);
+    let (url, shared) = fake_kube::start(cluster).await;
+    let out = Executor::Kubernetes(fake_kube::client(&url))
+        .execute(
+            &request("restart_pod", "pod/api-1", json!({})),
+            ScaleLimits::default(),
+        )
+        .await;
+    assert_eq!(out.status, Status::Failed, "{out:?}");
+    assert_eq!(out.details["attempts"].as_u64(), Some(1));
+    assert_eq!(count(&shared, "DELETE"), 1);
+}
+
+#[tokio::test]
+async fn a_hung_api_times_out_and_the_write_is_not_sent_again() {
+    let mut cluster = fake_kube::cluster_with_api();
+    cluster.hang_writes = true;
+    let (url, shared) = fake_kube::start(cluster).await;
+    let started = std::time::Instant::now();
+    let out = fake_kube::executor_with_timeout(&url, std::time::Duration::from_millis(500))
+        .execute(
+            &request("scale_deployment", "api", json!({"replicas": 4})),
+            ScaleLimits::default(),
+        )
+        .await;
+    assert_eq!(out.status, Status::Failed, "{out:?}");
+    assert_eq!(out.details["attempts"].as_u64(), Some(1), "{out:?}");
+    assert_eq!(count(&shared, "PATCH"), 1);
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(500) && took < std::time::Duration::from_secs(3),
+        "{took:?}"
     );
 }
 

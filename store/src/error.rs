@@ -49,3 +49,24 @@ pub enum Error {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
+
+impl Error {
+    /// True when the database could not be reached or did not answer (a connection refused
+    /// or reset, a pool with no connection to give in time): a retry later may succeed.
+    /// Errors the database itself returned are not.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Connect { .. } => true,
+            Self::Database(e) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+            ),
+            _ => false,
+        }
+    }
+}

@@ -10,6 +10,13 @@ use crate::{ApiError, AppState};
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     record_process_metrics();
+    if let Some(healing) = state.healing() {
+        // The engine's own counters, read at scrape time: they show that scoring goes on
+        // even when nothing else (the database included) answers.
+        let stats = healing.stats(chrono::Utc::now().timestamp_millis());
+        metrics::gauge!("aegis_engine_ticks_total").set(stats.ticks as f64);
+        metrics::gauge!("aegis_engine_rows_scored_total").set(stats.rows_scored as f64);
+    }
     match state.metrics() {
         Some(handle) => (
             [(

@@ -84,7 +84,7 @@ pub(super) async fn evaluate(
             request_id.map(|r| r.0.0.clone()),
             caller.as_ref().map(|c| c.id.as_str()),
         )
-        .await;
+        .await?;
     let elapsed = decision.elapsed();
     let candidates = query.explain.then(|| {
         let (mut policies, files) = service.engine().sources();
