@@ -85,7 +85,12 @@ pub(crate) async fn request_context(mut req: Request, next: Next) -> Response {
     span.record("http.response.status_code", status.as_u16());
     span.in_scope(|| {
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
-        if status.is_server_error() {
+        if status == http::StatusCode::SERVICE_UNAVAILABLE {
+            // Back-pressure and outages: expected under load, counted where they arise
+            // (`aegis_ingest_rejected_total`, the database warning); a line per refused
+            // request would flood the log exactly when it matters.
+            tracing::debug!(status = status.as_u16(), elapsed_ms, "request refused");
+        } else if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), elapsed_ms, "request failed");
         } else {
             tracing::debug!(status = status.as_u16(), elapsed_ms, "request done");

@@ -237,6 +237,7 @@ async fn main() {
     }
     producer.await.unwrap();
     let offered_secs = started.elapsed().as_secs_f64();
+    let accepted_while_offering = accepted.load(Ordering::Relaxed);
     let stopped = Instant::now();
     let drain_deadline = stopped + Duration::from_secs(drain_secs);
     for s in senders {
@@ -253,8 +254,9 @@ async fn main() {
     let accepted = accepted.load(Ordering::Relaxed);
     let statuses = counts.lock().unwrap().statuses.clone();
     println!(
-        "offered {offered} samples in {offered_secs:.1} s ({:.2} M samples/s); accepted {accepted} ({:.2} M/s over offer + drain); backlog drained {drained:.1} s after the offer stopped",
+        "offered {offered} samples in {offered_secs:.1} s ({:.2} M samples/s); accepted {:.2} M/s while offering; {accepted} accepted in all ({:.2} M/s over offer + drain); backlog drained {drained:.1} s after the offer stopped",
         offered as f64 / offered_secs / 1e6,
+        accepted_while_offering as f64 / offered_secs / 1e6,
         accepted as f64 / (offered_secs + drained) / 1e6
     );
     println!("answers by status (0 = connection error): {statuses:?}");

@@ -3,13 +3,13 @@
 //!
 //! The mix: remote write at `--rate` samples/s (2,000-series bodies, a Prometheus-like
 //! sender), Loki JSON pushes (20 lines every 100 ms), policy evaluations at `--evaluate`
-//! per second and a `GET /api/v1/metrics/stats` every second. At each mark: VmRSS, open
+//! per second and a `GET /api/v1/health` (readiness probe) every second. At each mark: VmRSS, open
 //! file descriptors and threads of the server, and p50/p99/max latency of evaluations and
 //! remote writes within the window; any answer other than 2xx (or 503 on ingest, retried)
 //! is counted as an error.
 //!
 //! ```text
-//! soak --url http://127.0.0.1:PORT --pid PID --token ACCESS --ingest-token T
+//! soak --url http://127.0.0.1:PORT --pid PID --token SERVICE_TOKEN --ingest-token T
 //!      [--minutes 60] [--mark-minutes 10] [--rate 20000] [--evaluate 50]
 //! ```
 
@@ -286,21 +286,15 @@ async fn main() {
             }
         });
     }
-    // A dashboard poll.
+    // A readiness probe, as a load balancer or kubelet sends it (it checks the database).
     {
-        let (client, url, token, errors, running) = (
-            client.clone(),
-            url.clone(),
-            token.clone(),
-            errors.clone(),
-            running.clone(),
-        );
+        let (client, url, errors, running) =
+            (client.clone(), url.clone(), errors.clone(), running.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             while running.load(Ordering::SeqCst) {
                 tick.tick().await;
-                let req = http::Request::get(format!("{url}/api/v1/metrics/stats"))
-                    .header("authorization", format!("Bearer {token}"))
+                let req = http::Request::get(format!("{url}/api/v1/health"))
                     .body(Full::new(Bytes::new()))
                     .unwrap();
                 if send(&client, req).await.0 != 200 {
