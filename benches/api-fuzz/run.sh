@@ -4,6 +4,8 @@
 # requests (examples, coverage and fuzzing phases) with an admin's token; checks: no 5xx
 # (`not_a_server_error`) and every error in the CONTRACT.md envelope (hooks.py). The admin's
 # access token lives 15 minutes: keep a run within that (the default takes a few minutes).
+# `POST /api/v1/write` is left out: its body is protobuf, which schemathesis cannot generate
+# (the remote write fuzz targets cover it).
 # Usage: benches/api-fuzz/run.sh [max-examples-per-operation]   (needs the venv's schemathesis)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,7 +18,7 @@ bin="$CARGO_TARGET_DIR/release/aegis"
 
 work="$(mktemp -d)"
 port="${AEGIS_BENCH_PORT:-3920}"
-password="api-fuzz-password-$$"
+password="correct horse battery staple $$"
 export AEGIS_DATABASE_URL="${AEGIS_FUZZ_DATABASE_URL:-sqlite://$work/aegis.db}"
 export AEGIS_JWT_SECRET="api-fuzz-jwt-secret-api-fuzz-jwt-secret-0123"
 export AEGIS_ACTION_SECRET="api-fuzz-action-secret-api-fuzz-action-0123"
@@ -39,6 +41,7 @@ SCHEMATHESIS_HOOKS=benches.api-fuzz.hooks PYTHONPATH=. \
     --header "Authorization: Bearer $token" \
     --checks not_a_server_error,error_envelope \
     --phases examples,coverage,fuzzing \
+    --exclude-path /api/v1/write \
     --max-examples "$examples" --workers 2 --no-color \
     --report junit --report-dir "${AEGIS_API_FUZZ_REPORT:-/tmp/aegis-api-fuzz}" \
     --generation-database none

@@ -16,11 +16,13 @@ bin="$CARGO_TARGET_DIR/release"
 
 work="$(mktemp -d)"
 port="${AEGIS_BENCH_PORT:-3919}"
-password="soak-admin-password-$$"
+password="correct horse battery staple $$"
 export AEGIS_DATABASE_URL="sqlite://$work/aegis.db"
 export AEGIS_JWT_SECRET="soak-jwt-secret-soak-jwt-secret-0123456789"
 export AEGIS_LISTEN="127.0.0.1:$port"
 export AEGIS_LOG_LEVEL=warn
+# One service token sends everything: its per-caller budget must cover 50 evaluations/s.
+export AEGIS_RATE_LIMIT_PER_MINUTE=1000000
 echo "$password" | "$bin/aegis" user create --email soak@example.com --role admin --password-stdin
 "$bin/aegis" serve &
 pid=$!
