@@ -18,9 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aegis_executor::{signature, testing as fake_kube};
-use aegis_store::{
-    ActionAuditQuery, ExecutorStore, PolicyAuditQuery, PolicyStore, Store, StoreOptions,
-};
+use aegis_store::{ActionAuditQuery, ExecutorStore, Store, StoreOptions};
 use common::{FreshDb, aegis, free_port, http_raw, terminate, wait_healthy};
 use serde_json::{Value, json};
 
@@ -327,16 +325,7 @@ async fn crash_again_and_again(db: &str, backend: &str) {
         );
     }
     let unknown = rows.iter().filter(|r| r.status == "unknown").count();
-    let decisions: BTreeSet<String> = store
-        .list_policy_audit(&PolicyAuditQuery {
-            limit: 1_000_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|r| r.request_id)
-        .collect();
+    let decisions = common::recorded_request_ids(db).await;
     let lost: Vec<&String> = seen.decisions.difference(&decisions).collect();
     assert!(
         lost.is_empty(),

@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aegis_ingest::remote_write::{SeriesData, encode_v1};
-use aegis_store::{PolicyAuditQuery, PolicyStore, Store, StoreOptions};
 use common::{FreshDb, Proxy, aegis, free_port, http_get, http_raw, terminate, wait_healthy};
 use serde_json::json;
 
@@ -32,11 +31,7 @@ const OUTAGE: Duration = Duration::from_secs(30);
 
 fn serve(dir: &Path, db: &str, extra: &[(&str, &str)]) -> (Child, u16) {
     let port = free_port();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("server.log"))
-        .unwrap();
+    let (out, err) = common::server_log(dir);
     let mut child = aegis(dir)
         .arg("serve")
         .env("AEGIS_LISTEN", format!("127.0.0.1:{port}"))
@@ -46,8 +41,8 @@ fn serve(dir: &Path, db: &str, extra: &[(&str, &str)]) -> (Child, u16) {
         .env("AEGIS_ADMIN_EMAIL", ADMIN)
         .env("AEGIS_ADMIN_PASSWORD", PASSWORD)
         .envs(extra.iter().copied())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
+        .stdout(out)
+        .stderr(err)
         .spawn()
         .unwrap();
     let (status, body) = wait_healthy(&mut child, port);
@@ -282,21 +277,8 @@ async fn postgres_gone_for_30_seconds_under_load() {
     assert!(output.status.success());
 
     let seen = std::mem::take(&mut *seen.lock().unwrap());
-    let store = Store::connect(&fresh.url, &StoreOptions::default())
-        .await
-        .unwrap();
-    let recorded: BTreeSet<String> = store
-        .list_policy_audit(&PolicyAuditQuery {
-            limit: 1_000_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|r| r.request_id)
-        .collect();
+    let recorded = common::recorded_request_ids(&fresh.url).await;
     let lost: Vec<_> = seen.answered.difference(&recorded).collect();
-    store.close().await;
     let (code, out, err) = common::run(dir.path(), &fresh.url, &["audit", "verify"]);
     let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
     println!(

@@ -34,11 +34,7 @@ const BODY_TIMEOUT_SECS: u64 = 2;
 /// and stall it).
 fn serve(dir: &Path, db: &str) -> (Child, u16) {
     let port = free_port();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("server.log"))
-        .unwrap();
+    let (out, err) = common::server_log(dir);
     let mut child = aegis(dir)
         .arg("serve")
         .env("AEGIS_LISTEN", format!("127.0.0.1:{port}"))
@@ -59,8 +55,8 @@ fn serve(dir: &Path, db: &str) -> (Child, u16) {
             "AEGIS_LOG_LEVEL",
             "info,aegis=debug,aegis_api=debug,aegis_store=debug,aegis_executor=debug,aegis_ingest=debug,aegis_policy=debug",
         )
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
+        .stdout(out)
+        .stderr(err)
         .spawn()
         .unwrap();
     let (status, body) = wait_healthy(&mut child, port);

@@ -214,20 +214,8 @@ impl From<aegis_store::Error> for ApiError {
             other if other.is_unavailable() => {
                 // Once every 10 s at most: an outage under load is a few lines, not one per
                 // request.
-                static LAST_LOGGED: std::sync::atomic::AtomicI64 =
-                    std::sync::atomic::AtomicI64::new(0);
-                let now = chrono::Utc::now().timestamp();
-                let last = LAST_LOGGED.load(std::sync::atomic::Ordering::Relaxed);
-                if now - last >= 10
-                    && LAST_LOGGED
-                        .compare_exchange(
-                            last,
-                            now,
-                            std::sync::atomic::Ordering::Relaxed,
-                            std::sync::atomic::Ordering::Relaxed,
-                        )
-                        .is_ok()
-                {
+                static LOG: crate::throttle::Throttle = crate::throttle::Throttle::new();
+                if LOG.ready(std::time::Duration::from_secs(10)) {
                     tracing::warn!(error = %other, "the database is unavailable; answering 503 (logged every 10 s at most)");
                 }
                 Self::unavailable("the database is unavailable; retry shortly", 5)

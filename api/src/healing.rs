@@ -1391,6 +1391,15 @@ impl HealingLoop {
         }
     }
 
+    /// Ticks run and rows scored so far: two atomic reads, for `/metrics` (without the
+    /// engine lock [`Self::stats`] takes).
+    pub fn progress(&self) -> (u64, u64) {
+        (
+            self.counters.ticks.load(Ordering::Relaxed),
+            self.counters.rows_scored.load(Ordering::Relaxed),
+        )
+    }
+
     /// Warm-up state and activity.
     pub fn stats(&self, now_ms: i64) -> LoopStats {
         let (entities, warm, c, open, bytes) = {

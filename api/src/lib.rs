@@ -49,6 +49,7 @@ mod state;
 pub mod telemetry;
 #[cfg(test)]
 mod tests;
+mod throttle;
 
 pub use error::{ApiError, ErrorCode};
 pub use extract::Json;

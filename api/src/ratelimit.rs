@@ -90,7 +90,7 @@ struct Shared {
     /// straight to memory instead of each waiting on a Redis that is down.
     failed_at: Mutex<Option<Instant>>,
     fallbacks: AtomicU64,
-    last_log: Mutex<Option<Instant>>,
+    log: crate::throttle::Throttle,
 }
 
 /// The rate limiter shared by every request.
@@ -168,7 +168,7 @@ impl Limiter {
             failing: AtomicBool::new(false),
             failed_at: Mutex::new(None),
             fallbacks: AtomicU64::new(0),
-            last_log: Mutex::new(None),
+            log: crate::throttle::Throttle::new(),
         });
         match connect(client.clone()).await {
             Ok(manager) => {
@@ -309,9 +309,7 @@ fn fallback(shared: &Shared, error: &str) {
     let total = shared.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
     metrics::counter!(aegis_core::metric_names::RATELIMIT_FALLBACKS_TOTAL).increment(1);
     let started = !shared.failing.swap(true, Ordering::Relaxed);
-    let mut last = shared.last_log.lock().unwrap_or_else(|p| p.into_inner());
-    if started || last.is_none_or(|at| at.elapsed() >= FALLBACK_LOG_EVERY) {
-        *last = Some(Instant::now());
+    if shared.log.ready(FALLBACK_LOG_EVERY) || started {
         tracing::warn!(
             error,
             fallbacks_so_far = total,

@@ -103,28 +103,16 @@ pub fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> std::io::Result<(u16, String, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if let Some(b) = &bearer {
+        headers.push(("Authorization", b.as_str()));
     }
     let body = body.unwrap_or("");
     if !body.is_empty() {
-        head.push_str("Content-Type: application/json\r\n");
+        headers.push(("Content-Type", "application/json"));
     }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    Ok((status, head.to_owned(), body.to_owned()))
+    http_raw(port, method, path, &headers, body.as_bytes())
 }
 
 /// `aegis user create --role admin --password-stdin` on database `db`; its output.
@@ -385,4 +373,33 @@ impl Proxy {
     pub fn restore(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// The file `dir/server.log`, opened for appending: a server's stdout and stderr go there
+/// (a pipe nobody reads would fill and stall it).
+pub fn server_log(dir: &Path) -> (std::fs::File, std::fs::File) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .unwrap();
+    (log.try_clone().unwrap(), log)
+}
+
+/// The request ids of every decision in the audit trail of `db`.
+pub async fn recorded_request_ids(db: &str) -> std::collections::BTreeSet<String> {
+    use aegis_store::{PolicyAuditQuery, PolicyStore, Store, StoreOptions};
+    let store = Store::connect(db, &StoreOptions::default()).await.unwrap();
+    let ids = store
+        .list_policy_audit(&PolicyAuditQuery {
+            limit: 1_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.request_id)
+        .collect();
+    store.close().await;
+    ids
 }

@@ -13,9 +13,9 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(healing) = state.healing() {
         // The engine's own counters, read at scrape time: they show that scoring goes on
         // even when nothing else (the database included) answers.
-        let stats = healing.stats(chrono::Utc::now().timestamp_millis());
-        metrics::gauge!("aegis_engine_ticks_total").set(stats.ticks as f64);
-        metrics::gauge!("aegis_engine_rows_scored_total").set(stats.rows_scored as f64);
+        let (ticks, rows_scored) = healing.progress();
+        metrics::gauge!("aegis_engine_ticks_total").set(ticks as f64);
+        metrics::gauge!("aegis_engine_rows_scored_total").set(rows_scored as f64);
     }
     match state.metrics() {
         Some(handle) => (

@@ -46,18 +46,6 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn proc_status(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn normal(metric: usize, noise: f64) -> f64 {
     match metric {
         0 => 0.30 + noise * 0.04,
@@ -277,7 +265,7 @@ async fn main() {
             }
         }
         if started.elapsed() > Duration::from_secs(warmup_secs) {
-            rss_peak_active = rss_peak_active.max(proc_status("VmRSS:"));
+            rss_peak_active = rss_peak_active.max(aegis_benches::proc_status("self", "VmRSS:"));
         }
     }
     let sent = generator.await.unwrap();
@@ -330,7 +318,7 @@ async fn main() {
     println!(
         "  memory                  VmRSS {:.0} MB with all series active (peak VmHWM {:.0} MB); windows {:.0} MB",
         rss_peak_active as f64 / 1024.0,
-        proc_status("VmHWM:") as f64 / 1024.0,
+        aegis_benches::proc_status("self", "VmHWM:") as f64 / 1024.0,
         stats.window_bytes as f64 / 1e6
     );
     drop(healing);

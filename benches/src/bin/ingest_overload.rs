@@ -22,14 +22,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aegis_ingest::remote_write::{encode_v1, realistic_series};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-/// Series per body, one sample each (Prometheus's default `max_samples_per_send` is 2,000).
-const SERIES: usize = 2_000;
+use aegis_benches::BODY_SERIES as SERIES;
 /// Distinct bodies per connection, reused in turn (encoding them live would take the CPU
 /// the receiver needs on a 2-core machine).
 const POOL: usize = 64;
@@ -38,18 +36,6 @@ fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 async fn samples_counter(
@@ -104,21 +90,7 @@ async fn main() {
         .as_millis() as i64)
         - 3_600_000;
     let pools: Vec<Vec<Bytes>> = (0..connections)
-        .map(|c| {
-            (0..POOL)
-                .map(|k| {
-                    let mut series = realistic_series(SERIES, 1, start_ms + k as i64 * 1_000);
-                    for s in &mut series {
-                        s.labels.push(("zz_conn".to_owned(), c.to_string()));
-                    }
-                    Bytes::from(
-                        snap::raw::Encoder::new()
-                            .compress_vec(&encode_v1(&series))
-                            .unwrap(),
-                    )
-                })
-                .collect()
-        })
+        .map(|c| aegis_benches::remote_write_bodies(c, POOL, start_ms))
         .collect();
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(connections * 2)
@@ -136,7 +108,7 @@ async fn main() {
     let producing = Arc::new(AtomicBool::new(true));
     let counts = Arc::new(Mutex::new(Counts::default()));
     let max_backlog = Arc::new(AtomicU64::new(0));
-    let rss_start = rss_kib(pid);
+    let rss_start = aegis_benches::proc_status(&pid.to_string(), "VmRSS:");
     let rss_max = Arc::new(AtomicU64::new(rss_start));
     let started = Instant::now();
 
@@ -176,7 +148,10 @@ async fn main() {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                rss_max.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                rss_max.fetch_max(
+                    aegis_benches::proc_status(&pid.to_string(), "VmRSS:"),
+                    Ordering::Relaxed,
+                );
             }
         })
     };
@@ -249,7 +224,7 @@ async fn main() {
     }
     let drained = stopped.elapsed().as_secs_f64();
     sampler.abort();
-    let rss_end = rss_kib(pid);
+    let rss_end = aegis_benches::proc_status(&pid.to_string(), "VmRSS:");
     let offered = offered.load(Ordering::Relaxed);
     let accepted = accepted.load(Ordering::Relaxed);
     let statuses = counts.lock().unwrap().statuses.clone();

@@ -19,13 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aegis_ingest::remote_write::{encode_v1, realistic_series};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-const SERIES: usize = 2_000;
+use aegis_benches::BODY_SERIES as SERIES;
 /// Clock ticks per second of `/proc/PID/stat` (Linux's USER_HZ).
 const TICKS: f64 = 100.0;
 
@@ -38,22 +37,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     let utime: f64 = fields[11].parse().unwrap();
     let stime: f64 = fields[12].parse().unwrap();
     (utime + stime) / TICKS
-}
-
-fn bodies(conn: usize, count: usize, start_ms: i64) -> Vec<Bytes> {
-    (0..count)
-        .map(|k| {
-            let mut series = realistic_series(SERIES, 1, start_ms + k as i64 * 1_000);
-            for s in &mut series {
-                s.labels.push(("zz_conn".to_owned(), conn.to_string()));
-            }
-            Bytes::from(
-                snap::raw::Encoder::new()
-                    .compress_vec(&encode_v1(&series))
-                    .unwrap(),
-            )
-        })
-        .collect()
 }
 
 #[tokio::main]
@@ -77,7 +60,7 @@ async fn main() {
         .as_millis() as i64)
         - 3_600_000;
     let all: Vec<Vec<Bytes>> = (0..connections)
-        .map(|c| bodies(c, per_conn, start_ms))
+        .map(|c| aegis_benches::remote_write_bodies(c, per_conn, start_ms))
         .collect();
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
 

@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aegis_ingest::remote_write::{encode_v1, realistic_series};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -34,24 +33,12 @@ use hyper_util::rt::TokioExecutor;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-const SERIES: usize = 2_000;
+use aegis_benches::BODY_SERIES as SERIES;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn proc_status(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -137,15 +124,8 @@ async fn main() {
             while running.load(Ordering::SeqCst) {
                 tick.tick().await;
                 for shard in 0..per_second {
-                    let mut series = realistic_series(SERIES, 1, base + second * 1_000);
-                    for s in &mut series {
-                        s.labels.push(("zz_shard".to_owned(), shard.to_string()));
-                    }
-                    let body = Bytes::from(
-                        snap::raw::Encoder::new()
-                            .compress_vec(&encode_v1(&series))
-                            .unwrap(),
-                    );
+                    let body = aegis_benches::remote_write_bodies(shard, 1, base + second * 1_000)
+                        .remove(0);
                     let (client, url, token, window, errors, retried, samples) = (
                         client.clone(),
                         url.clone(),
@@ -313,9 +293,9 @@ async fn main() {
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         println!(
             "| {minute:.0} | {:.0} | {} | {} | {:.2} / {:.2} / {:.1} | {:.2} / {:.2} | {} | {} | {} | {} |",
-            proc_status(pid, "VmRSS:") as f64 / 1024.0,
+            aegis_benches::proc_status(&pid.to_string(), "VmRSS:") as f64 / 1024.0,
             open_fds(pid),
-            proc_status(pid, "Threads:"),
+            aegis_benches::proc_status(&pid.to_string(), "Threads:"),
             ms(&w.evaluate, 0.5),
             ms(&w.evaluate, 0.99),
             w.evaluate.max() as f64 / 1000.0,

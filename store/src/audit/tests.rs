@@ -53,9 +53,9 @@ async fn exec(db: &TestDb, sql: &str) -> Result<(), sqlx::Error> {
     }
 }
 
-async fn count(db: &TestDb, table: &str) -> i64 {
+async fn count(store: &crate::Store, table: &str) -> i64 {
     let sql = format!("SELECT COUNT(*) FROM {table}");
-    match db.store.pool() {
+    match store.pool() {
         Pool::Sqlite(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
         Pool::Postgres(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
     }
@@ -101,7 +101,7 @@ async fn update_and_delete_are_refused_on_every_audit_table() {
                 let err = truncate.expect_err("truncate must fail").to_string();
                 assert!(err.contains("append-only"), "{table}: {err}");
             }
-            assert_eq!(count(&db, table).await, 1, "{} {table}", db.name());
+            assert_eq!(count(&db.store, table).await, 1, "{} {table}", db.name());
         }
         db.cleanup().await;
     }
@@ -211,19 +211,6 @@ async fn concurrent_appenders_keep_one_unbroken_chain() {
     }
 }
 
-async fn count_policy_rows(store: &crate::Store) -> i64 {
-    match store.pool() {
-        Pool::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM policy_audit_logs")
-            .fetch_one(p)
-            .await
-            .unwrap(),
-        Pool::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM policy_audit_logs")
-            .fetch_one(p)
-            .await
-            .unwrap(),
-    }
-}
-
 #[tokio::test]
 async fn a_recorded_decision_is_committed_when_record_returns() {
     for db in TestDb::both().await {
@@ -237,15 +224,25 @@ async fn a_recorded_decision_is_committed_when_record_returns() {
             let store = db.store.clone();
             callers.push(tokio::spawn(async move {
                 sender.record(decision(n)).await.unwrap();
-                count_policy_rows(&store).await
+                count(&store, "policy_audit_logs").await
             }));
         }
         for caller in callers {
             assert!(caller.await.unwrap() >= 1, "{}", db.name());
         }
-        assert_eq!(count_policy_rows(&db.store).await, 64, "{}", db.name());
+        assert_eq!(
+            count(&db.store, "policy_audit_logs").await,
+            64,
+            "{}",
+            db.name()
+        );
         sender.record(decision(64)).await.unwrap();
-        assert_eq!(count_policy_rows(&db.store).await, 65, "{}", db.name());
+        assert_eq!(
+            count(&db.store, "policy_audit_logs").await,
+            65,
+            "{}",
+            db.name()
+        );
         writer.shutdown(std::time::Duration::from_secs(10)).await;
         db.cleanup().await;
     }
@@ -282,16 +279,7 @@ async fn writer_flushes_100k_decisions_without_losing_one() {
         assert_eq!(written, 100_000, "{}", db.name());
         assert_eq!(late.record(decision(0)).await, Err(WriterClosed));
 
-        let count: i64 = match db.store.pool() {
-            Pool::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM policy_audit_logs")
-                .fetch_one(p)
-                .await
-                .unwrap(),
-            Pool::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM policy_audit_logs")
-                .fetch_one(p)
-                .await
-                .unwrap(),
-        };
+        let count = count(&db.store, "policy_audit_logs").await;
         assert_eq!(count, 100_000, "{}", db.name());
         let report = db.store.verify_audit(AuditTable::Policy).await.unwrap();
         assert_eq!(
