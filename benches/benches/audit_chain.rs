@@ -11,7 +11,10 @@
 )]
 
 use aegis_core::{Canonical, GENESIS_HASH, chain_hash};
-use aegis_store::{AuditLog, AuditTable, NewPolicyAudit, Store, StoreOptions};
+use aegis_store::{
+    AuditLog, AuditTable, AuditWriterOptions, NewPolicyAudit, PolicyAuditWriter, Store,
+    StoreOptions,
+};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 /// A fixed timestamp (µs) so the CPU benchmark does not measure the clock.
@@ -77,6 +80,10 @@ fn open(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, name: &str) ->
     }
 }
 
+/// Concurrent callers of the durable decision path, and decisions each records per round.
+const CALLERS: u64 = 32;
+const PER_CALLER: u64 = 50;
+
 #[expect(
     clippy::panic,
     reason = "a benchmark whose set-up fails must stop loudly"
@@ -92,7 +99,7 @@ fn sqlite(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group("audit_chain_sqlite");
     group.sample_size(10);
-    for batch in [1_usize, 1_000] {
+    for batch in [1_usize, 32, 1_000] {
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(format!("append_batch_{batch}"), |b| {
             b.to_async(&runtime).iter_batched(
@@ -105,6 +112,39 @@ fn sqlite(c: &mut Criterion) {
             );
         });
     }
+    // What `POST /api/v1/policy/evaluate` waits on: 32 callers, each answered only once its
+    // decision's group commit is done (the load benchmark's 32 connections).
+    let writer = runtime
+        .block_on(async { PolicyAuditWriter::spawn(store.clone(), AuditWriterOptions::default()) });
+    let sender = writer.sender();
+    group.throughput(Throughput::Elements(CALLERS * PER_CALLER));
+    group.bench_function("record_durable_32_callers", |b| {
+        b.to_async(&runtime).iter(|| {
+            let sender = sender.clone();
+            async move {
+                let callers: Vec<_> = (0..CALLERS)
+                    .map(|c| {
+                        let sender = sender.clone();
+                        tokio::spawn(async move {
+                            for n in 0..PER_CALLER {
+                                let row =
+                                    decision(usize::try_from(c * PER_CALLER + n).unwrap_or(0));
+                                if sender.record(row).await.is_err() {
+                                    panic!("the writer stopped");
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for caller in callers {
+                    if let Err(e) = caller.await {
+                        panic!("a caller failed: {e}");
+                    }
+                }
+            }
+        });
+    });
+    runtime.block_on(writer.shutdown(std::time::Duration::from_secs(30)));
     group.throughput(Throughput::Elements(10_000));
     group.bench_function("verify_10k_rows", |b| {
         b.to_async(&runtime).iter_batched(

@@ -44,7 +44,11 @@ fuzz_target!(|data: &[u8]| {
         let fast = snapshot.evaluate(&req, at, stop);
         let slow = reference::evaluate(policies, &req, at, stop);
         assert_eq!(fast.kind(), slow.kind, "{req:?}");
-        assert_eq!(fast.policy().map(|p| p.id.clone()), slow.policy_id, "{req:?}");
+        assert_eq!(
+            fast.policy().map(|p| p.id.clone()),
+            slow.policy_id,
+            "{req:?}"
+        );
         let _ = aegis_policy::explain::explain(policies, &req, at, &fast);
     }
 });

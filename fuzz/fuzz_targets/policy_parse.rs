@@ -11,7 +11,10 @@ use aegis_policy::{Origin, Policy, Request, Snapshot, reference};
 use chrono::{TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
 
-fn requests() -> Vec<Request> {
+/// The requests every parsed set is asked, parsed once.
+fn requests() -> &'static [Request] {
+    static REQUESTS: std::sync::OnceLock<Vec<Request>> = std::sync::OnceLock::new();
+    REQUESTS.get_or_init(|| {
     [
         r#"{"action":"scale_up","resource":"cluster:production/deployment/api","type":"self_healing","context":{"roles":["service"],"metadata":{"severity":"high","score":0.9}}}"#,
         r#"{"action":"restart_pod","resource":"cluster:kube-system/pod/x","type":"self_healing","context":{"role":"admin"}}"#,
@@ -20,6 +23,7 @@ fn requests() -> Vec<Request> {
     .iter()
     .filter_map(|r| serde_json::from_str(r).ok())
     .collect()
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -47,11 +51,15 @@ fuzz_target!(|data: &[u8]| {
             return;
         };
         for req in requests() {
-            let fast = snapshot.evaluate(&req, at, false);
-            let slow = reference::evaluate(&policies, &req, at, false);
+            let fast = snapshot.evaluate(req, at, false);
+            let slow = reference::evaluate(&policies, req, at, false);
             assert_eq!(fast.kind(), slow.kind, "{req:?}");
-            assert_eq!(fast.policy().map(|p| p.id.clone()), slow.policy_id, "{req:?}");
-            let _ = aegis_policy::explain::explain(&policies, &req, at, &fast);
+            assert_eq!(
+                fast.policy().map(|p| p.id.clone()),
+                slow.policy_id,
+                "{req:?}"
+            );
+            let _ = aegis_policy::explain::explain(&policies, req, at, &fast);
         }
     }
 });

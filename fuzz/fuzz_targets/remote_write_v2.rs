@@ -12,6 +12,11 @@ fuzz_target!(|data: &[u8]| {
     if decode_v2(data, &mut registry, &SeriesLimits::default(), &mut samples).is_ok() {
         assert_eq!(samples.series_id.len(), samples.timestamp_ms.len());
         assert_eq!(samples.series_id.len(), samples.value.len());
-        assert!(samples.series_id.iter().all(|&id| (id as usize) < registry.len()));
+        assert!(
+            samples
+                .series_id
+                .iter()
+                .all(|&id| (id as usize) < registry.len())
+        );
     }
 });

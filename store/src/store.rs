@@ -63,8 +63,9 @@ pub struct Store {
     pool: Pool,
     url: Arc<str>,
     /// Serialises chain appends inside this process, one lock per audit table, so
-    /// concurrent writers queue here instead of contending on the database lock.
-    pub(crate) chain_locks: Arc<[tokio::sync::Mutex<()>; 2]>,
+    /// concurrent writers queue here instead of contending on the database lock; each
+    /// holds the chain's tail as this process last saw it.
+    pub(crate) chain_locks: Arc<[tokio::sync::Mutex<crate::audit::ChainTail>; 2]>,
     /// Whether action audit rows are also queued in `audit_outbox` for Loki.
     pub(crate) outbox: bool,
 }
@@ -110,7 +111,7 @@ impl Store {
             pool,
             url: redacted.into(),
             outbox: false,
-            chain_locks: Arc::new([tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())]),
+            chain_locks: Arc::new([tokio::sync::Mutex::new(None), tokio::sync::Mutex::new(None)]),
         })
     }
 

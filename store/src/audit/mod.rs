@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::Result;
 
+pub(crate) use chain::ChainTail;
 pub use chain::{AuditArchive, AuditKind, AuditRecord, AuditValue, audit_columns, verify_records};
 pub use writer::{
     AuditWriterOptions, AuditWriterStats, PolicyAuditSender, PolicyAuditWriter, WriterClosed,

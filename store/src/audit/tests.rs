@@ -212,6 +212,42 @@ async fn concurrent_appenders_keep_one_unbroken_chain() {
 }
 
 #[tokio::test]
+async fn appenders_that_take_turns_never_fork_the_chain() {
+    for db in TestDb::both().await {
+        // Each store remembers the tail it wrote last and appends after it in one statement;
+        // when the other has appended since, that insert must fail whole and the append go
+        // through the locked path instead of forking the chain.
+        let other = crate::Store::connect(&db.url, &Default::default())
+            .await
+            .unwrap();
+        let mut n = 0;
+        for round in 0..6 {
+            let (store, rows) = if round % 2 == 0 {
+                (&db.store, 3)
+            } else {
+                (&other, 2)
+            };
+            for _ in 0..2 {
+                let batch: Vec<_> = (n..n + rows).map(decision).collect();
+                let receipts = store.append_policy_audit(&batch).await.unwrap();
+                n += rows;
+                assert_eq!(
+                    receipts.last().map(|r| r.id),
+                    Some(n as i64),
+                    "{}",
+                    db.name()
+                );
+            }
+        }
+        other.close().await;
+        let report = db.store.verify_audit(AuditTable::Policy).await.unwrap();
+        assert_eq!(report.broken, None, "{}", db.name());
+        assert_eq!(report.rows_checked, n as u64, "{}", db.name());
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
 async fn a_recorded_decision_is_committed_when_record_returns() {
     for db in TestDb::both().await {
         let writer = PolicyAuditWriter::spawn(db.store.clone(), AuditWriterOptions::default());
