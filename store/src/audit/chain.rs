@@ -398,19 +398,20 @@ impl Store {
         }
         let mut tail = self.chain_locks[layout.lock_index()].lock().await;
         let outbox = self.outbox && layout.table == AuditTable::Action;
-        if !outbox && rows.len() <= INSERT_CHUNK {
-            if let Some(known) = tail.take() {
-                match self.append_after(layout, known, &rows).await {
-                    Ok(receipts) => {
-                        *tail = receipts.last().map(|r| (r.id, r.hash.clone()));
-                        return Ok(receipts);
-                    }
-                    // Another process or replica appended since: take the slow path, which
-                    // reads the real tail under the chain's lock.
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
-                    // Whether it committed is unknown; the tail is read again next time.
-                    Err(e) => return Err(e.into()),
+        if !outbox
+            && rows.len() <= INSERT_CHUNK
+            && let Some(known) = tail.take()
+        {
+            match self.append_after(layout, known, &rows).await {
+                Ok(receipts) => {
+                    *tail = receipts.last().map(|r| (r.id, r.hash.clone()));
+                    return Ok(receipts);
                 }
+                // Another process or replica appended since: take the slow path, which
+                // reads the real tail under the chain's lock.
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+                // Whether it committed is unknown; the tail is read again next time.
+                Err(e) => return Err(e.into()),
             }
         }
         let receipts = match self.pool() {
