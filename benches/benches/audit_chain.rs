@@ -81,8 +81,8 @@ fn open(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, name: &str) ->
 }
 
 /// Concurrent callers of the durable decision path, and decisions each records per round.
-const CALLERS: u64 = 32;
-const PER_CALLER: u64 = 50;
+const CALLERS: usize = 32;
+const PER_CALLER: usize = 50;
 
 #[expect(
     clippy::panic,
@@ -117,7 +117,7 @@ fn sqlite(c: &mut Criterion) {
     let writer = runtime
         .block_on(async { PolicyAuditWriter::spawn(store.clone(), AuditWriterOptions::default()) });
     let sender = writer.sender();
-    group.throughput(Throughput::Elements(CALLERS * PER_CALLER));
+    group.throughput(Throughput::Elements((CALLERS * PER_CALLER) as u64));
     group.bench_function("record_durable_32_callers", |b| {
         b.to_async(&runtime).iter(|| {
             let sender = sender.clone();
@@ -127,9 +127,7 @@ fn sqlite(c: &mut Criterion) {
                         let sender = sender.clone();
                         tokio::spawn(async move {
                             for n in 0..PER_CALLER {
-                                let row =
-                                    decision(usize::try_from(c * PER_CALLER + n).unwrap_or(0));
-                                if sender.record(row).await.is_err() {
+                                if sender.record(decision(c * PER_CALLER + n)).await.is_err() {
                                     panic!("the writer stopped");
                                 }
                             }

@@ -15,14 +15,14 @@ use libfuzzer_sys::fuzz_target;
 fn requests() -> &'static [Request] {
     static REQUESTS: std::sync::OnceLock<Vec<Request>> = std::sync::OnceLock::new();
     REQUESTS.get_or_init(|| {
-    [
-        r#"{"action":"scale_up","resource":"cluster:production/deployment/api","type":"self_healing","context":{"roles":["service"],"metadata":{"severity":"high","score":0.9}}}"#,
-        r#"{"action":"restart_pod","resource":"cluster:kube-system/pod/x","type":"self_healing","context":{"role":"admin"}}"#,
-        r#"{"action":"DELETE /api/v1/users/{id}","resource":"/api/v1/users/7","type":"api_access","context":{"roles":["user"],"metadata":{"a":{"b":"c"},"n":"12"}}}"#,
-    ]
-    .iter()
-    .filter_map(|r| serde_json::from_str(r).ok())
-    .collect()
+        [
+            r#"{"action":"scale_up","resource":"cluster:production/deployment/api","type":"self_healing","context":{"roles":["service"],"metadata":{"severity":"high","score":0.9}}}"#,
+            r#"{"action":"restart_pod","resource":"cluster:kube-system/pod/x","type":"self_healing","context":{"role":"admin"}}"#,
+            r#"{"action":"DELETE /api/v1/users/{id}","resource":"/api/v1/users/7","type":"api_access","context":{"roles":["user"],"metadata":{"a":{"b":"c"},"n":"12"}}}"#,
+        ]
+        .iter()
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect()
     })
 }
 

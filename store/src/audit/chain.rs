@@ -387,6 +387,11 @@ fn check_row(
 /// The newest row of a chain as this process last wrote or read it: its id and hash.
 pub(crate) type ChainTail = Option<(i64, String)>;
 
+/// The tail a successful append leaves: its last row.
+fn tail_of(receipts: &[AuditReceipt]) -> ChainTail {
+    receipts.last().map(|r| (r.id, r.hash.clone()))
+}
+
 impl Store {
     async fn append_rows(
         &self,
@@ -404,7 +409,7 @@ impl Store {
         {
             match self.append_after(layout, known, &rows).await {
                 Ok(receipts) => {
-                    *tail = receipts.last().map(|r| (r.id, r.hash.clone()));
+                    *tail = tail_of(&receipts);
                     return Ok(receipts);
                 }
                 // Another process or replica appended since: take the slow path, which
@@ -436,7 +441,7 @@ impl Store {
                 receipts
             }
         };
-        *tail = receipts.last().map(|r| (r.id, r.hash.clone()));
+        *tail = tail_of(&receipts);
         Ok(receipts)
     }
 
