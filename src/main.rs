@@ -21,6 +21,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's malloc: under load the server allocates and frees from many
+/// threads (tokio workers, the SQLite connection threads), and glibc's arena locks and
+/// `malloc_consolidate` took a fifth of its CPU (BENCHMARKS.md, HTTP front door).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     cli::run(cli)

@@ -12,9 +12,15 @@ use crate::auth::Auth;
 use crate::executor_service::{ExecutorService, ExecutorSettings};
 use crate::ratelimit::{Limiter, Limits};
 
-/// Shared state of the API; every field is a cheap handle, so cloning per request is cheap.
+/// Shared state of the API. axum clones it for every extractor and middleware of every
+/// request, so it is one `Arc` (one atomic increment per clone): cloning the fields one by one
+/// cost 5 % of the server's CPU under load (BENCHMARKS.md, HTTP front door).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Fields>);
+
+/// What [`AppState`] shares; every field is a cheap handle.
+#[derive(Debug, Clone)]
+struct Fields {
     store: Store,
     executor_mode: ExecutorMode,
     metrics: Option<PrometheusHandle>,
@@ -42,7 +48,7 @@ impl AppState {
 
     /// State over `store`, with the executor in `executor_mode`.
     pub fn new(store: Store, executor_mode: ExecutorMode) -> Self {
-        Self {
+        Self(Arc::new(Fields {
             policies: Arc::new(PolicyService::new(store.clone())),
             auth: Arc::new(Auth::ephemeral()),
             limiter: Limiter::in_memory(Limits::default()),
@@ -63,20 +69,26 @@ impl AppState {
             started: Instant::now(),
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             body_read_timeout: Self::DEFAULT_BODY_READ_TIMEOUT,
-        }
+        }))
+    }
+
+    /// The fields, for the `with_*` builders: those run while the state is being set up and
+    /// has one owner, so this does not copy.
+    fn fields_mut(&mut self) -> &mut Fields {
+        Arc::make_mut(&mut self.0)
     }
 
     /// Serves `/metrics` from this Prometheus recorder handle.
     #[must_use]
     pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
-        self.metrics = Some(handle);
+        self.fields_mut().metrics = Some(handle);
         self
     }
 
     /// Uses `policies` (with its sources and decision audit) instead of an empty engine.
     #[must_use]
     pub fn with_policies(mut self, policies: Arc<PolicyService>) -> Self {
-        self.policies = policies;
+        self.fields_mut().policies = policies;
         self
     }
 
@@ -86,85 +98,85 @@ impl AppState {
         mut self,
         detectors: Arc<crate::detector_service::DetectorService>,
     ) -> Self {
-        self.detectors = Some(detectors);
+        self.fields_mut().detectors = Some(detectors);
         self
     }
 
     /// Shows the self-healing loop's state in `/api/v1/metrics/stats`.
     #[must_use]
     pub fn with_healing(mut self, healing: Arc<crate::healing::HealingLoop>) -> Self {
-        self.healing = Some(healing);
+        self.fields_mut().healing = Some(healing);
         self
     }
 
     /// The self-healing loop, when it runs.
     pub fn healing(&self) -> Option<&Arc<crate::healing::HealingLoop>> {
-        self.healing.as_ref()
+        self.0.healing.as_ref()
     }
 
     /// The detectors, once loaded.
     pub fn detectors(&self) -> Option<&Arc<crate::detector_service::DetectorService>> {
-        self.detectors.as_ref()
+        self.0.detectors.as_ref()
     }
 
     /// The policy engine and its sources.
     pub fn policies(&self) -> &Arc<PolicyService> {
-        &self.policies
+        &self.0.policies
     }
 
     /// Uses `auth` (keys, lifetimes, password hashing).
     #[must_use]
     pub fn with_auth(mut self, auth: Auth) -> Self {
-        self.auth = Arc::new(auth);
+        self.fields_mut().auth = Arc::new(auth);
         self
     }
 
     /// Authentication settings.
     pub fn auth(&self) -> &Auth {
-        &self.auth
+        &self.0.auth
     }
 
     /// Uses `limiter` for rate limits.
     #[must_use]
     pub fn with_limiter(mut self, limiter: Limiter) -> Self {
-        self.limiter = limiter;
+        self.fields_mut().limiter = limiter;
         self
     }
 
     /// The rate limiter.
     pub fn limiter(&self) -> &Limiter {
-        &self.limiter
+        &self.0.limiter
     }
 
     /// Allows CORS from these origins (`*` for any).
     #[must_use]
     pub fn with_cors_origins(mut self, origins: Vec<String>) -> Self {
-        self.cors_origins = origins;
+        self.fields_mut().cors_origins = origins;
         self
     }
 
     /// Origins allowed by CORS.
     pub fn cors_origins(&self) -> &[String] {
-        &self.cors_origins
+        &self.0.cors_origins
     }
 
     /// Uses `executor` (mode, guards) for `/executor/*`.
     #[must_use]
     pub fn with_executor(mut self, executor: ExecutorService) -> Self {
-        self.executor = Arc::new(executor);
+        self.fields_mut().executor = Arc::new(executor);
         self
     }
 
     /// Uses a shared `executor` (the self-healing loop holds it too).
     #[must_use]
     pub fn with_executor_arc(mut self, executor: Arc<ExecutorService>) -> Self {
-        self.executor = executor;
+        self.fields_mut().executor = executor;
         self
     }
 
     /// The executor and its guards.
     pub fn executor(&self) -> &ExecutorService {
-        &self.executor
+        &self.0.executor
     }
 
     /// Takes remote write into `ingest`; `latest` is what its consumer has seen.
@@ -174,67 +186,67 @@ impl AppState {
         ingest: aegis_ingest::Ingest,
         latest: Arc<std::sync::Mutex<aegis_ingest::LatestSamples>>,
     ) -> Self {
-        self.ingest = Some(ingest);
-        self.latest = latest;
+        self.fields_mut().ingest = Some(ingest);
+        self.fields_mut().latest = latest;
         self
     }
 
     /// Recently verified service tokens.
     pub fn token_cache(&self) -> &crate::auth::TokenCache {
-        &self.token_cache
+        &self.0.token_cache
     }
 
     /// The ingest front, when enabled.
     pub fn ingest(&self) -> Option<&aegis_ingest::Ingest> {
-        self.ingest.as_ref()
+        self.0.ingest.as_ref()
     }
 
     /// The latest sample of every ingested series.
     pub fn latest_samples(&self) -> &Arc<std::sync::Mutex<aegis_ingest::LatestSamples>> {
-        &self.latest
+        &self.0.latest
     }
 
     /// Sets the request body limit in bytes.
     #[must_use]
     pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
-        self.max_body_bytes = bytes;
+        self.fields_mut().max_body_bytes = bytes;
         self
     }
 
     /// Sets how long a client may take to send a request body (a slow sender gets a 408).
     #[must_use]
     pub fn with_body_read_timeout(mut self, timeout: std::time::Duration) -> Self {
-        self.body_read_timeout = timeout;
+        self.fields_mut().body_read_timeout = timeout;
         self
     }
 
     /// How long a client may take to send a request body.
     pub fn body_read_timeout(&self) -> std::time::Duration {
-        self.body_read_timeout
+        self.0.body_read_timeout
     }
 
     /// The database.
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.0.store
     }
 
     /// The executor's mode.
     pub fn executor_mode(&self) -> ExecutorMode {
-        self.executor_mode
+        self.0.executor_mode
     }
 
     /// The metrics handle, when a recorder is installed.
     pub fn metrics(&self) -> Option<&PrometheusHandle> {
-        self.metrics.as_ref()
+        self.0.metrics.as_ref()
     }
 
     /// When the state was built (process start, in practice).
     pub fn started(&self) -> Instant {
-        self.started
+        self.0.started
     }
 
     /// The request body limit in bytes.
     pub fn max_body_bytes(&self) -> usize {
-        self.max_body_bytes
+        self.0.max_body_bytes
     }
 }
