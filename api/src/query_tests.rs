@@ -222,3 +222,55 @@ async fn a_dotted_name_of_six_parts_is_a_400_not_a_planner_panic() {
     assert!(err.status().is_client_error(), "{}", err.message());
     assert!(!err.message().contains("more than 5 parts"));
 }
+
+/// The `sql_request` fuzz target's second finding (2026-12-01): a typed literal whose value
+/// is not a string (`timestamp:DESC` is `TIMESTAMP` and the placeholder `:DESC`) made
+/// DataFusion's planner panic (`unwrap` on `None`). Now a 400; string literals still plan,
+/// and statements other than queries are refused before DataFusion plans them.
+#[tokio::test]
+async fn a_typed_literal_that_is_not_a_string_is_a_400_not_a_planner_panic() {
+    let body = |sql: &str| json!({ "sql": sql }).to_string().into_bytes();
+    let found = "SELECT * FROM logs WHERE level = 'r' AND line LIKE 'x%' ORDER BY timestamp:DESC";
+    for sql in [
+        found,
+        "SELECT DATE 5",
+        "SELECT TIMESTAMP $1",
+        "SELECT metric FROM series WHERE last_value > INT NULL",
+        "SELECT (SELECT TIME 1) AS t",
+    ] {
+        let err = crate::plan_query_request(&body(sql)).await.expect_err(sql);
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{sql}");
+        assert!(
+            err.message().contains("literal takes a quoted string"),
+            "{sql}: {}",
+            err.message()
+        );
+    }
+    for sql in [
+        "CREATE EXTERNAL TABLE t (d DATE DEFAULT DATE 5) STORED AS CSV LOCATION 'x.csv'",
+        "COPY (SELECT DATE 5) TO 'out.csv'",
+        "INSERT INTO samples SELECT * FROM samples",
+        "EXPLAIN SELECT DATE TRUE",
+    ] {
+        let err = crate::plan_query_request(&body(sql)).await.expect_err(sql);
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{sql}");
+        assert!(
+            err.message().contains("only queries are accepted"),
+            "{sql}: {}",
+            err.message()
+        );
+    }
+    for sql in [
+        "SELECT DATE '2026-12-01' AS d",
+        "SELECT count(*) FROM logs WHERE timestamp > TIMESTAMP '2026-12-01T00:00:00Z'",
+        "WITH x AS (SELECT 1 AS n) SELECT n FROM x",
+        "VALUES (1), (2)",
+    ] {
+        let planned = crate::plan_query_request(&body(sql)).await;
+        assert!(
+            planned.is_ok(),
+            "{sql}: {:?}",
+            planned.err().map(|e| e.message().to_owned())
+        );
+    }
+}

@@ -433,6 +433,43 @@ fn check_names(sql: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Refuses what is not a query (`EXPLAIN` included: its plan cannot be cut to a row
+/// limit), and a typed literal whose value is not a string. DataFusion
+/// 52 plans a statement before it refuses DDL or DML, and its planner panics on a typed
+/// literal such as `DATE 5` or `TIMESTAMP :x` (an `unwrap` of the value as a string in
+/// `sql_expr_to_logical_expr`; found by the `sql_request` fuzz target).
+fn check_statements(sql: &str) -> Result<(), ApiError> {
+    use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+    use datafusion::sql::sqlparser::ast::{Expr, Statement, visit_expressions};
+    use std::ops::ControlFlow;
+    // What does not parse, DataFusion refuses with its own syntax error.
+    let Ok(statements) = DFParser::parse_sql(sql) else {
+        return Ok(());
+    };
+    for statement in &statements {
+        let query = match statement {
+            DfStatement::Statement(inner) if matches!(**inner, Statement::Query(_)) => inner,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "sql: only queries are accepted (SELECT, WITH, VALUES); this endpoint is read-only",
+                ));
+            }
+        };
+        let typed = visit_expressions(&**query, |expr| match expr {
+            Expr::TypedString(t) if t.value.clone().into_string().is_none() => {
+                ControlFlow::Break(t.data_type.to_string())
+            }
+            _ => ControlFlow::Continue(()),
+        });
+        if let ControlFlow::Break(data_type) = typed {
+            return Err(ApiError::bad_request(format!(
+                "sql: a {data_type} literal takes a quoted string, as in {data_type} '...'"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Plans `sql` read-only on `ctx`, cut at `limit + 1` rows (one more than asked tells
 /// whether the answer is cut).
 async fn plan(
@@ -441,6 +478,7 @@ async fn plan(
     limit: usize,
 ) -> Result<datafusion::dataframe::DataFrame, ApiError> {
     check_names(sql)?;
+    check_statements(sql)?;
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
