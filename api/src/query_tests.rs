@@ -59,7 +59,7 @@ async fn sql_over_recent_data_and_history_on_both_backends() {
                 ingest,
                 Arc::new(Mutex::new(aegis_ingest::LatestSamples::default())),
             );
-        let router = app(state);
+        let router = app(state.clone());
 
         // The windows: the peak CPU per workload over the short window.
         let sql = "SELECT workload, max(value) AS peak, count(*) AS n FROM samples \
@@ -179,6 +179,21 @@ async fn sql_over_recent_data_and_history_on_both_backends() {
         anonymous.headers_mut().remove(header::AUTHORIZATION);
         let (status, _, _) = send(router.clone(), anonymous).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        // Every query thread busy: one more is a 503 to retry, not a wait or a new thread.
+        let busy = Arc::clone(state.running_queries())
+            .acquire_many_owned(crate::routes::MAX_RUNNING_QUERIES as u32)
+            .await
+            .unwrap();
+        let (status, headers, answer) =
+            send(router.clone(), query(&json!({"sql": "SELECT 1"}), None)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{name}: {answer}");
+        assert_envelope(&answer, "unavailable", &headers);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        drop(busy);
+        let (status, _, answer) =
+            send(router.clone(), query(&json!({"sql": "SELECT 1"}), None)).await;
+        assert_eq!(status, StatusCode::OK, "{name}: {answer}");
         db.cleanup().await;
     }
 }
@@ -264,6 +279,119 @@ async fn a_typed_literal_that_is_not_a_string_is_a_400_not_a_planner_panic() {
         "VALUES (1), (2)",
     ] {
         let planned = crate::plan_query_request(&sql_body(sql)).await;
+        assert!(
+            planned.is_ok(),
+            "{sql}: {:?}",
+            planned.err().map(|e| e.message().to_owned())
+        );
+    }
+}
+
+/// `value`, then `n` operators alternating `+1` and `/0`: a `samples` expression DataFusion
+/// cannot fold (a division by zero stays unevaluated).
+fn unfoldable(n: usize) -> String {
+    let mut sql = String::from("value");
+    for i in 0..n {
+        sql.push_str(if i % 2 == 0 { "+1" } else { "/0" });
+    }
+    sql
+}
+
+/// The `sql_request` fuzz target's third finding (2026-12-02): a `GROUP BY` of constant
+/// expressions with divisions by zero took DataFusion 27 s to plan (time growing with the
+/// fourth power of the expression's size), which the query timeout cannot interrupt. Now a
+/// 400 before planning; an expression at the bound and a statement at its bound still plan.
+#[tokio::test]
+async fn an_expression_too_large_to_plan_quickly_is_a_400() {
+    let found = include_str!(
+        "../../fuzz/seeds/sql_request/timeout-08f231e5eaec322d289f217bc76f940610cbaf31"
+    );
+    let deep = format!("SELECT 1{}", "+1".repeat(8_000));
+    for (sql, says) in [
+        (found.to_owned(), "the statement has"),
+        (deep, "the statement has 8000 operators"),
+        (
+            format!("SELECT 1 FROM samples GROUP BY {}", unfoldable(65)),
+            "an expression has 65 operators",
+        ),
+        (
+            format!("SELECT {} AS v FROM samples", unfoldable(65)),
+            "an expression has 65",
+        ),
+        (
+            format!("SELECT * FROM samples WHERE {} > 0", unfoldable(64)),
+            "an expression has 65",
+        ),
+        (
+            format!("SELECT (SELECT max({}) FROM samples) AS m", unfoldable(64)),
+            "an expression has 65",
+        ),
+        (
+            format!(
+                "SELECT 1 FROM samples GROUP BY {}",
+                vec![unfoldable(64); 5].join(", ")
+            ),
+            "the statement has 320 operators",
+        ),
+    ] {
+        assert_refused(&sql, says).await;
+    }
+    for sql in [
+        format!("SELECT 1 FROM samples GROUP BY {}", unfoldable(64)),
+        format!(
+            "SELECT 1 FROM samples GROUP BY {}",
+            vec![unfoldable(64); 4].join(", ")
+        ),
+        "SELECT metric, count(*) FROM series WHERE metric LIKE 'http%' AND last_value > 0.5 \
+         OR NOT metric IN ('up', 'down') GROUP BY metric"
+            .to_owned(),
+    ] {
+        let planned = crate::plan_query_request(&sql_body(&sql)).await;
+        assert!(
+            planned.is_ok(),
+            "{sql}: {:?}",
+            planned.err().map(|e| e.message().to_owned())
+        );
+    }
+}
+
+/// `SELECT`, then `n` times `open`, `inner`, and `n` times `close`.
+fn nested(n: usize, open: &str, inner: &str, close: &str) -> String {
+    format!("SELECT {}{inner}{}", open.repeat(n), close.repeat(n))
+}
+
+/// Found beside the third finding: sqlparser's parser recurses per level of nesting without
+/// a stack guard, in frames of ~85 KiB in a debug build, so at DataFusion's recursion limit
+/// (50) 30 nested calls, 20 nested subqueries or 23 nested `NOT`s overflowed a 2 MiB stack
+/// (this test's thread, a tokio worker's) and aborted the process. Now nesting past 24
+/// parser levels is a 400, and what is accepted parses on a stack of its own.
+#[tokio::test]
+async fn deep_nesting_is_a_400_not_a_stack_overflow() {
+    for sql in [
+        nested(30, "abs(", "1", ")"),
+        nested(20, "(SELECT ", "1", ")"),
+        nested(49, "(", "1", ")"),
+        nested(49, "- ", "1", ""),
+    ] {
+        assert_refused(&sql, "nested too deeply").await;
+    }
+    // The parser backs out of these and reports the token where it stopped.
+    for sql in [
+        nested(49, "NOT ", "true", ""),
+        nested(40, "CASE WHEN true THEN ", "1", " END"),
+    ] {
+        assert_refused(&sql, "sql: ").await;
+    }
+    for sql in [
+        nested(11, "abs(", "1", ")"),
+        nested(10, "(SELECT ", "1", ")"),
+        nested(10, "NOT ", "true", ""),
+        nested(10, "CASE WHEN true THEN ", "1", " END"),
+        "SELECT workload FROM (SELECT workload, max(value) AS m FROM samples GROUP BY workload) \
+         WHERE m > (SELECT avg(value) FROM samples WHERE metric IN (SELECT metric FROM series))"
+            .to_owned(),
+    ] {
+        let planned = crate::plan_query_request(&sql_body(&sql)).await;
         assert!(
             planned.is_ok(),
             "{sql}: {:?}",

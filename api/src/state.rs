@@ -37,6 +37,8 @@ struct Fields {
     latest: Arc<std::sync::Mutex<aegis_ingest::LatestSamples>>,
     detectors: Option<Arc<crate::detector_service::DetectorService>>,
     healing: Option<Arc<crate::healing::HealingLoop>>,
+    /// Permits for `POST /api/v1/query`'s blocking threads (at most `MAX_RUNNING_QUERIES`).
+    queries: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -58,6 +60,9 @@ impl AppState {
             latest: Arc::default(),
             detectors: None,
             healing: None,
+            queries: Arc::new(tokio::sync::Semaphore::new(
+                crate::routes::MAX_RUNNING_QUERIES,
+            )),
             executor: Arc::new(ExecutorService::new(
                 aegis_executor::Executor::DryRun,
                 ExecutorSettings::default(),
@@ -199,6 +204,12 @@ impl AppState {
     /// The ingest front, when enabled.
     pub fn ingest(&self) -> Option<&aegis_ingest::Ingest> {
         self.0.ingest.as_ref()
+    }
+
+    /// The permits for `POST /api/v1/query`'s blocking threads.
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
+    pub(crate) fn running_queries(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.0.queries
     }
 
     /// The latest sample of every ingested series.

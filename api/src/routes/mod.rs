@@ -29,6 +29,10 @@ use crate::AppState;
 use crate::access::access;
 use crate::middleware::{read_body_in_time, record_metrics, request_context, security_headers};
 
+/// Most queries one server plans or runs at once (`POST /api/v1/query`), each on its own
+/// blocking thread; one more is a 503.
+pub const MAX_RUNNING_QUERIES: usize = 4;
+
 /// Builds the whole HTTP API over `state`.
 pub fn app(state: AppState) -> Router {
     let max_body = state.max_body_bytes();

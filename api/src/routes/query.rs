@@ -30,6 +30,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -43,6 +44,17 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_SQL_BYTES: usize = 16 * 1024;
 /// Most parts a dotted name may have: `catalog.schema.table.column` and one field.
 const MAX_NAME_PARTS: usize = 5;
+/// Most operators (`+`, `AND`, `::`, `LIKE`, ...) one statement may hold.
+pub const MAX_STATEMENT_OPERATORS: usize = 256;
+/// Deepest nesting the parser accepts (each subquery, parenthesis, function call, `CASE`
+/// and prefix operator such as `NOT` is a level or two), below DataFusion's 50.
+pub const MAX_NESTING: usize = 24;
+/// The stack SQL is parsed on: the parser needs up to ~85 KiB per level of nesting in a
+/// debug build.
+const PARSE_STACK: usize = 8 << 20;
+/// Most operators and function calls one expression (a select item, a `GROUP BY` key, a
+/// `WHERE` condition) may hold.
+pub const MAX_EXPRESSION_OPERATORS: usize = 64;
 /// Rows of history (`predictions`, `actions`) a query sees.
 const HISTORY_ROWS: i64 = 10_000;
 /// The media type of an Arrow IPC stream.
@@ -433,41 +445,208 @@ fn check_names(sql: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Refuses what is not a query (`EXPLAIN` included: its plan cannot be cut to a row
-/// limit), and a typed literal whose value is not a string. DataFusion
-/// 52 plans a statement before it refuses DDL or DML, and its planner panics on a typed
-/// literal such as `DATE 5` or `TIMESTAMP :x` (an `unwrap` of the value as a string in
-/// `sql_expr_to_logical_expr`; found by the `sql_request` fuzz target).
-fn check_statements(sql: &str) -> Result<(), ApiError> {
-    use datafusion::sql::parser::{DFParser, Statement as DfStatement};
-    use datafusion::sql::sqlparser::ast::{Expr, Statement, visit_expressions};
-    use std::ops::ControlFlow;
-    // What does not parse, DataFusion refuses with its own syntax error.
-    let Ok(statements) = DFParser::parse_sql(sql) else {
+/// The limit an operator count breaks, if any: `(what, limit)`.
+fn over_limit(what: &'static str, count: usize, limit: usize) -> Result<(), ApiError> {
+    if count <= limit {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "sql: {what} has {count} operators or function calls; at most {limit} are accepted \
+         (split the work into simpler expressions)"
+    )))
+}
+
+/// Refuses a statement of more than [`MAX_STATEMENT_OPERATORS`] operators, counted on the
+/// tokens before anything is parsed. DataFusion 52's planner spends time growing with the
+/// fourth power of an expression's size on one it cannot fold (hashing every sub-expression
+/// while it works out equivalences and orderings; 47 s for one `GROUP BY` key of 256
+/// operators, found by the `sql_request` fuzz target), and neither planning nor a
+/// statement's parse tree (an operator chain is as deep as it is long, and the checks below
+/// walk it recursively) can be interrupted by the query timeout. This bound keeps both
+/// small; [`check_expressions`] then bounds each expression.
+fn check_operator_tokens(sql: &str) -> Result<(), ApiError> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
         return Ok(());
     };
-    for statement in &statements {
-        let query = match statement {
-            DfStatement::Statement(inner) if matches!(**inner, Statement::Query(_)) => inner,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "sql: only queries are accepted (SELECT, WITH, VALUES); this endpoint is read-only",
-                ));
-            }
-        };
-        let typed = visit_expressions(&**query, |expr| match expr {
-            Expr::TypedString(t) if t.value.clone().into_string().is_none() => {
-                ControlFlow::Break(t.data_type.to_string())
-            }
-            _ => ControlFlow::Continue(()),
-        });
-        if let ControlFlow::Break(data_type) = typed {
+    let operators = tokens
+        .iter()
+        .filter(|token| match token {
+            Token::Word(w) => matches!(
+                w.keyword,
+                Keyword::AND
+                    | Keyword::OR
+                    | Keyword::XOR
+                    | Keyword::NOT
+                    | Keyword::IS
+                    | Keyword::LIKE
+                    | Keyword::ILIKE
+                    | Keyword::SIMILAR
+                    | Keyword::BETWEEN
+                    | Keyword::IN
+                    | Keyword::COLLATE
+                    | Keyword::AT
+            ),
+            // Everything else that is not a name, a literal or punctuation is an operator.
+            Token::EOF
+            | Token::Number(..)
+            | Token::Char(_)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::TripleSingleQuotedString(_)
+            | Token::TripleDoubleQuotedString(_)
+            | Token::DollarQuotedString(_)
+            | Token::SingleQuotedByteStringLiteral(_)
+            | Token::DoubleQuotedByteStringLiteral(_)
+            | Token::TripleSingleQuotedByteStringLiteral(_)
+            | Token::TripleDoubleQuotedByteStringLiteral(_)
+            | Token::SingleQuotedRawStringLiteral(_)
+            | Token::DoubleQuotedRawStringLiteral(_)
+            | Token::TripleSingleQuotedRawStringLiteral(_)
+            | Token::TripleDoubleQuotedRawStringLiteral(_)
+            | Token::NationalStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::Comma
+            | Token::Whitespace(_)
+            | Token::LParen
+            | Token::RParen
+            | Token::Period
+            | Token::SemiColon
+            | Token::LBracket
+            | Token::RBracket
+            | Token::LBrace
+            | Token::RBrace
+            | Token::Placeholder(_) => false,
+            _ => true,
+        })
+        .count();
+    over_limit("the statement", operators, MAX_STATEMENT_OPERATORS)
+}
+
+/// Counts, for every expression, the operators and function calls in it and in what it
+/// holds; stops at the first over [`MAX_EXPRESSION_OPERATORS`]. Names, literals and
+/// parentheses are free.
+#[derive(Default)]
+struct ExpressionSize {
+    /// One count per expression being walked, innermost last.
+    open: Vec<usize>,
+}
+
+impl datafusion::sql::sqlparser::ast::Visitor for ExpressionSize {
+    type Break = usize;
+
+    fn pre_visit_expr(
+        &mut self,
+        _expr: &datafusion::sql::sqlparser::ast::Expr,
+    ) -> std::ops::ControlFlow<usize> {
+        self.open.push(0);
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(
+        &mut self,
+        expr: &datafusion::sql::sqlparser::ast::Expr,
+    ) -> std::ops::ControlFlow<usize> {
+        use datafusion::sql::sqlparser::ast::Expr;
+        let inner = self.open.pop().unwrap_or(0);
+        let own = usize::from(!matches!(
+            expr,
+            Expr::Identifier(_)
+                | Expr::CompoundIdentifier(_)
+                | Expr::Value(_)
+                | Expr::TypedString(_)
+                | Expr::Nested(_)
+                | Expr::Wildcard(_)
+                | Expr::QualifiedWildcard(..)
+        ));
+        let size = inner + own;
+        if size > MAX_EXPRESSION_OPERATORS {
+            return std::ops::ControlFlow::Break(size);
+        }
+        if let Some(outer) = self.open.last_mut() {
+            *outer += size;
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+/// Refuses an expression of more than [`MAX_EXPRESSION_OPERATORS`] operators and function
+/// calls (why: [`check_operator_tokens`]; that check has run, so the walk is shallow).
+fn check_expressions(
+    statement: &datafusion::sql::sqlparser::ast::Statement,
+) -> Result<(), ApiError> {
+    use datafusion::sql::sqlparser::ast::Visit;
+    match statement.visit(&mut ExpressionSize::default()) {
+        std::ops::ControlFlow::Break(size) => {
+            over_limit("an expression", size, MAX_EXPRESSION_OPERATORS)
+        }
+        std::ops::ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// Parses `sql` into its one statement, refusing what is not a query (`EXPLAIN` included:
+/// its plan cannot be cut to a row limit), nesting deeper than [`MAX_NESTING`], an
+/// expression over [`MAX_EXPRESSION_OPERATORS`], and a typed literal whose value is not a
+/// string. DataFusion 52 plans a statement before it refuses DDL or DML, and its planner
+/// panics on a typed literal such as `DATE 5` or `TIMESTAMP :x` (an `unwrap` of the value as
+/// a string in `sql_expr_to_logical_expr`; found by the `sql_request` fuzz target).
+fn parse_query(sql: &str) -> Result<DfStatement, ApiError> {
+    use datafusion::error::DataFusionError;
+    use datafusion::sql::parser::DFParserBuilder;
+    use datafusion::sql::sqlparser::ast::{Expr, Statement, visit_expressions};
+    use datafusion::sql::sqlparser::parser::ParserError;
+    use std::ops::ControlFlow;
+    // sqlparser's parser has a recursion limit but no stack guard, and takes ~85 KiB of
+    // stack per level in a debug build: at DataFusion's own limit (50), 23 nested `NOT`s
+    // overflowed a 2 MiB thread stack. Hence the lower limit, and the caller's own stack.
+    let parsed = DFParserBuilder::new(sql)
+        .with_recursion_limit(MAX_NESTING)
+        .build()
+        .and_then(|mut parser| parser.parse_statements());
+    let mut statements = match parsed {
+        Ok(statements) => statements,
+        Err(DataFusionError::SQL(e, _)) if matches!(*e, ParserError::RecursionLimitExceeded) => {
             return Err(ApiError::bad_request(format!(
-                "sql: a {data_type} literal takes a quoted string, as in {data_type} '...'"
+                "sql: the statement is nested too deeply (subqueries, parentheses, calls, \
+                 CASE, NOT); at most {MAX_NESTING} levels are accepted"
             )));
         }
+        Err(e) => return Err(ApiError::bad_request(format!("sql: {e}"))),
+    };
+    let statement = match (statements.pop_front(), statements.is_empty()) {
+        (Some(statement), true) => statement,
+        (None, _) => return Err(ApiError::bad_request("sql: no statement")),
+        (Some(_), false) => {
+            return Err(ApiError::bad_request(
+                "sql: one statement per request; this has more",
+            ));
+        }
+    };
+    let query = match &statement {
+        DfStatement::Statement(inner) if matches!(**inner, Statement::Query(_)) => inner,
+        _ => {
+            return Err(ApiError::bad_request(
+                "sql: only queries are accepted (SELECT, WITH, VALUES); this endpoint is read-only",
+            ));
+        }
+    };
+    let typed = visit_expressions(&**query, |expr| match expr {
+        Expr::TypedString(t) if t.value.clone().into_string().is_none() => {
+            ControlFlow::Break(t.data_type.to_string())
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    if let ControlFlow::Break(data_type) = typed {
+        return Err(ApiError::bad_request(format!(
+            "sql: a {data_type} literal takes a quoted string, as in {data_type} '...'"
+        )));
     }
-    Ok(())
+    check_expressions(query)?;
+    Ok(statement)
 }
 
 /// Plans `sql` read-only on `ctx`, cut at `limit + 1` rows (one more than asked tells
@@ -478,17 +657,25 @@ async fn plan(
     limit: usize,
 ) -> Result<datafusion::dataframe::DataFrame, ApiError> {
     check_names(sql)?;
-    check_statements(sql)?;
+    check_operator_tokens(sql)?;
+    // Parsed here, once, on a fresh stack big enough for any statement the limits let
+    // through, whatever thread this runs on; DataFusion's planner guards its own recursion
+    // (`recursive_protection`).
+    let statement = stacker::grow(PARSE_STACK, || parse_query(sql))?;
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let df = ctx
-        .sql_with_options(sql, options)
+    let sql_error =
+        |e: datafusion::error::DataFusionError| ApiError::bad_request(format!("sql: {e}"));
+    let plan = ctx
+        .state()
+        .statement_to_plan(statement)
         .await
-        .map_err(|e| ApiError::bad_request(format!("sql: {e}")))?;
-    df.limit(0, Some(limit + 1))
-        .map_err(|e| ApiError::bad_request(format!("sql: {e}")))
+        .map_err(sql_error)?;
+    options.verify_plan(&plan).map_err(sql_error)?;
+    let df = ctx.execute_logical_plan(plan).await.map_err(sql_error)?;
+    df.limit(0, Some(limit + 1)).map_err(sql_error)
 }
 
 /// The request's own checks; the row limit it asks for.
@@ -596,7 +783,7 @@ async fn run(
 #[utoipa::path(post, operation_id = "query", path = "/api/v1/query", tag = "detectors",
     request_body = QueryRequest,
     responses((status = 200, description = "`{columns, rows, row_count, truncated, elapsed_ms}`, or an Arrow IPC stream with `Accept: application/vnd.apache.arrow.stream`", body = Object),
-        (status = 400, description = "not a valid read-only statement"), (status = 408, description = "over the time limit")),
+        (status = 400, description = "not a valid read-only statement"), (status = 408, description = "over the time limit"), (status = 503, description = "too many queries at once; retry after `Retry-After`")),
     security(("bearer" = [])))]
 pub(super) async fn query(
     State(state): State<AppState>,
@@ -605,19 +792,39 @@ pub(super) async fn query(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let limit = check(&req)?;
-    let (schema, batches, truncated) =
-        tokio::time::timeout(QUERY_TIMEOUT, run(&state, &req.sql, limit))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    crate::ErrorCode::Timeout,
-                    format!(
-                        "the query ran longer than {} s; narrow it (WHERE, LIMIT)",
-                        QUERY_TIMEOUT.as_secs()
-                    ),
-                )
-            })??;
+    // DataFusion plans synchronously inside its future: on a runtime worker a slow plan
+    // would hold that worker and the timeout could not fire until the plan was done. On a
+    // blocking thread the timeout answers on time; the thread finishes its plan and is
+    // freed, and the permit it holds until then bounds how many such threads there are.
+    let permit = Arc::clone(state.running_queries())
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::unavailable(
+                format!(
+                    "{} queries are running; retry shortly",
+                    super::MAX_RUNNING_QUERIES
+                ),
+                1,
+            )
+        })?;
+    let runtime = tokio::runtime::Handle::current();
+    let worker = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        runtime.block_on(run(&state, &req.sql, limit))
+    });
+    let (schema, batches, truncated) = tokio::time::timeout(QUERY_TIMEOUT, worker)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                crate::ErrorCode::Timeout,
+                format!(
+                    "the query ran longer than {} s; narrow it (WHERE, LIMIT)",
+                    QUERY_TIMEOUT.as_secs()
+                ),
+            )
+        })?
+        .map_err(ApiError::internal)??;
     let wants_arrow = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
