@@ -445,7 +445,7 @@ fn check_names(sql: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The limit an operator count breaks, if any: `(what, limit)`.
+/// A 400 naming `what` when its `count` of operators is over `limit`.
 fn over_limit(what: &'static str, count: usize, limit: usize) -> Result<(), ApiError> {
     if count <= limit {
         return Ok(());
@@ -807,24 +807,31 @@ pub(super) async fn query(
                 1,
             )
         })?;
+    let timed_out = || {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            crate::ErrorCode::Timeout,
+            format!(
+                "the query ran longer than {} s; narrow it (WHERE, LIMIT)",
+                QUERY_TIMEOUT.as_secs()
+            ),
+        )
+    };
+    let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
     let runtime = tokio::runtime::Handle::current();
     let worker = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        runtime.block_on(run(&state, &req.sql, limit))
+        // The same deadline inside: execution yields, and stops there once it is past.
+        runtime.block_on(tokio::time::timeout_at(
+            deadline,
+            run(&state, &req.sql, limit),
+        ))
     });
-    let (schema, batches, truncated) = tokio::time::timeout(QUERY_TIMEOUT, worker)
+    let (schema, batches, truncated) = tokio::time::timeout_at(deadline, worker)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                crate::ErrorCode::Timeout,
-                format!(
-                    "the query ran longer than {} s; narrow it (WHERE, LIMIT)",
-                    QUERY_TIMEOUT.as_secs()
-                ),
-            )
-        })?
-        .map_err(ApiError::internal)??;
+        .map_err(|_| timed_out())?
+        .map_err(ApiError::internal)?
+        .map_err(|_| timed_out())??;
     let wants_arrow = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
