@@ -399,3 +399,37 @@ async fn deep_nesting_is_a_400_not_a_stack_overflow() {
         );
     }
 }
+
+/// Over its time, a query is a 408 at once, whatever its thread is doing, and the thread
+/// stops and gives back its permit (the permits are what bounds the threads).
+#[tokio::test]
+async fn a_query_over_its_time_is_a_408_and_frees_its_thread() {
+    for db in TestDb::both().await {
+        let name = db.name();
+        let state = AppState::new(db.store.clone(), ExecutorMode::DryRun);
+        let sql = "SELECT workload, count(*) FROM samples GROUP BY workload".to_owned();
+        let err = crate::routes::query::run_within(&state, sql, 10, std::time::Duration::ZERO)
+            .await
+            .expect_err("no time at all");
+        assert_eq!(err.status(), StatusCode::REQUEST_TIMEOUT, "{name}");
+        assert_eq!(err.code(), crate::ErrorCode::Timeout, "{name}");
+        let all = crate::routes::MAX_RUNNING_QUERIES as u32;
+        let freed = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            state.running_queries().acquire_many(all),
+        )
+        .await;
+        assert!(freed.is_ok(), "{name}: the thread kept its permit");
+        drop(freed);
+        let (_, batches, _) = crate::routes::query::run_within(
+            &state,
+            "SELECT 1 AS one".to_owned(),
+            10,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        db.cleanup().await;
+    }
+}

@@ -780,22 +780,18 @@ async fn run(
     Ok((schema, batches, truncated))
 }
 
-#[utoipa::path(post, operation_id = "query", path = "/api/v1/query", tag = "detectors",
-    request_body = QueryRequest,
-    responses((status = 200, description = "`{columns, rows, row_count, truncated, elapsed_ms}`, or an Arrow IPC stream with `Accept: application/vnd.apache.arrow.stream`", body = Object),
-        (status = 400, description = "not a valid read-only statement"), (status = 408, description = "over the time limit"), (status = 503, description = "too many queries at once; retry after `Retry-After`")),
-    security(("bearer" = [])))]
-pub(super) async fn query(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Json(req): Json<QueryRequest>,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let limit = check(&req)?;
-    // DataFusion plans synchronously inside its future: on a runtime worker a slow plan
-    // would hold that worker and the timeout could not fire until the plan was done. On a
-    // blocking thread the timeout answers on time; the thread finishes its plan and is
-    // freed, and the permit it holds until then bounds how many such threads there are.
+/// Runs `sql` on a blocking thread, answering by `timeout` whatever the thread is doing.
+/// DataFusion plans synchronously inside its future: on a runtime worker a slow plan would
+/// hold that worker, and the timeout could not fire until the plan was done. On a blocking
+/// thread the timeout answers on time; the thread stops at the same deadline once execution
+/// yields (or finishes its plan first), and the permit it holds until then bounds how many
+/// such threads there are: one over [`super::MAX_RUNNING_QUERIES`] is a 503.
+pub(crate) async fn run_within(
+    state: &AppState,
+    sql: String,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(Arc<Schema>, Vec<RecordBatch>, bool), ApiError> {
     let permit = Arc::clone(state.running_queries())
         .try_acquire_owned()
         .map_err(|_| {
@@ -813,25 +809,37 @@ pub(super) async fn query(
             crate::ErrorCode::Timeout,
             format!(
                 "the query ran longer than {} s; narrow it (WHERE, LIMIT)",
-                QUERY_TIMEOUT.as_secs()
+                timeout.as_secs_f64()
             ),
         )
     };
-    let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + timeout;
     let runtime = tokio::runtime::Handle::current();
+    let state = state.clone();
     let worker = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        // The same deadline inside: execution yields, and stops there once it is past.
-        runtime.block_on(tokio::time::timeout_at(
-            deadline,
-            run(&state, &req.sql, limit),
-        ))
+        runtime.block_on(tokio::time::timeout_at(deadline, run(&state, &sql, limit)))
     });
-    let (schema, batches, truncated) = tokio::time::timeout_at(deadline, worker)
+    tokio::time::timeout_at(deadline, worker)
         .await
         .map_err(|_| timed_out())?
         .map_err(ApiError::internal)?
-        .map_err(|_| timed_out())??;
+        .map_err(|_| timed_out())?
+}
+
+#[utoipa::path(post, operation_id = "query", path = "/api/v1/query", tag = "detectors",
+    request_body = QueryRequest,
+    responses((status = 200, description = "`{columns, rows, row_count, truncated, elapsed_ms}`, or an Arrow IPC stream with `Accept: application/vnd.apache.arrow.stream`", body = Object),
+        (status = 400, description = "not a valid read-only statement"), (status = 408, description = "over the time limit"), (status = 503, description = "too many queries at once; retry after `Retry-After`")),
+    security(("bearer" = [])))]
+pub(super) async fn query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<QueryRequest>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let limit = check(&req)?;
+    let (schema, batches, truncated) = run_within(&state, req.sql, limit, QUERY_TIMEOUT).await?;
     let wants_arrow = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
