@@ -31,6 +31,8 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -417,13 +419,7 @@ fn to_json(batches: &[RecordBatch], schema: &Schema) -> Result<Vec<Value>, ApiEr
 /// of identifiers" in `sql_compound_identifier_to_expr`; found by the `sql_request` fuzz
 /// target), and no table here has nested fields for such a name to reach. Checked on the
 /// tokens, so every place a name can stand (select list, `COPY (...)`, defaults) is covered.
-fn check_names(sql: &str) -> Result<(), ApiError> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    // What does not tokenize, DataFusion refuses with its own syntax error.
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
-        return Ok(());
-    };
+fn check_names(tokens: &[Token]) -> Result<(), ApiError> {
     let (mut parts, mut after_period) = (0usize, false);
     for token in tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))) {
         match token {
@@ -464,13 +460,8 @@ fn over_limit(what: &'static str, count: usize, limit: usize) -> Result<(), ApiE
 /// statement's parse tree (an operator chain is as deep as it is long, and the checks below
 /// walk it recursively) can be interrupted by the query timeout. This bound keeps both
 /// small; [`check_expressions`] then bounds each expression.
-fn check_operator_tokens(sql: &str) -> Result<(), ApiError> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
+fn check_operator_tokens(tokens: &[Token]) -> Result<(), ApiError> {
     use datafusion::sql::sqlparser::keywords::Keyword;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
-        return Ok(());
-    };
     let operators = tokens
         .iter()
         .filter(|token| match token {
@@ -656,8 +647,12 @@ async fn plan(
     sql: &str,
     limit: usize,
 ) -> Result<datafusion::dataframe::DataFrame, ApiError> {
-    check_names(sql)?;
-    check_operator_tokens(sql)?;
+    // Tokenized once for both token checks. What does not tokenize, the parser refuses
+    // with its own syntax error.
+    if let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() {
+        check_names(&tokens)?;
+        check_operator_tokens(&tokens)?;
+    }
     // Parsed here, once, on a fresh stack big enough for any statement the limits let
     // through, whatever thread this runs on; DataFusion's planner guards its own recursion
     // (`recursive_protection`).
