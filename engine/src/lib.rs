@@ -19,12 +19,15 @@
 //!
 //! It depends on `aegis-core` and `aegis-detectors`, not on ingest, store or API.
 
+pub mod backtest;
 mod engine;
 mod entity;
 pub mod features;
 mod incidents;
 pub mod matrix;
+pub mod nab;
 mod stream;
+pub mod time;
 mod window;
 
 pub use engine::{

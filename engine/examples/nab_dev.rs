@@ -1,0 +1,37 @@
+//! Development harness: the streaming detector over a NAB-style folder, scored.
+//! `cargo run --release -p aegis-engine --example nab_dev -- DATA LABELS`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use aegis_engine::{StreamConfig, backtest, nab};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let data = std::path::Path::new(&args[1]);
+    let labels = nab::parse_labels(&std::fs::read_to_string(&args[2]).unwrap()).unwrap();
+    let mut config = StreamConfig::default();
+    if let Ok(j) = std::env::var("CFG") {
+        config = serde_json::from_str(&j).unwrap();
+    }
+    let files = backtest::csv_files(data).unwrap();
+    let t = std::time::Instant::now();
+    let scored = backtest::score_files(&files, &config).unwrap();
+    let el = t.elapsed();
+    let results: Vec<_> = scored.iter().map(|s| s.result()).collect();
+    let points: usize = results.iter().map(|r| r.scores.len()).sum();
+    eprintln!("{points} points in {el:?}");
+    for (best, at) in nab::score_corpus(&results, &labels, &nab::standard_profiles(), Some(config.threshold)) {
+        let (f, w, fp) = best.totals();
+        let at = at.unwrap();
+        let (f2, _, fp2) = at.totals();
+        println!(
+            "{:<20} best {:6.2} @ {:.4} ({f}/{w} found, {fp} fp) | default {:6.2} ({f2} found, {fp2} fp)",
+            best.profile, best.normalized, best.threshold, at.normalized
+        );
+        if std::env::var("VERBOSE").is_ok() && best.profile == "standard" {
+            for o in &best.files {
+                println!("  {:<55} {}/{} fp {:3} {:6.2}", o.file, o.found, o.windows, o.false_detections, o.score);
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Anomaly likelihood: how unusual the recent raw scores are against the detector's own
+//! long-run score distribution (the idea behind HTM's and CAD OSE's figures on NAB).
+//!
+//! A raw score says "this point is easy to isolate"; a series whose points are often easy to
+//! isolate (a noisy one) should not alarm on that alone. The likelihood compares the mean
+//! of the last few raw scores with the mean and spread of those short means over a long
+//! history, as a Gaussian tail probability, and reports it on a log scale so that a tail
+//! of 1e-5 is 0.5 and 1e-10 is 1.0. Consecutive alarms are damped: the first point of a
+//! red run keeps its likelihood, the ones after it are shown as yellow, so one incident is
+//! one alarm.
+
+use std::collections::VecDeque;
+
+/// Settings of [`Likelihood`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LikelihoodParams {
+    /// Raw scores averaged into one short mean.
+    pub average: usize,
+    /// Short means kept for the long-run distribution.
+    pub history: usize,
+    /// Short means needed before a likelihood is given (0 before that).
+    pub min_history: usize,
+    /// Points between re-estimates of the distribution.
+    pub reestimate_every: usize,
+}
+
+/// Smallest spread assumed, so a series whose scores never move does not alarm on noise.
+const MIN_STD: f64 = 0.02;
+
+/// Streaming anomaly likelihood over raw scores.
+#[derive(Debug, Clone)]
+pub struct Likelihood {
+    params: LikelihoodParams,
+    recent: VecDeque<f64>,
+    recent_sum: f64,
+    means: VecDeque<f64>,
+    mean: f64,
+    std: f64,
+    since_estimate: usize,
+    estimated: bool,
+    prev_red: bool,
+}
+
+/// Tail probability below which a point is red (the first of a run is kept).
+const RED_TAIL: f64 = 1e-5;
+/// What later points of a red run are shown as.
+const YELLOW_TAIL: f64 = 1e-4;
+
+impl Likelihood {
+    /// An empty history.
+    pub fn new(params: LikelihoodParams) -> Self {
+        Self {
+            params,
+            recent: VecDeque::new(),
+            recent_sum: 0.0,
+            means: VecDeque::new(),
+            mean: 0.0,
+            std: 1.0,
+            since_estimate: 0,
+            estimated: false,
+            prev_red: false,
+        }
+    }
+
+    fn estimate(&mut self) {
+        let n = self.means.len() as f64;
+        let mean = self.means.iter().sum::<f64>() / n;
+        let var = self.means.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / n;
+        self.mean = mean;
+        self.std = var.sqrt().max(MIN_STD);
+        self.estimated = true;
+        self.since_estimate = 0;
+    }
+
+    /// Takes the next raw score; returns the log-scaled likelihood in [0, 1].
+    pub fn push(&mut self, raw: f64) -> f64 {
+        let avg = self.params.average.max(1);
+        self.recent.push_back(raw);
+        self.recent_sum += raw;
+        if self.recent.len() > avg
+            && let Some(old) = self.recent.pop_front()
+        {
+            self.recent_sum -= old;
+        }
+        let short = self.recent_sum / self.recent.len() as f64;
+        let ready = self.means.len() >= self.params.min_history.max(2);
+        let out = if ready {
+            self.since_estimate += 1;
+            if !self.estimated || self.since_estimate >= self.params.reestimate_every.max(1) {
+                self.estimate();
+            }
+            let tail = upper_tail((short - self.mean) / self.std);
+            let red = tail <= RED_TAIL;
+            let shown = if red && self.prev_red {
+                YELLOW_TAIL
+            } else {
+                tail
+            };
+            self.prev_red = red;
+            log_scale(shown)
+        } else {
+            0.0
+        };
+        self.means.push_back(short);
+        if self.means.len() > self.params.history.max(2) {
+            self.means.pop_front();
+        }
+        out
+    }
+}
+
+/// A tail probability on the log scale: 1e-5 → 0.5, 1e-10 or less → 1.0, 1 → 0.
+pub fn log_scale(tail: f64) -> f64 {
+    (tail.max(1e-10).log10() / -10.0).clamp(0.0, 1.0)
+}
+
+/// P(Z ≥ z) for a standard normal Z.
+pub fn upper_tail(z: f64) -> f64 {
+    0.5 * erfc(z / std::f64::consts::SQRT_2)
+}
+
+/// The complementary error function (Numerical Recipes' Chebyshev fit, |error| < 1.2e-7).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t * (-z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+        .exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_matches_the_normal_table() {
+        assert!((upper_tail(0.0) - 0.5).abs() < 1e-6);
+        assert!((upper_tail(1.96) - 0.025).abs() < 1e-4);
+        assert!((upper_tail(4.2649) - 1e-5).abs() < 1e-7);
+        assert!((upper_tail(-1.96) - 0.975).abs() < 1e-4);
+        assert!((log_scale(1e-5) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_jump_in_raw_scores_is_likely_once_then_damped() {
+        let mut l = Likelihood::new(LikelihoodParams {
+            average: 1,
+            history: 500,
+            min_history: 100,
+            reestimate_every: 10,
+        });
+        let mut out = Vec::new();
+        for i in 0..400 {
+            out.push(l.push(0.4 + 0.01 * ((i * 7919) % 13) as f64 / 13.0));
+        }
+        assert!(out.iter().all(|s| *s < 0.3), "normal noise stays low");
+        let first = l.push(0.9);
+        let second = l.push(0.9);
+        assert!(first > 0.9, "{first}");
+        assert!(second < first, "{second}");
+    }
+}

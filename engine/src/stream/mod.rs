@@ -1,0 +1,268 @@
+//! The univariate streaming detector: one score per point, in event order, the same
+//! whether the points arrive live or from a recorded file.
+//!
+//! Three parts, each answering a different question:
+//! - **Shape** (`shape`): features of the newest point relative to the series' own recent
+//!   past (level against a trailing baseline, the step, a short-mean shift, the change in
+//!   local spread), so a series' usual rhythm and noise do not look anomalous.
+//! - **Isolation forest**: how easy the point's features are to isolate among recent normal
+//!   rows; fitted after a warm-up, refitted on a ring of recent rows that did not alarm.
+//! - **Likelihood** (`likelihood`): how unusual the recent raw scores are against the
+//!   detector's own long-run score distribution, so a noisy series does not alarm on noise
+//!   and an incident alarms once, at its start.
+//!
+//! A value beyond everything the series has shown (by more than a tolerance of its range)
+//! is an anomaly on its own, whatever the forest says: a new extreme is the clearest sign.
+
+mod likelihood;
+mod shape;
+
+use std::collections::VecDeque;
+
+use aegis_detectors::{IsolationForest, IsolationForestParams, Matrix};
+
+pub use likelihood::{Likelihood, LikelihoodParams};
+use shape::{FEATURES, Shape};
+
+/// Tuning of [`StreamingDetector`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Points seen before the first model is fitted (default 150).
+    pub warmup_points: usize,
+    /// Points between refits on recent normal points (default 250).
+    pub retrain_every: usize,
+    /// Points in the trailing baseline (default 360).
+    pub baseline_points: usize,
+    /// Newest points left out of the baseline (default 30), so a sustained shift keeps
+    /// standing out for that long instead of becoming its own baseline at once.
+    pub baseline_lag: usize,
+    /// Score at or above which a point is anomalous (default 0.5: a tail of 1e-5).
+    pub threshold: f64,
+    /// Recent normal rows kept for refits (default 2,048).
+    pub reservoir: usize,
+    /// Seed of the forests.
+    pub seed: u64,
+    /// Raw scores averaged before the likelihood (default 5).
+    pub average_points: usize,
+    /// Short means in the likelihood's long-run distribution (default 2,000).
+    pub likelihood_history: usize,
+    /// A value beyond the series' whole range by more than this share of the range is
+    /// anomalous on its own (default 0.05; 0 turns it off).
+    pub novelty_tolerance: f64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            warmup_points: 150,
+            retrain_every: 250,
+            baseline_points: 360,
+            baseline_lag: 30,
+            threshold: 0.5,
+            reservoir: 2_048,
+            seed: 1,
+            average_points: 5,
+            likelihood_history: 2_000,
+            novelty_tolerance: 0.05,
+        }
+    }
+}
+
+/// The score of one point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamScore {
+    /// Anomaly score in [0, 1]; 0 while the detector is warming up.
+    pub score: f64,
+    /// `score >= threshold`.
+    pub is_anomaly: bool,
+    /// The isolation forest's raw score (0 before the first fit).
+    pub raw: f64,
+}
+
+/// Fewest points a forest is fitted on.
+const MIN_FIT: usize = 16;
+
+/// Scores one series point by point, in event order.
+#[derive(Debug)]
+pub struct StreamingDetector {
+    config: StreamConfig,
+    shape: Shape,
+    model: Option<IsolationForest>,
+    /// Ring of recent rows that did not alarm (row-major, FEATURES wide).
+    train: VecDeque<[f32; FEATURES]>,
+    likelihood: Likelihood,
+    since_fit: usize,
+    fits: usize,
+    seen: usize,
+    range: Option<(f64, f64)>,
+}
+
+impl StreamingDetector {
+    /// A detector with no history.
+    pub fn new(config: StreamConfig) -> Self {
+        let likelihood = Likelihood::new(LikelihoodParams {
+            average: config.average_points,
+            history: config.likelihood_history,
+            min_history: 50,
+            reestimate_every: 50,
+        });
+        Self {
+            shape: Shape::new(config.baseline_points, config.baseline_lag),
+            config,
+            model: None,
+            train: VecDeque::new(),
+            likelihood,
+            since_fit: 0,
+            fits: 0,
+            seen: 0,
+            range: None,
+        }
+    }
+
+    /// Models fitted so far (the first after warm-up, then the refits).
+    pub fn fits(&self) -> usize {
+        self.fits
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StreamConfig {
+        &self.config
+    }
+
+    fn fit(&mut self) {
+        if self.train.len() < MIN_FIT {
+            return;
+        }
+        let flat: Vec<f32> = self.train.iter().flatten().copied().collect();
+        let params = IsolationForestParams {
+            seed: self.config.seed.wrapping_add(self.fits as u64),
+            ..Default::default()
+        };
+        if let Ok(m) = Matrix::new(flat, FEATURES)
+            && let Ok(f) = IsolationForest::fit(m.view(), &params)
+        {
+            self.model = Some(f);
+            self.fits += 1;
+        }
+        self.since_fit = 0;
+    }
+
+    /// Whether `value` lies beyond the range seen so far by more than the tolerance;
+    /// widens the range.
+    fn novel(&mut self, value: f64) -> bool {
+        let tol = self.config.novelty_tolerance;
+        let novel = match self.range {
+            Some((lo, hi)) if tol > 0.0 && hi > lo && self.seen > self.config.warmup_points => {
+                let slack = (hi - lo) * tol;
+                value > hi + slack || value < lo - slack
+            }
+            _ => false,
+        };
+        self.range = Some(match self.range {
+            None => (value, value),
+            Some((lo, hi)) => (lo.min(value), hi.max(value)),
+        });
+        novel
+    }
+
+    /// Scores the next point.
+    pub fn score(&mut self, value: f64) -> StreamScore {
+        self.seen += 1;
+        let row = self.shape.push(value);
+        let novel = self.novel(value);
+        if self.model.is_none() {
+            self.train.push_back(row);
+            if self.seen >= self.config.warmup_points.max(MIN_FIT) {
+                self.fit();
+            }
+            return StreamScore {
+                score: 0.0,
+                is_anomaly: false,
+                raw: 0.0,
+            };
+        }
+        let raw = self
+            .model
+            .as_ref()
+            .and_then(|m| m.score_row(&row).ok())
+            .unwrap_or(0.0);
+        let mut score = self.likelihood.push(raw);
+        if novel {
+            score = 1.0;
+        }
+        let is_anomaly = score >= self.config.threshold;
+        if !is_anomaly {
+            self.train.push_back(row);
+            while self.train.len() > self.config.reservoir.max(MIN_FIT) {
+                self.train.pop_front();
+            }
+        }
+        self.since_fit += 1;
+        // Refit early and often while the model has seen little, then on the schedule.
+        let every = if self.fits < 4 {
+            self.config.warmup_points.max(MIN_FIT)
+        } else {
+            self.config.retrain_every.max(1)
+        };
+        if self.since_fit >= every {
+            self.fit();
+        }
+        StreamScore {
+            score,
+            is_anomaly,
+            raw,
+        }
+    }
+
+    /// Adds the next point; returns its score (kept for callers of the batch form).
+    pub fn push(&mut self, value: f64) -> Vec<StreamScore> {
+        vec![self.score(value)]
+    }
+
+    /// Ends the series; every point has been scored already.
+    pub fn finish(&mut self) -> Vec<StreamScore> {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu_series(incident: std::ops::Range<usize>) -> Vec<f64> {
+        aegis_detectors::synthetic::cpu_series(3 * 1440, incident, 0.0, 0x2545_F491_4F6C_DD1D)
+    }
+
+    #[test]
+    fn the_incident_hour_scores_above_every_normal_hour() {
+        let incident = 2000..2060;
+        let series = cpu_series(incident.clone());
+        let mut d = StreamingDetector::new(StreamConfig::default());
+        let mut scores = Vec::new();
+        for v in &series {
+            scores.extend(d.push(*v).into_iter().map(|s| s.score));
+        }
+        scores.extend(d.finish().into_iter().map(|s| s.score));
+        assert_eq!(scores.len(), series.len());
+        assert!(d.fits() >= 3, "refits happen: {}", d.fits());
+        let mean =
+            |r: std::ops::Range<usize>| scores[r.clone()].iter().sum::<f64>() / r.len() as f64;
+        let incident_mean = mean(incident.clone());
+        let worst_normal = (0..=series.len() - 60)
+            .filter(|s| s + 60 <= incident.start || *s >= incident.end)
+            .map(|s| mean(s..s + 60))
+            .fold(0.0, f64::max);
+        let worst_at = (0..=series.len() - 60)
+            .filter(|s| s + 60 <= incident.start || *s >= incident.end)
+            .max_by(|a, b| mean(*a..*a + 60).total_cmp(&mean(*b..*b + 60)))
+            .unwrap_or(0);
+        eprintln!(
+            "incident hour {incident_mean:.3}, worst normal hour {worst_normal:.3} (at {worst_at})"
+        );
+        assert!(
+            incident_mean > worst_normal,
+            "incident {incident_mean:.3} vs worst normal hour {worst_normal:.3} at {worst_at}"
+        );
+    }
+}
