@@ -150,10 +150,13 @@ impl Grower<'_> {
         let mut ranges = Vec::with_capacity(self.d);
         for f in 0..self.d {
             let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+            // Plain comparisons: the values are finite (checked at fit), so the NaN
+            // handling of f32::min/max is pure cost on the hottest loop of a fit.
+            let col = &self.cols[f * self.psi..(f + 1) * self.psi];
             for &r in rows {
-                let v = self.value(r, f);
-                lo = lo.min(v);
-                hi = hi.max(v);
+                let v = col.get(r as usize).copied().unwrap_or(lo);
+                lo = if v < lo { v } else { lo };
+                hi = if v > hi { v } else { hi };
             }
             ranges.push((lo, hi));
             if lo < hi {

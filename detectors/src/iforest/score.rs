@@ -173,11 +173,33 @@ fn exponent_scale(m: &IsolationForest) -> f64 {
 pub(super) fn score_serial(m: &IsolationForest, x: MatrixView<'_>, out: &mut [f64]) {
     if m.is_extended() {
         score_extended(m, x, out);
+    } else if x.rows() == 1 {
+        out[0] = score_one(m, x.row(0));
     } else if !m.fast.splits.is_empty() && x.rows() >= LANES {
         score_fast(m, x, out);
     } else {
         score_blocked(m, x, out);
     }
+}
+
+/// One row (the streaming detector's case): each tree walked once, no block to fill.
+fn score_one(m: &IsolationForest, row: &[f32]) -> f64 {
+    let height = m.height;
+    let stride = 1usize << height;
+    let internal = stride - 1;
+    let mut acc = 0f32;
+    for t in 0..m.params.trees {
+        let sp = &m.splits[t * stride..][..stride];
+        let lv = &m.leaves[t * stride..][..stride];
+        let mut idx = 0usize;
+        for _ in 0..height {
+            let s = sp[idx & internal];
+            let v = row.get(s.feature as usize).copied().unwrap_or(0.0);
+            idx = 2 * idx + 1 + usize::from(v >= s.threshold);
+        }
+        acc += lv[(idx - internal) & internal];
+    }
+    (f64::from(acc) * exponent_scale(m)).exp2()
 }
 
 /// The general path: any height and width, rows in blocks of eight.

@@ -30,11 +30,11 @@ use shape::{FEATURES, Shape};
 pub struct StreamConfig {
     /// Points seen before the first model is fitted (default 150).
     pub warmup_points: usize,
-    /// Points between refits on recent normal points (default 250).
+    /// Points between refits on recent normal points (default 500).
     pub retrain_every: usize,
     /// Points in the trailing baseline (default 360).
     pub baseline_points: usize,
-    /// Newest points left out of the baseline (default 30), so a sustained shift keeps
+    /// Newest points left out of the baseline (default 60), so a sustained shift keeps
     /// standing out for that long instead of becoming its own baseline at once.
     pub baseline_lag: usize,
     /// Score at or above which a point is anomalous (default 0.5: a tail of 1e-5).
@@ -43,28 +43,38 @@ pub struct StreamConfig {
     pub reservoir: usize,
     /// Seed of the forests.
     pub seed: u64,
-    /// Raw scores averaged before the likelihood (default 5).
+    /// Raw scores averaged before the likelihood (default 10).
     pub average_points: usize,
     /// Short means in the likelihood's long-run distribution (default 2,000).
     pub likelihood_history: usize,
     /// A value beyond the series' whole range by more than this share of the range is
     /// anomalous on its own (default 0.05; 0 turns it off).
     pub novelty_tolerance: f64,
+    /// After an alarm, points during which scores are halved (default 100), so one
+    /// incident alarms once instead of at every point of it.
+    pub cooldown_points: usize,
+    /// Trees per forest (default 50: a refit every few hundred points keeps it fresh).
+    pub trees: usize,
+    /// Rows per tree (default 256).
+    pub sample_size: usize,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
         Self {
             warmup_points: 150,
-            retrain_every: 250,
+            retrain_every: 500,
             baseline_points: 360,
-            baseline_lag: 30,
+            baseline_lag: 60,
             threshold: 0.5,
             reservoir: 2_048,
             seed: 1,
-            average_points: 5,
+            average_points: 10,
             likelihood_history: 2_000,
             novelty_tolerance: 0.05,
+            cooldown_points: 100,
+            trees: 50,
+            sample_size: 256,
         }
     }
 }
@@ -96,6 +106,7 @@ pub struct StreamingDetector {
     fits: usize,
     seen: usize,
     range: Option<(f64, f64)>,
+    since_alarm: usize,
 }
 
 impl StreamingDetector {
@@ -117,6 +128,7 @@ impl StreamingDetector {
             fits: 0,
             seen: 0,
             range: None,
+            since_alarm: usize::MAX,
         }
     }
 
@@ -137,7 +149,9 @@ impl StreamingDetector {
         let flat: Vec<f32> = self.train.iter().flatten().copied().collect();
         let params = IsolationForestParams {
             seed: self.config.seed.wrapping_add(self.fits as u64),
-            ..Default::default()
+            trees: self.config.trees,
+            sample_size: self.config.sample_size,
+            extension_level: None,
         };
         if let Ok(m) = Matrix::new(flat, FEATURES)
             && let Ok(f) = IsolationForest::fit(m.view(), &params)
@@ -191,7 +205,14 @@ impl StreamingDetector {
         if novel {
             score = 1.0;
         }
+        if self.since_alarm < self.config.cooldown_points {
+            score *= 0.5;
+        }
+        self.since_alarm = self.since_alarm.saturating_add(1);
         let is_anomaly = score >= self.config.threshold;
+        if is_anomaly {
+            self.since_alarm = 0;
+        }
         if !is_anomaly {
             self.train.push_back(row);
             while self.train.len() > self.config.reservoir.max(MIN_FIT) {

@@ -4,8 +4,6 @@
 
 use std::collections::VecDeque;
 
-use crate::features::summarize;
-
 /// Features per point.
 pub(crate) const FEATURES: usize = 5;
 /// Features are clamped so one absurd value cannot stretch the forest's ranges.
@@ -23,7 +21,14 @@ pub(crate) struct Shape {
     baseline: usize,
     lag: usize,
     history: VecDeque<f64>,
-    scratch: Vec<f64>,
+    /// Running sums over the baseline part of `history`, shifted by `shift` so that a
+    /// series far from zero keeps its variance's precision.
+    count: usize,
+    sum: f64,
+    sum_sq: f64,
+    shift: f64,
+    /// Pushes since the sums were last recomputed exactly (bounds rounding drift).
+    since_exact: usize,
 }
 
 impl Shape {
@@ -32,26 +37,70 @@ impl Shape {
             baseline: baseline.max(2),
             lag,
             history: VecDeque::new(),
-            scratch: Vec::new(),
+            count: 0,
+            sum: 0.0,
+            sum_sq: 0.0,
+            shift: 0.0,
+            since_exact: 0,
+        }
+    }
+
+    /// Rows of `history` in the baseline: all but the newest `lag`, and at least one (all
+    /// but the newest when the history is short) so the first points have a reference.
+    fn baseline_len(&self) -> usize {
+        let n = self.history.len();
+        n.saturating_sub(self.lag).max(usize::from(n > 1)).min(n.saturating_sub(1))
+    }
+
+    /// Moves the running sums to the current history (amortised O(1) per push).
+    fn update_sums(&mut self, popped: Option<f64>) {
+        let want = self.baseline_len();
+        self.since_exact += 1;
+        if self.since_exact >= 4096 || self.count == 0 {
+            self.since_exact = 0;
+            self.shift = self.history.front().copied().unwrap_or(0.0);
+            let (mut s, mut q) = (0.0, 0.0);
+            for v in self.history.iter().take(want) {
+                let d = v - self.shift;
+                s += d;
+                q += d * d;
+            }
+            (self.sum, self.sum_sq, self.count) = (s, q, want);
+            return;
+        }
+        if let Some(v) = popped {
+            let d = v - self.shift;
+            self.sum -= d;
+            self.sum_sq -= d * d;
+            self.count -= 1;
+        }
+        while self.count < want {
+            let d = self.history[self.count] - self.shift;
+            self.sum += d;
+            self.sum_sq += d * d;
+            self.count += 1;
         }
     }
 
     /// Takes the next value and returns its features (then forgets what is too old).
     pub(crate) fn push(&mut self, value: f64) -> [f32; FEATURES] {
         self.history.push_back(value);
-        while self.history.len() > self.baseline + self.lag {
-            self.history.pop_front();
+        let mut popped = None;
+        if self.history.len() > self.baseline + self.lag {
+            popped = self.history.pop_front();
         }
+        self.update_sums(popped);
         let n = self.history.len();
-        // The baseline leaves out the newest `lag` points (all but the newest when the
-        // history is short, so the first points still have something to compare with).
-        let base_len = n.saturating_sub(self.lag).max((n > 1) as usize).min(n - 1);
-        self.scratch.clear();
-        self.scratch.extend(self.history.iter().take(base_len).copied());
-        let base = summarize(&self.scratch);
-        let scale = base.mean.abs().max(base.max.abs()).max(1e-9);
+        let (base_mean, base_std) = if self.count > 0 {
+            let c = self.count as f64;
+            let m = self.sum / c;
+            (m + self.shift, (self.sum_sq / c - m * m).max(0.0).sqrt())
+        } else {
+            (value, 0.0)
+        };
+        let scale = base_mean.abs().max(1e-9);
         // A flat baseline has no spread; a small floor keeps its first move finite and large.
-        let spread = base.std.max(1e-3 * scale).max(1e-12);
+        let spread = base_std.max(1e-3 * scale).max(1e-12);
         let prev = if n >= 2 { self.history[n - 2] } else { value };
         let tail = |k: usize| self.history.iter().rev().take(k);
         let short = tail(SHORT_MEAN).sum::<f64>() / n.min(SHORT_MEAN) as f64;
@@ -69,7 +118,7 @@ impl Shape {
         let recent = &mut recent[..m];
         recent.sort_by(f64::total_cmp);
         let median = recent[m / 2];
-        let level = if base.count > 0 { base.mean } else { value };
+        let level = base_mean;
         let row = [
             (value - level) / spread,
             (value - prev) / spread,
