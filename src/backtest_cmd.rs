@@ -1,154 +1,245 @@
-//! `aegis backtest`: the streaming detector over a recorded series, in event time, with the
-//! same warm-up and retraining as live; one output row per input row, in input order.
+//! `aegis backtest`: the streaming detector over recorded series, in event time, one
+//! output row per input row, in input order; a file or a folder (results mirrored, files
+//! scored in parallel); with `--labels`, scored by NAB's rules. `aegis backtest score`
+//! scores any results folder in NAB's layout.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use aegis_engine::{StreamConfig, StreamingDetector};
+use aegis_engine::backtest::{self, Scored};
+use aegis_engine::nab::{self, FileResult, Labels, Profile, ProfileReport};
+use aegis_engine::StreamConfig;
 
-/// One input row.
-struct Row {
-    timestamp: String,
-    at_ms: i64,
-    series: String,
-    value_text: String,
-    value: f64,
+/// What `aegis backtest` was asked.
+pub struct Request<'a> {
+    /// A CSV file or a folder of them.
+    pub input: &'a Path,
+    /// A file (or `-`) for a file input, a folder for a folder input.
+    pub output: &'a Path,
+    /// NAB `combined_windows.json`, keyed by paths relative to the input folder.
+    pub labels: Option<&'a Path>,
+    /// NAB `profiles.json`; NAB v1.1's three when absent.
+    pub profiles: Option<&'a Path>,
+    /// The detector's settings.
+    pub config: StreamConfig,
 }
 
-fn parse_time(s: &str) -> Option<i64> {
-    if let Ok(n) = s.parse::<f64>() {
-        // Seconds or milliseconds since the epoch, told apart by size.
-        return Some(if n.abs() >= 1e11 {
-            n as i64
-        } else {
-            (n * 1000.0) as i64
-        });
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.timestamp_millis())
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
 }
 
-fn read(path: &Path) -> Result<Vec<Row>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines
-        .next()
-        .ok_or_else(|| format!("{}: empty; expected a header row", path.display()))?;
-    let names: Vec<String> = header
-        .split(',')
-        .map(|c| c.trim().trim_matches('"').to_ascii_lowercase())
-        .collect();
-    let col = |n: &str| names.iter().position(|c| c == n);
-    let (Some(t), Some(v)) = (col("timestamp"), col("value")) else {
-        return Err(format!(
-            "{}:1: the header must name `timestamp` and `value` (and optionally `series`), not `{header}`",
-            path.display()
-        ));
+fn load_scoring(
+    labels: &Path,
+    profiles: Option<&Path>,
+) -> Result<(Labels, Vec<Profile>), String> {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let labels = nab::parse_labels(&read(labels)?)?;
+    let profiles = match profiles {
+        Some(p) => nab::parse_profiles(&read(p)?)?,
+        None => nab::standard_profiles(),
     };
-    let s = col("series");
-    let mut rows = Vec::new();
-    for (i, line) in lines {
-        let cells: Vec<&str> = line
-            .split(',')
-            .map(|c| c.trim().trim_matches('"'))
-            .collect();
-        if cells.len() != names.len() {
-            return Err(format!(
-                "{}:{}: {} cells, the header has {}",
-                path.display(),
-                i + 1,
-                cells.len(),
-                names.len()
-            ));
-        }
-        let at_ms = parse_time(cells[t]).ok_or_else(|| {
-            format!(
-                "{}:{}: `{}` is not a time (RFC 3339 or epoch seconds/ms)",
-                path.display(),
-                i + 1,
-                cells[t]
-            )
-        })?;
-        let value: f64 = cells[v]
-            .parse()
-            .ok()
-            .filter(|x: &f64| x.is_finite())
-            .ok_or_else(|| {
-                format!(
-                    "{}:{}: `{}` is not a finite number",
-                    path.display(),
-                    i + 1,
-                    cells[v]
-                )
-            })?;
-        rows.push(Row {
-            timestamp: cells[t].to_string(),
-            at_ms,
-            series: s.map(|s| cells[s].to_string()).unwrap_or_default(),
-            value_text: cells[v].to_string(),
-            value,
-        });
-    }
-    Ok(rows)
+    Ok((labels, profiles))
 }
 
-/// `aegis backtest --input FILE --output FILE`.
-pub fn run(input: &Path, output: &Path, config: StreamConfig) -> ExitCode {
-    let rows = match read(input) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+/// `aegis backtest --input FILE|DIR --output FILE|DIR [--labels FILE]`.
+pub fn run(req: Request<'_>) -> ExitCode {
+    let scoring = match req.labels.map(|l| load_scoring(l, req.profiles)).transpose() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
     };
-    // Per series, in event time (stable for equal timestamps), each with its own detector.
-    let mut by_series: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, r) in rows.iter().enumerate() {
-        by_series.entry(r.series.as_str()).or_default().push(i);
-    }
-    let mut scores = vec![(0.0, false); rows.len()];
-    for order in by_series.values_mut() {
-        order.sort_by_key(|i| rows[*i].at_ms);
-        let mut detector = StreamingDetector::new(config.clone());
-        let mut done = Vec::with_capacity(order.len());
-        for i in order.iter() {
-            done.extend(detector.push(rows[*i].value));
+    let folder = req.input.is_dir();
+    let files = if folder {
+        match backtest::csv_files(req.input) {
+            Ok(f) if f.is_empty() => {
+                return fail(format!("{}: no *.csv file below it", req.input.display()));
+            }
+            Ok(f) => f,
+            Err(e) => return fail(e),
         }
-        done.extend(detector.finish());
-        for (i, s) in order.iter().zip(done) {
-            scores[*i] = (s.score, s.is_anomaly);
-        }
-    }
-    let mut text = String::with_capacity(rows.len() * 48 + 48);
-    text.push_str("timestamp,value,anomaly_score,is_anomaly\n");
-    for (r, (score, flag)) in rows.iter().zip(&scores) {
-        text.push_str(&format!(
-            "{},{},{score:.6},{}\n",
-            r.timestamp,
-            r.value_text,
-            u8::from(*flag)
-        ));
-    }
-    let written = if output.as_os_str() == "-" {
-        use std::io::Write;
-        std::io::stdout().write_all(text.as_bytes())
     } else {
-        std::fs::write(output, text)
+        let key = req
+            .input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        vec![(req.input.to_path_buf(), key)]
     };
-    if let Err(e) = written {
-        eprintln!("error: {}: {e}", output.display());
-        return ExitCode::FAILURE;
+    let started = std::time::Instant::now();
+    let scored = match backtest::score_files(&files, &req.config) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let elapsed = started.elapsed();
+    for s in &scored {
+        let target = if folder {
+            req.output.join(&s.key)
+        } else {
+            req.output.to_path_buf()
+        };
+        if let Err(e) = write(&target, s) {
+            return fail(e);
+        }
     }
-    let flagged = scores.iter().filter(|s| s.1).count();
+    let rows: usize = scored.iter().map(|s| s.rows.len()).sum();
+    let flagged: usize = scored
+        .iter()
+        .map(|s| s.scores.iter().filter(|x| x.is_anomaly).count())
+        .sum();
     eprintln!(
-        "scored {} rows in {} series; {flagged} anomalous",
-        rows.len(),
-        by_series.len()
+        "scored {rows} rows in {} file(s) in {:.2} s ({:.0} rows/s); {flagged} anomalous at threshold {}",
+        scored.len(),
+        elapsed.as_secs_f64(),
+        rows as f64 / elapsed.as_secs_f64().max(1e-9),
+        req.config.threshold
     );
+    if let Some((labels, profiles)) = scoring {
+        let results: Vec<FileResult> = scored.iter().map(Scored::result).collect();
+        print_scores(&results, &labels, &profiles, Some(req.config.threshold));
+    }
     ExitCode::SUCCESS
+}
+
+fn write(target: &Path, s: &Scored) -> Result<(), String> {
+    let name = target.display();
+    if target.as_os_str() == "-" {
+        return backtest::write_scores(&mut std::io::stdout().lock(), &s.rows, &s.scores)
+            .map_err(|e| format!("standard output: {e}"));
+    }
+    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let file = std::fs::File::create(target).map_err(|e| format!("{name}: {e}"))?;
+    let mut out = std::io::BufWriter::new(file);
+    backtest::write_scores(&mut out, &s.rows, &s.scores).map_err(|e| format!("{name}: {e}"))?;
+    std::io::Write::flush(&mut out).map_err(|e| format!("{name}: {e}"))
+}
+
+fn print_report(r: &ProfileReport, label: &str, per_file: bool) {
+    let (found, windows, fp) = r.totals();
+    let rows: usize = r.files.iter().map(|f| f.scored_rows).sum();
+    println!(
+        "{:<20} {label:<9} threshold {:.4}  score {:6.2}  windows {found}/{windows}  false detections {fp} ({:.2} per 1,000 points)",
+        r.profile,
+        r.threshold,
+        r.normalized,
+        1000.0 * fp as f64 / rows.max(1) as f64
+    );
+    if per_file {
+        for f in &r.files {
+            println!(
+                "    {:<58} found {}/{}  missed {}  false {}",
+                f.file, f.found, f.windows, f.missed, f.false_detections
+            );
+        }
+    }
+}
+
+fn print_scores(results: &[FileResult], labels: &Labels, profiles: &[Profile], fixed: Option<f64>) {
+    let unlabelled = results.iter().filter(|r| !labels.contains_key(&r.key)).count();
+    if unlabelled > 0 {
+        eprintln!(
+            "note: {unlabelled} file(s) have no entry in the labels; every detection in them counts as false"
+        );
+    }
+    for (i, (best, at)) in nab::score_corpus(results, labels, profiles, fixed)
+        .iter()
+        .enumerate()
+    {
+        print_report(best, "optimised", i == 0);
+        if let Some(at) = at {
+            print_report(at, "default", false);
+        }
+    }
+}
+
+/// `aegis backtest score --data DIR --results DIR --labels FILE [--profiles FILE]`: scores
+/// a results folder in NAB's layout (`DIR/<category>/<name>.csv` or NAB's own
+/// `<detector>_<name>.csv`, with an `anomaly_score` column) against the data's labels.
+pub fn score(data: &Path, results: &Path, labels: &Path, profiles: Option<&Path>) -> ExitCode {
+    let (labels, profiles) = match load_scoring(labels, profiles) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let data_files = match backtest::csv_files(data) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    let mut out = Vec::with_capacity(data_files.len());
+    for (data_path, key) in data_files {
+        let Some(path) = result_path(results, &key) else {
+            return fail(format!(
+                "{}: no result for {key} (expected {})",
+                results.display(),
+                results.join(&key).display()
+            ));
+        };
+        match read_result(&path, &data_path, key) {
+            Ok(r) => out.push(r),
+            Err(e) => return fail(e),
+        }
+    }
+    print_scores(&out, &labels, &profiles, None);
+    ExitCode::SUCCESS
+}
+
+/// `results/<key>`, or NAB's `results/<dir>/<detector>_<name>` when that is what is there.
+fn result_path(results: &Path, key: &str) -> Option<PathBuf> {
+    let direct = results.join(key);
+    if direct.is_file() {
+        return Some(direct);
+    }
+    let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
+    let folder = results.join(dir);
+    std::fs::read_dir(&folder).ok()?.flatten().find_map(|e| {
+        let n = e.file_name().to_string_lossy().into_owned();
+        n.strip_suffix(name)
+            .filter(|p| p.ends_with('_'))
+            .map(|_| e.path())
+    })
+}
+
+fn read_result(path: &Path, data_path: &Path, key: String) -> Result<FileResult, String> {
+    let name = path.display().to_string();
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let header = reader.headers().map_err(|e| format!("{name}: {e}"))?.clone();
+    let col = |n: &str| header.iter().position(|c| c.trim_start_matches('\u{feff}') == n);
+    let (Some(t), Some(s)) = (col("timestamp"), col("anomaly_score")) else {
+        return Err(format!("{name}:1: the header must name `timestamp` and `anomaly_score`"));
+    };
+    let mut timestamps = Vec::new();
+    let mut scores = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| format!("{name}: {e}"))?;
+        let line = record.position().map_or(0, csv::Position::line);
+        let cell = |i: usize| record.get(i).unwrap_or("");
+        timestamps.push(
+            aegis_engine::time::parse_timestamp(cell(t))
+                .ok_or_else(|| format!("{name}:{line}: `{}` is not a time", cell(t)))?,
+        );
+        scores.push(
+            cell(s)
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| format!("{name}:{line}: `{}` is not a finite score", cell(s)))?,
+        );
+    }
+    let data = backtest::read_csv(data_path).map_err(|e| e.to_string())?;
+    if data.len() != timestamps.len() {
+        return Err(format!(
+            "{name}: {} rows, the data file {} has {}",
+            timestamps.len(),
+            data_path.display(),
+            data.len()
+        ));
+    }
+    Ok(FileResult {
+        key,
+        timestamps,
+        scores,
+    })
 }

@@ -79,24 +79,37 @@ enum Command {
         #[command(subcommand)]
         command: RetentionCommand,
     },
-    /// Run the streaming detector over a recorded series (CSV `timestamp,value` or
-    /// `timestamp,series,value`) in event time; writes `timestamp,value,anomaly_score,is_anomaly`
-    /// per input row, in order.
+    /// Run the streaming detector over recorded series (CSV `timestamp,value` or
+    /// `timestamp,series,value`; a file or a folder) in event time; writes
+    /// `timestamp,value,anomaly_score,is_anomaly` per input row, in order. With `--labels`
+    /// (NAB's `combined_windows.json`), prints NAB scores. `aegis backtest score` scores a
+    /// results folder.
+    #[command(args_conflicts_with_subcommands = true)]
     Backtest {
-        /// The recorded series.
+        #[command(subcommand)]
+        command: Option<BacktestCommand>,
+        /// The recorded series: a CSV file, or a folder (every `*.csv` below it).
+        #[arg(long, value_name = "FILE_OR_DIR")]
+        input: Option<PathBuf>,
+        /// Where to write the scores: a file (`-` for standard output), or a folder for a
+        /// folder input (results mirror the input's layout).
+        #[arg(long, value_name = "FILE_OR_DIR")]
+        output: Option<PathBuf>,
+        /// Labelled windows (NAB `combined_windows.json`, keys relative to the input
+        /// folder): print each profile's optimised and default-threshold scores.
         #[arg(long, value_name = "FILE")]
-        input: PathBuf,
-        /// Where to write the scores (`-` for standard output).
+        labels: Option<PathBuf>,
+        /// Scoring profiles (NAB `profiles.json`); NAB v1.1's three by default.
         #[arg(long, value_name = "FILE")]
-        output: PathBuf,
+        profiles: Option<PathBuf>,
         /// Points before the first model (as live).
-        #[arg(long, default_value_t = 240)]
+        #[arg(long, default_value_t = aegis_engine::StreamConfig::default().warmup_points)]
         warmup_points: usize,
         /// Points between refits on recent normal points.
-        #[arg(long, default_value_t = 720)]
+        #[arg(long, default_value_t = aegis_engine::StreamConfig::default().retrain_every)]
         retrain_every: usize,
         /// Score at or above which a point is anomalous.
-        #[arg(long, default_value_t = 0.6)]
+        #[arg(long, default_value_t = aegis_engine::StreamConfig::default().threshold)]
         threshold: f64,
     },
     /// Replay recorded telemetry (JSON Lines of samples and log lines) through the whole
@@ -188,6 +201,27 @@ enum ModelCommand {
         /// Where to write the scores (CSV with a `score` column; `-` for standard output).
         #[arg(long, value_name = "FILE")]
         output: PathBuf,
+    },
+}
+
+/// `aegis backtest` commands.
+#[derive(Debug, Subcommand)]
+enum BacktestCommand {
+    /// Score a results folder in NAB's layout against labelled windows, by NAB's rules.
+    Score {
+        /// The data folder the results were computed from (`<category>/<name>.csv`).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The results folder: `<category>/<name>.csv` (or NAB's `<detector>_<name>.csv`)
+        /// with `timestamp` and `anomaly_score` columns.
+        #[arg(long, value_name = "DIR")]
+        results: PathBuf,
+        /// Labelled windows (NAB `combined_windows.json`).
+        #[arg(long, value_name = "FILE")]
+        labels: PathBuf,
+        /// Scoring profiles (NAB `profiles.json`); NAB v1.1's three by default.
+        #[arg(long, value_name = "FILE")]
+        profiles: Option<PathBuf>,
     },
 }
 
@@ -330,19 +364,43 @@ pub fn run(cli: Cli) -> ExitCode {
             };
         }
         Command::Backtest {
+            command: Some(BacktestCommand::Score {
+                data,
+                results,
+                labels,
+                profiles,
+            }),
+            ..
+        } => {
+            return backtest_cmd::score(data, results, labels, profiles.as_deref());
+        }
+        Command::Backtest {
+            command: None,
             input,
             output,
+            labels,
+            profiles,
             warmup_points,
             retrain_every,
             threshold,
         } => {
+            let (Some(input), Some(output)) = (input, output) else {
+                eprintln!("error: `aegis backtest` needs --input and --output (or the `score` command)");
+                return ExitCode::from(2);
+            };
             let config = aegis_engine::StreamConfig {
                 warmup_points: *warmup_points,
                 retrain_every: *retrain_every,
                 threshold: *threshold,
                 ..Default::default()
             };
-            return backtest_cmd::run(input, output, config);
+            return backtest_cmd::run(backtest_cmd::Request {
+                input,
+                output,
+                labels: labels.as_deref(),
+                profiles: profiles.as_deref(),
+                config,
+            });
         }
         Command::Demo {
             scenario,
