@@ -144,12 +144,37 @@ pub fn detect(rows: &[Row], config: &StreamConfig) -> Vec<StreamScore> {
     let mut scores = vec![empty; rows.len()];
     for order in by_series.values_mut() {
         order.sort_by_key(|i| rows[*i].at_ms);
-        let mut detector = StreamingDetector::new(config.clone());
+        let mut config = config.clone();
+        if config.step_secs.is_none() {
+            config.step_secs = median_step_secs(order.iter().map(|i| rows[*i].at_ms));
+        }
+        let mut detector = StreamingDetector::new(config);
         for i in order.iter() {
             scores[*i] = detector.score(rows[*i].value);
         }
     }
     scores
+}
+
+/// The median gap between consecutive timestamps (in event order), in seconds; `None`
+/// for fewer than two distinct times.
+pub fn median_step_secs(times: impl Iterator<Item = i64>) -> Option<f64> {
+    let mut prev = None;
+    let mut gaps = Vec::new();
+    for t in times {
+        if let Some(p) = prev
+            && t > p
+        {
+            gaps.push(t - p);
+        }
+        prev = Some(t);
+    }
+    if gaps.is_empty() {
+        return None;
+    }
+    let mid = gaps.len() / 2;
+    let (_, m, _) = gaps.select_nth_unstable(mid);
+    Some(*m as f64 / 1000.0)
 }
 
 /// Writes `timestamp,value,anomaly_score,is_anomaly`, one line per row.
