@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use aegis_engine::StreamConfig;
 use aegis_engine::backtest::{self, Scored};
 use aegis_engine::nab::{self, FileResult, Labels, Profile, ProfileReport};
-use aegis_engine::StreamConfig;
 
 /// What `aegis backtest` was asked.
 pub struct Request<'a> {
@@ -29,10 +29,7 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn load_scoring(
-    labels: &Path,
-    profiles: Option<&Path>,
-) -> Result<(Labels, Vec<Profile>), String> {
+fn load_scoring(labels: &Path, profiles: Option<&Path>) -> Result<(Labels, Vec<Profile>), String> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let labels = nab::parse_labels(&read(labels)?)?;
     let profiles = match profiles {
@@ -44,7 +41,11 @@ fn load_scoring(
 
 /// `aegis backtest --input FILE|DIR --output FILE|DIR [--labels FILE]`.
 pub fn run(req: Request<'_>) -> ExitCode {
-    let scoring = match req.labels.map(|l| load_scoring(l, req.profiles)).transpose() {
+    let scoring = match req
+        .labels
+        .map(|l| load_scoring(l, req.profiles))
+        .transpose()
+    {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
@@ -136,7 +137,10 @@ fn print_report(r: &ProfileReport, label: &str, per_file: bool) {
 }
 
 fn print_scores(results: &[FileResult], labels: &Labels, profiles: &[Profile], fixed: Option<f64>) {
-    let unlabelled = results.iter().filter(|r| !labels.contains_key(&r.key)).count();
+    let unlabelled = results
+        .iter()
+        .filter(|r| !labels.contains_key(&r.key))
+        .count();
     if unlabelled > 0 {
         eprintln!(
             "note: {unlabelled} file(s) have no entry in the labels; every detection in them counts as false"
@@ -205,10 +209,19 @@ fn read_result(path: &Path, data_path: &Path, key: String) -> Result<FileResult,
         .trim(csv::Trim::All)
         .from_path(path)
         .map_err(|e| format!("{name}: {e}"))?;
-    let header = reader.headers().map_err(|e| format!("{name}: {e}"))?.clone();
-    let col = |n: &str| header.iter().position(|c| c.trim_start_matches('\u{feff}') == n);
+    let header = reader
+        .headers()
+        .map_err(|e| format!("{name}: {e}"))?
+        .clone();
+    let col = |n: &str| {
+        header
+            .iter()
+            .position(|c| c.trim_start_matches('\u{feff}') == n)
+    };
     let (Some(t), Some(s)) = (col("timestamp"), col("anomaly_score")) else {
-        return Err(format!("{name}:1: the header must name `timestamp` and `anomaly_score`"));
+        return Err(format!(
+            "{name}:1: the header must name `timestamp` and `anomaly_score`"
+        ));
     };
     let mut timestamps = Vec::new();
     let mut scores = Vec::new();

@@ -364,12 +364,13 @@ pub fn run(cli: Cli) -> ExitCode {
             };
         }
         Command::Backtest {
-            command: Some(BacktestCommand::Score {
-                data,
-                results,
-                labels,
-                profiles,
-            }),
+            command:
+                Some(BacktestCommand::Score {
+                    data,
+                    results,
+                    labels,
+                    profiles,
+                }),
             ..
         } => {
             return backtest_cmd::score(data, results, labels, profiles.as_deref());
@@ -385,7 +386,9 @@ pub fn run(cli: Cli) -> ExitCode {
             threshold,
         } => {
             let (Some(input), Some(output)) = (input, output) else {
-                eprintln!("error: `aegis backtest` needs --input and --output (or the `score` command)");
+                eprintln!(
+                    "error: `aegis backtest` needs --input and --output (or the `score` command)"
+                );
                 return ExitCode::from(2);
             };
             let config = aegis_engine::StreamConfig {

@@ -20,7 +20,12 @@ fn main() {
     let results: Vec<_> = scored.iter().map(|s| s.result()).collect();
     let points: usize = results.iter().map(|r| r.scores.len()).sum();
     eprintln!("{points} points in {el:?}");
-    for (best, at) in nab::score_corpus(&results, &labels, &nab::standard_profiles(), Some(config.threshold)) {
+    for (best, at) in nab::score_corpus(
+        &results,
+        &labels,
+        &nab::standard_profiles(),
+        Some(config.threshold),
+    ) {
         let (f, w, fp) = best.totals();
         let at = at.unwrap();
         let (f2, _, fp2) = at.totals();
@@ -30,7 +35,10 @@ fn main() {
         );
         if std::env::var("VERBOSE").is_ok() && best.profile == "standard" {
             for o in &best.files {
-                println!("  {:<55} {}/{} fp {:3} {:6.2}", o.file, o.found, o.windows, o.false_detections, o.score);
+                println!(
+                    "  {:<55} {}/{} fp {:3} {:6.2}",
+                    o.file, o.found, o.windows, o.false_detections, o.score
+                );
             }
         }
     }

@@ -157,11 +157,7 @@ fn sweep(timestamps: &[i64], scores: &[f64], windows: &[(i64, i64)], p: &Profile
                 (scaled_sigmoid(pos) * p.fp, Role::Outside)
             }
         };
-        let role = if i < probation {
-            Role::Probation
-        } else {
-            role
-        };
+        let role = if i < probation { Role::Probation } else { role };
         if let Role::Window(w) = role {
             scorable_windows[w] = true;
         }

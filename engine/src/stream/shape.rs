@@ -49,7 +49,9 @@ impl Shape {
     /// but the newest when the history is short) so the first points have a reference.
     fn baseline_len(&self) -> usize {
         let n = self.history.len();
-        n.saturating_sub(self.lag).max(usize::from(n > 1)).min(n.saturating_sub(1))
+        n.saturating_sub(self.lag)
+            .max(usize::from(n > 1))
+            .min(n.saturating_sub(1))
     }
 
     /// Moves the running sums to the current history (amortised O(1) per push).
