@@ -271,7 +271,9 @@ impl<'a> Scorer<'a> {
     /// The threshold with the highest corpus total (NAB's sweep over every distinct score,
     /// from above the highest down; ties keep the higher threshold).
     pub fn optimal_threshold(&self) -> f64 {
-        let mut points: Vec<(f64, f64, Option<(usize, usize)>)> = Vec::new();
+        // (score, weight, (file, window) for a row inside a window)
+        type Point = (f64, f64, Option<(usize, usize)>);
+        let mut points: Vec<Point> = Vec::new();
         let mut best: Vec<Vec<f64>> = Vec::new();
         let mut total = 0.0;
         for (fi, (_, s)) in self.files.iter().enumerate() {
