@@ -17,6 +17,17 @@ fn main() {
     let t = std::time::Instant::now();
     let scored = backtest::score_files(&files, &config).unwrap();
     let el = t.elapsed();
+    if let Ok(name) = std::env::var("DUMP") {
+        for s in scored.iter().filter(|s| s.key.contains(&name)) {
+            for (i, (r, x)) in s.rows.iter().zip(&s.scores).enumerate() {
+                println!(
+                    "{i} {} {} {:.4} {:.4}",
+                    r.timestamp, r.value, x.raw, x.score
+                );
+            }
+        }
+        return;
+    }
     let results: Vec<_> = scored.iter().map(|s| s.result()).collect();
     let points: usize = results.iter().map(|r| r.scores.len()).sum();
     eprintln!("{points} points in {el:?}");

@@ -16,6 +16,9 @@ use std::collections::VecDeque;
 pub struct LikelihoodParams {
     /// Raw scores averaged into one short mean.
     pub average: usize,
+    /// A second, longer horizon (0: none), for a moderate rise that lasts: the mean of many
+    /// raw scores varies little, so a sustained shift stands out there first.
+    pub long_average: usize,
     /// Short means kept for the long-run distribution.
     pub history: usize,
     /// Short means needed before a likelihood is given (0 before that).
@@ -27,15 +30,68 @@ pub struct LikelihoodParams {
 /// Smallest spread assumed, so a series whose scores never move does not alarm on noise.
 const MIN_STD: f64 = 0.02;
 
-/// Streaming anomaly likelihood over raw scores.
+/// One averaging horizon: the mean of the last `average` raw scores, and the distribution
+/// of such means over the long history.
 #[derive(Debug, Clone)]
-pub struct Likelihood {
-    params: LikelihoodParams,
+struct Horizon {
+    average: usize,
     recent: VecDeque<f64>,
     recent_sum: f64,
     means: VecDeque<f64>,
     mean: f64,
     std: f64,
+}
+
+impl Horizon {
+    fn new(average: usize) -> Self {
+        Self {
+            average: average.max(1),
+            recent: VecDeque::new(),
+            recent_sum: 0.0,
+            means: VecDeque::new(),
+            mean: 0.0,
+            std: 1.0,
+        }
+    }
+
+    /// Adds a raw score; returns the current short mean.
+    fn push(&mut self, raw: f64) -> f64 {
+        self.recent.push_back(raw);
+        self.recent_sum += raw;
+        if self.recent.len() > self.average
+            && let Some(old) = self.recent.pop_front()
+        {
+            self.recent_sum -= old;
+        }
+        self.recent_sum / self.recent.len() as f64
+    }
+
+    fn remember(&mut self, short: f64, history: usize) {
+        self.means.push_back(short);
+        if self.means.len() > history.max(2) {
+            self.means.pop_front();
+        }
+    }
+
+    fn estimate(&mut self) {
+        let n = self.means.len().max(1) as f64;
+        let mean = self.means.iter().sum::<f64>() / n;
+        let var = self.means.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / n;
+        self.mean = mean;
+        // Means of many scores spread less than means of few; the floor shrinks alike.
+        self.std = var.sqrt().max(MIN_STD / (self.average as f64).sqrt());
+    }
+
+    fn tail(&self, short: f64) -> f64 {
+        upper_tail((short - self.mean) / self.std)
+    }
+}
+
+/// Streaming anomaly likelihood over raw scores.
+#[derive(Debug, Clone)]
+pub struct Likelihood {
+    params: LikelihoodParams,
+    horizons: Vec<Horizon>,
     since_estimate: usize,
     estimated: bool,
     prev_red: bool,
@@ -49,61 +105,61 @@ const YELLOW_TAIL: f64 = 1e-4;
 impl Likelihood {
     /// An empty history.
     pub fn new(params: LikelihoodParams) -> Self {
+        let mut horizons = vec![Horizon::new(params.average)];
+        if params.long_average > params.average {
+            horizons.push(Horizon::new(params.long_average));
+        }
         Self {
             params,
-            recent: VecDeque::new(),
-            recent_sum: 0.0,
-            means: VecDeque::new(),
-            mean: 0.0,
-            std: 1.0,
+            horizons,
             since_estimate: 0,
             estimated: false,
             prev_red: false,
         }
     }
 
-    fn estimate(&mut self) {
-        let n = self.means.len() as f64;
-        let mean = self.means.iter().sum::<f64>() / n;
-        let var = self.means.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / n;
-        self.mean = mean;
-        self.std = var.sqrt().max(MIN_STD);
-        self.estimated = true;
-        self.since_estimate = 0;
+    /// Forgets the score history (a new kind of model scores from here on).
+    pub fn reset(&mut self) {
+        *self = Self::new(self.params);
     }
 
     /// Takes the next raw score; returns the log-scaled likelihood in [0, 1].
     pub fn push(&mut self, raw: f64) -> f64 {
-        let avg = self.params.average.max(1);
-        self.recent.push_back(raw);
-        self.recent_sum += raw;
-        if self.recent.len() > avg
-            && let Some(old) = self.recent.pop_front()
-        {
-            self.recent_sum -= old;
-        }
-        let short = self.recent_sum / self.recent.len() as f64;
-        let ready = self.means.len() >= self.params.min_history.max(2);
+        let shorts: Vec<f64> = self.horizons.iter_mut().map(|h| h.push(raw)).collect();
+        let ready = self
+            .horizons
+            .first()
+            .is_some_and(|h| h.means.len() >= self.params.min_history.max(2));
         let out = if ready {
             self.since_estimate += 1;
             if !self.estimated || self.since_estimate >= self.params.reestimate_every.max(1) {
-                self.estimate();
+                self.horizons.iter_mut().for_each(Horizon::estimate);
+                self.estimated = true;
+                self.since_estimate = 0;
             }
-            let tail = upper_tail((short - self.mean) / self.std);
+            // The most unusual horizon, corrected for looking at several.
+            let k = self.horizons.len() as f64;
+            let tail = self
+                .horizons
+                .iter()
+                .zip(&shorts)
+                .map(|(h, s)| h.tail(*s))
+                .fold(1.0f64, f64::min)
+                * k;
             let red = tail <= RED_TAIL;
             let shown = if red && self.prev_red {
                 YELLOW_TAIL
             } else {
-                tail
+                tail.min(1.0)
             };
             self.prev_red = red;
             log_scale(shown)
         } else {
             0.0
         };
-        self.means.push_back(short);
-        if self.means.len() > self.params.history.max(2) {
-            self.means.pop_front();
+        let history = self.params.history;
+        for (h, s) in self.horizons.iter_mut().zip(shorts) {
+            h.remember(s, history);
         }
         out
     }
@@ -154,6 +210,7 @@ mod tests {
     fn a_jump_in_raw_scores_is_likely_once_then_damped() {
         let mut l = Likelihood::new(LikelihoodParams {
             average: 1,
+            long_average: 0,
             history: 500,
             min_history: 100,
             reestimate_every: 10,

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use aegis_detectors::{IsolationForest, IsolationForestParams, Matrix};
 
 pub use likelihood::{Likelihood, LikelihoodParams};
-use shape::{FEATURES, Shape};
+use shape::{FEATURES, SEASONAL, Shape};
 
 /// Tuning of [`StreamingDetector`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -37,14 +37,16 @@ pub struct StreamConfig {
     /// Newest points left out of the baseline (default 60), so a sustained shift keeps
     /// standing out for that long instead of becoming its own baseline at once.
     pub baseline_lag: usize,
-    /// Score at or above which a point is anomalous (default 0.5: a tail of 1e-5).
+    /// Score at or above which a point is anomalous (default 0.45: a tail of about 3e-5).
     pub threshold: f64,
     /// Recent normal rows kept for refits (default 2,048).
     pub reservoir: usize,
     /// Seed of the forests.
     pub seed: u64,
-    /// Raw scores averaged before the likelihood (default 10).
+    /// Raw scores averaged before the likelihood (default 7).
     pub average_points: usize,
+    /// A second averaging horizon for sustained shifts (default 90; 0 turns it off).
+    pub long_average_points: usize,
     /// Short means in the likelihood's long-run distribution (default 2,000).
     pub likelihood_history: usize,
     /// A value beyond the series' whole range by more than this share of the range is
@@ -57,7 +59,7 @@ pub struct StreamConfig {
     /// After an alarm, points during which scores are halved (default 100), so one
     /// incident alarms once instead of at every point of it.
     pub cooldown_points: usize,
-    /// Trees per forest (default 50: a refit every few hundred points keeps it fresh).
+    /// Trees per forest (default 100).
     pub trees: usize,
     /// Rows per tree (default 256).
     pub sample_size: usize,
@@ -70,15 +72,16 @@ impl Default for StreamConfig {
             retrain_every: 500,
             baseline_points: 360,
             baseline_lag: 60,
-            threshold: 0.5,
+            threshold: 0.45,
             reservoir: 2_048,
             seed: 1,
-            average_points: 10,
+            average_points: 7,
+            long_average_points: 90,
             likelihood_history: 2_000,
             novelty_tolerance: 0.05,
             step_secs: None,
             cooldown_points: 100,
-            trees: 50,
+            trees: 100,
             sample_size: 256,
         }
     }
@@ -112,6 +115,11 @@ pub struct StreamingDetector {
     seen: usize,
     range: Option<(f64, f64)>,
     since_alarm: usize,
+    /// Whether the model was fitted with the seasonal feature live; until then that
+    /// feature is scored as 0 (what the model saw).
+    seasonal_model: bool,
+    /// Whether rows with the seasonal feature live are being collected.
+    seasonal_collecting: bool,
 }
 
 impl StreamingDetector {
@@ -119,12 +127,20 @@ impl StreamingDetector {
     pub fn new(config: StreamConfig) -> Self {
         let likelihood = Likelihood::new(LikelihoodParams {
             average: config.average_points,
+            long_average: config.long_average_points,
             history: config.likelihood_history,
             min_history: 50,
             reestimate_every: 50,
         });
         Self {
-            shape: Shape::new(config.baseline_points, config.baseline_lag),
+            shape: Shape::new(
+                config.baseline_points,
+                config.baseline_lag,
+                config
+                    .step_secs
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .map_or(0, |s| (86_400.0 / s).round().min(1e7) as usize),
+            ),
             config,
             model: None,
             train: VecDeque::new(),
@@ -134,6 +150,8 @@ impl StreamingDetector {
             seen: 0,
             range: None,
             since_alarm: usize::MAX,
+            seasonal_model: false,
+            seasonal_collecting: false,
         }
     }
 
@@ -199,8 +217,27 @@ impl StreamingDetector {
     /// Scores the next point.
     pub fn score(&mut self, value: f64) -> StreamScore {
         self.seen += 1;
-        let row = self.shape.push(value);
+        let mut row = self.shape.push(value);
         let novel = self.novel(value);
+        if self.shape.seasonal_ready() && !self.seasonal_model {
+            // The first day is complete: collect rows with the seasonal feature live, and
+            // refit on them alone once there are a warm-up's worth.
+            if !self.seasonal_collecting {
+                self.seasonal_collecting = true;
+                self.train.clear();
+            }
+            if self.train.len() >= self.config.warmup_points.max(MIN_FIT) {
+                self.fit();
+                self.seasonal_model = true;
+                // The new model's raw scores sit differently from the old one's: judge
+                // them against their own history, not the old model's.
+                self.likelihood.reset();
+            }
+        }
+        let live = row;
+        if !self.seasonal_model {
+            row[SEASONAL] = 0.0;
+        }
         if self.model.is_none() {
             self.train.push_back(row);
             if self.seen >= self.config.warmup_points.max(MIN_FIT) {
@@ -230,7 +267,11 @@ impl StreamingDetector {
             self.since_alarm = 0;
         }
         if !is_anomaly {
-            self.train.push_back(row);
+            self.train.push_back(if self.shape.seasonal_ready() {
+                live
+            } else {
+                row
+            });
             while self.train.len() > self.config.reservoir.max(MIN_FIT) {
                 self.train.pop_front();
             }

@@ -4,8 +4,13 @@
 
 use std::collections::VecDeque;
 
-/// Features per point.
-pub(crate) const FEATURES: usize = 5;
+/// Features per point; the last is the seasonal one (0 until a day of history is held).
+pub(crate) const FEATURES: usize = 6;
+/// Index of the seasonal feature.
+pub(crate) const SEASONAL: usize = FEATURES - 1;
+/// Longest season followed, in points (two days at one point a minute would be 2,880):
+/// memory per series stays bounded.
+const MAX_SEASON: usize = 2_880;
 /// Features are clamped so one absurd value cannot stretch the forest's ranges.
 const CLAMP: f32 = 50.0;
 /// Points in the short mean.
@@ -29,10 +34,17 @@ pub(crate) struct Shape {
     shift: f64,
     /// Pushes since the sums were last recomputed exactly (bounds rounding drift).
     since_exact: usize,
+    /// Points per day (0: no season followed).
+    season: usize,
+    /// Short means of the last `season + 1` points (the oldest is a day ago).
+    shorts: VecDeque<f64>,
+    /// Running mean of the absolute day-over-day change of the short mean.
+    season_spread: f64,
 }
 
 impl Shape {
-    pub(crate) fn new(baseline: usize, lag: usize) -> Self {
+    /// `season`: points per day, when the step is known (0 or out of range: none).
+    pub(crate) fn new(baseline: usize, lag: usize, season: usize) -> Self {
         Self {
             baseline: baseline.max(2),
             lag,
@@ -42,7 +54,44 @@ impl Shape {
             sum_sq: 0.0,
             shift: 0.0,
             since_exact: 0,
+            season: if (4..=MAX_SEASON).contains(&season) {
+                season
+            } else {
+                0
+            },
+            shorts: VecDeque::new(),
+            season_spread: 0.0,
         }
+    }
+
+    /// Whether the seasonal feature is live (a day of history is held).
+    pub(crate) fn seasonal_ready(&self) -> bool {
+        self.season > 0 && self.shorts.len() > self.season
+    }
+
+    /// The short mean against the same time a day ago, in units of its usual size: a
+    /// series' daily rhythm is expected, a missing peak or a flat afternoon is not.
+    fn seasonal(&mut self, short: f64) -> f64 {
+        if self.season == 0 {
+            return 0.0;
+        }
+        self.shorts.push_back(short);
+        if self.shorts.len() <= self.season {
+            return 0.0;
+        }
+        if self.shorts.len() > self.season + 1 {
+            self.shorts.pop_front();
+        }
+        let change = (short - self.shorts.front().copied().unwrap_or(short)).abs();
+
+        let spread = if self.season_spread > 0.0 {
+            self.season_spread
+        } else {
+            change
+        };
+        // A slow average: one unusual day does not redefine "usual" by itself.
+        self.season_spread = spread + 0.01 * (change - spread);
+        change / spread.max(1e-12)
     }
 
     /// Rows of `history` in the baseline: all but the newest `lag`, and at least one (all
@@ -127,7 +176,10 @@ impl Shape {
             (short - level) / spread,
             ((local_var.sqrt() + 1e-3 * spread) / (spread + 1e-3 * spread)).ln(),
             (value - median) / spread,
+            0.0,
         ];
+        let mut row = row;
+        row[SEASONAL] = self.seasonal(short);
         row.map(|f| (f.abs() as f32).min(CLAMP))
     }
 }
