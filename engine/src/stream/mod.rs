@@ -59,7 +59,7 @@ pub struct StreamConfig {
     /// After an alarm, points during which scores are halved (default 100), so one
     /// incident alarms once instead of at every point of it.
     pub cooldown_points: usize,
-    /// Trees per forest (default 100).
+    /// Trees per forest (default 50: refits every few hundred points keep them fresh).
     pub trees: usize,
     /// Rows per tree (default 256).
     pub sample_size: usize,
@@ -81,7 +81,7 @@ impl Default for StreamConfig {
             novelty_tolerance: 0.05,
             step_secs: None,
             cooldown_points: 100,
-            trees: 100,
+            trees: 50,
             sample_size: 256,
         }
     }
