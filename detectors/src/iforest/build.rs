@@ -51,6 +51,7 @@ pub(super) fn fit(x: MatrixView<'_>, params: &IsolationForestParams) -> Isolatio
                     leaves: vec![0.0; stride],
                 },
                 scratch: Vec::new(),
+                ranges: Vec::new(),
             };
             let mut rows: Vec<u32> = (0..psi as u32).collect();
             tree.grow(0, 0, &mut rows);
@@ -74,6 +75,7 @@ pub(super) fn fit(x: MatrixView<'_>, params: &IsolationForestParams) -> Isolatio
         normals,
         leaves,
         fast: Default::default(),
+        refresh_at: 0,
     };
     forest.prepare();
     forest
@@ -89,6 +91,8 @@ struct Grower<'a> {
     rng: &'a mut DetRng,
     out: TreeOut,
     scratch: Vec<usize>,
+    /// Per-feature (min, max) of the node being split, reused across nodes.
+    ranges: Vec<(f32, f32)>,
 }
 
 impl Grower<'_> {
@@ -147,7 +151,8 @@ impl Grower<'_> {
     /// minimum and maximum; `None` when every feature is constant.
     fn axis_split(&mut self, node: usize, rows: &[u32]) -> Option<f32> {
         self.scratch.clear();
-        let mut ranges = Vec::with_capacity(self.d);
+        let mut ranges = std::mem::take(&mut self.ranges);
+        ranges.clear();
         for f in 0..self.d {
             let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
             // Plain comparisons: the values are finite (checked at fit), so the NaN
@@ -164,10 +169,12 @@ impl Grower<'_> {
             }
         }
         if self.scratch.is_empty() {
+            self.ranges = ranges;
             return None;
         }
         let f = self.scratch[self.rng.random_range(0..self.scratch.len())];
         let (lo, hi) = ranges[f];
+        self.ranges = ranges;
         let u: f32 = self.rng.random::<f32>();
         let mut threshold = lo + u * (hi - lo);
         // Rounding can land on the minimum; then nothing would go left.

@@ -80,6 +80,9 @@ pub struct IsolationForest {
     /// the forest is too deep or too wide for it, or not prepared yet.
     #[serde(skip)]
     fast: score::Fast,
+    /// The tree [`refresh`](IsolationForest::refresh) replaces next (oldest first).
+    #[serde(skip)]
+    refresh_at: usize,
 }
 
 /// c(n): the average path length of an unsuccessful search in a binary search tree of
@@ -130,6 +133,45 @@ impl IsolationForest {
             ));
         }
         Ok(build::fit(x, params))
+    }
+
+    /// Replaces the `count` oldest trees with trees grown on `x` (a streaming forest: each
+    /// refresh costs `count` trees, not the whole forest, and every tree is replaced in
+    /// turn). Returns `Ok(false)`, changing nothing, when `x` would give trees of another
+    /// shape (fewer rows than ψ, other features); fit afresh then.
+    pub fn refresh(&mut self, x: MatrixView<'_>, count: usize, seed: u64) -> Result<bool> {
+        let count = count.clamp(1, self.params.trees);
+        let params = IsolationForestParams {
+            trees: count,
+            sample_size: self.params.sample_size,
+            seed,
+            extension_level: self.params.extension_level,
+        };
+        let fresh = Self::fit(x, &params)?;
+        if fresh.height != self.height
+            || fresh.sample_size != self.sample_size
+            || fresh.features != self.features
+        {
+            return Ok(false);
+        }
+        let stride = 1usize << self.height;
+        let width = stride * self.features;
+        for t in 0..count {
+            let to = (self.refresh_at + t) % self.params.trees;
+            self.splits[to * stride..(to + 1) * stride]
+                .copy_from_slice(&fresh.splits[t * stride..(t + 1) * stride]);
+            self.leaves[to * stride..(to + 1) * stride]
+                .copy_from_slice(&fresh.leaves[t * stride..(t + 1) * stride]);
+            if !self.normals.is_empty() {
+                self.normals[to * width..(to + 1) * width]
+                    .copy_from_slice(&fresh.normals[t * width..(t + 1) * width]);
+            }
+        }
+        self.refresh_at = (self.refresh_at + count) % self.params.trees;
+        if self.fast.is_built() {
+            self.prepare();
+        }
+        Ok(true)
     }
 
     /// Builds the fast scoring layout; done by `fit` and by [`ModelFile`](crate::ModelFile)

@@ -49,6 +49,11 @@ impl PartialEq for Fast {
 }
 
 impl Fast {
+    /// Whether the layout is built.
+    pub(super) fn is_built(&self) -> bool {
+        !self.splits.is_empty()
+    }
+
     pub(super) fn build(m: &IsolationForest) -> Self {
         if m.height > 8 || m.features > 256 || m.is_extended() {
             return Self::default();

@@ -222,3 +222,43 @@ proptest! {
         }
     }
 }
+
+/// A streaming forest follows its data: after every tree has been regrown on data that
+/// moved, the new normal scores as normal and the old one as anomalous; a refresh on rows
+/// that would grow trees of another shape changes nothing.
+#[test]
+fn refreshing_every_tree_moves_the_forest_to_the_new_data() {
+    let shifted = |x: &Matrix, by: f32| {
+        Matrix::new(x.as_slice().iter().map(|v| v + by).collect(), x.cols()).unwrap()
+    };
+    for extension in [None, Some(1)] {
+        let (x, _) = gaussian_with_outliers(2000, 3, 11);
+        let params = IsolationForestParams {
+            trees: 40,
+            sample_size: 128,
+            seed: 5,
+            extension_level: extension,
+        };
+        let mut forest = IsolationForest::fit(x.view(), &params).unwrap();
+        let moved = shifted(&x, 20.0);
+        let (at_old, at_new) = ([0f32, 0.0, 0.0], [20f32, 20.0, 20.0]);
+        assert!(forest.score_row(&at_new).unwrap() > forest.score_row(&at_old).unwrap());
+        // Two halves: every tree replaced once, oldest first.
+        assert!(forest.refresh(moved.view(), 20, 1).unwrap());
+        assert!(forest.refresh(moved.view(), 20, 2).unwrap());
+        let (old, new) = (
+            forest.score_row(&at_old).unwrap(),
+            forest.score_row(&at_new).unwrap(),
+        );
+        assert!(new < 0.5 && old > 0.6, "new normal {new}, old normal {old}");
+        // Scoring paths still agree after the splice.
+        let batch = forest.score(moved.view()).unwrap();
+        for (i, s) in batch.iter().enumerate().take(50) {
+            assert!((forest.score_row(moved.row(i)).unwrap() - s).abs() < 1e-12);
+        }
+        let few = Matrix::new(vec![1.0; 30], 3).unwrap();
+        let before = forest.score_row(&at_new).unwrap();
+        assert!(!forest.refresh(few.view(), 20, 3).unwrap());
+        assert_eq!(forest.score_row(&at_new).unwrap(), before);
+    }
+}

@@ -98,6 +98,9 @@ pub struct StreamScore {
     pub raw: f64,
 }
 
+/// Fits made a warm-up apart before the regular schedule: the first models have seen
+/// little, so they are replaced soon.
+const EARLY_FITS: usize = 4;
 /// Fewest points a forest is fitted on.
 const MIN_FIT: usize = 16;
 
@@ -183,6 +186,27 @@ impl StreamingDetector {
             self.fits += 1;
         }
         self.since_fit = 0;
+    }
+
+    /// On the regular schedule: the older half of the trees regrown on the recent rows (a
+    /// streaming forest: half the cost of a refit, each tree lives two periods).
+    fn refresh(&mut self) {
+        if self.train.len() < MIN_FIT {
+            return;
+        }
+        let flat: Vec<f32> = self.train.iter().flatten().copied().collect();
+        let seed = self.config.seed.wrapping_add(self.fits as u64);
+        let half = self.config.trees.div_ceil(2);
+        let done = match (&mut self.model, Matrix::new(flat, FEATURES)) {
+            (Some(model), Ok(m)) => model.refresh(m.view(), half, seed).unwrap_or(false),
+            _ => false,
+        };
+        if done {
+            self.fits += 1;
+            self.since_fit = 0;
+        } else {
+            self.fit();
+        }
     }
 
     /// Points before new extremes count: a day of points when the step is known, the
@@ -278,13 +302,17 @@ impl StreamingDetector {
         }
         self.since_fit += 1;
         // Refit early and often while the model has seen little, then on the schedule.
-        let every = if self.fits < 4 {
+        let every = if self.fits < EARLY_FITS {
             self.config.warmup_points.max(MIN_FIT)
         } else {
             self.config.retrain_every.max(1)
         };
         if self.since_fit >= every {
-            self.fit();
+            if self.fits < EARLY_FITS {
+                self.fit();
+            } else {
+                self.refresh();
+            }
         }
         StreamScore {
             score,
