@@ -146,11 +146,15 @@ fn print_scores(results: &[FileResult], labels: &Labels, profiles: &[Profile], f
             "note: {unlabelled} file(s) have no entry in the labels; every detection in them counts as false"
         );
     }
+    let detailed = profiles
+        .iter()
+        .position(|p| p.name == "standard")
+        .unwrap_or(0);
     for (i, (best, at)) in nab::score_corpus(results, labels, profiles, fixed)
         .iter()
         .enumerate()
     {
-        print_report(best, "optimised", i == 0);
+        print_report(best, "optimised", i == detailed);
         if let Some(at) = at {
             print_report(at, "default", false);
         }

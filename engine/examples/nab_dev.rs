@@ -40,9 +40,14 @@ fn main() {
         let (f, w, fp) = best.totals();
         let at = at.unwrap();
         let (f2, _, fp2) = at.totals();
+        let rows: usize = at.files.iter().map(|f| f.scored_rows).sum();
         println!(
-            "{:<20} best {:6.2} @ {:.4} ({f}/{w} found, {fp} fp) | default {:6.2} ({f2} found, {fp2} fp)",
-            best.profile, best.normalized, best.threshold, at.normalized
+            "{:<20} best {:6.2} @ {:.4} ({f}/{w} found, {fp} fp) | default {:6.2} ({f2} found, {fp2} fp, {:.2}/1000 scored points)",
+            best.profile,
+            best.normalized,
+            best.threshold,
+            at.normalized,
+            1000.0 * fp2 as f64 / rows as f64
         );
         if std::env::var("VERBOSE").is_ok() && best.profile == "standard" {
             for o in &best.files {

@@ -1,5 +1,5 @@
-//! Aegis engine: per-series windows, per-entity features, the tick loop that scores,
-//! decides and acts, and SQL over recent data.
+//! Aegis engine: per-series windows, per-entity features, the tick's incidents, and the
+//! streaming detector with its backtest and scoring.
 //!
 //! Built so far:
 //! - [`Engine`]: samples routed to their workload's windows; a tick scores the entities
@@ -13,9 +13,11 @@
 //! - [`Incidents`]: one incident per entity with hysteresis, so a flapping signal acts once.
 //! - [`matrix`]: the per-tick feature matrix, one row per entity, built straight from the
 //!   windows into the buffer the detectors score.
-//! - [`StreamingDetector`]: the univariate detector the loop and `aegis backtest` share —
-//!   features per point, warm-up, periodic retraining on recent normal rows, scores in
-//!   event time.
+//! - [`StreamingDetector`]: the univariate streaming detector behind `aegis backtest`:
+//!   shape features per point, a streaming isolation forest, an anomaly likelihood, new
+//!   extremes; one score per point from the past alone.
+//! - [`backtest`]: recorded CSV series (files or folders) through the detector in event
+//!   time; [`nab`]: NAB v1.1's scoring of the results; [`time`]: the timestamp forms read.
 //!
 //! It depends on `aegis-core` and `aegis-detectors`, not on ingest, store or API.
 
