@@ -14,6 +14,23 @@ fn main() {
         config = serde_json::from_str(&j).unwrap();
     }
     let files = backtest::csv_files(data).unwrap();
+    if std::env::var("DETECT_ONLY").is_ok() {
+        let rows: Vec<_> = files
+            .iter()
+            .map(|(p, _)| backtest::read_csv(p).unwrap())
+            .collect();
+        let n: usize = rows.iter().map(Vec::len).sum();
+        let t = std::time::Instant::now();
+        for r in &rows {
+            std::hint::black_box(backtest::detect(r, &config));
+        }
+        let el = t.elapsed();
+        println!(
+            "detect only: {n} points in {el:?}: {:.0} points/s",
+            n as f64 / el.as_secs_f64()
+        );
+        return;
+    }
     let t = std::time::Instant::now();
     let scored = backtest::score_files(&files, &config).unwrap();
     let el = t.elapsed();
