@@ -617,6 +617,69 @@ fn attack_table(dir: &Path, db: &str, backend: &str) {
     let answer = post(port, "/api/v1/policy/evaluate", Some(&admin), "{\"a\": ");
     table.check("truncated JSON", &[400, 422], (answer.0, &answer.1));
 
+    // A NUL character in a decision's text (issue 27, attack 1). PostgreSQL cannot store
+    // it; it used to wedge the decision audit writer, and every later evaluate, emergency
+    // stop and token creation waited 5 s for a 503. Refused at the edge now, and the
+    // writer isolates any row the database refuses (store/src/audit/tests.rs).
+    let nul_action = r#"{"action": "a\u0000b", "resource": "cluster:production", "type": "self_healing", "context": {"user_id": "ai-engine", "role": "service", "metadata": {"severity": "high"}}}"#;
+    let answer = post(port, "/api/v1/policy/evaluate", Some(&admin), nul_action);
+    table.check(
+        "NUL character in the evaluated action",
+        &[400],
+        (answer.0, &answer.1),
+    );
+    assert!(answer.1.contains("$.action"), "{}", answer.1);
+    let nul_metadata = r#"{"action": "scale_up", "resource": "cluster:production", "type": "self_healing", "context": {"user_id": "ai-engine", "role": "service", "metadata": {"severity": "high", "note": "x\u0000"}}}"#;
+    let answer = post(port, "/api/v1/policy/evaluate", Some(&admin), nul_metadata);
+    table.check(
+        "NUL character in evaluation metadata",
+        &[400],
+        (answer.0, &answer.1),
+    );
+    let evaluate = json!({"action": "scale_up", "resource": "cluster:production",
+        "type": "self_healing", "context": {"user_id": "ai-engine", "role": "service",
+        "metadata": {"severity": "high"}}})
+    .to_string();
+    let token = json!({"name": "attack-table-after-nul"}).to_string();
+    for (what, path, body) in [
+        (
+            "evaluate after the NUL requests",
+            "/api/v1/policy/evaluate",
+            evaluate.as_str(),
+        ),
+        (
+            "emergency stop after the NUL requests",
+            "/api/v1/policy/emergency-stop",
+            "{\"reason\": \"attack table\"}",
+        ),
+        (
+            "resume after the NUL requests",
+            "/api/v1/policy/resume",
+            "{}",
+        ),
+        (
+            "service-token creation after the NUL requests",
+            "/api/v1/service-tokens",
+            token.as_str(),
+        ),
+    ] {
+        let started = Instant::now();
+        let answer = post(port, path, Some(&admin), body);
+        let took = started.elapsed();
+        table.check(what, &[200, 201], (answer.0, &answer.1));
+        assert!(
+            took < Duration::from_secs(1),
+            "{what}: answered in {took:?}"
+        );
+    }
+    let (status, health) = get(port, "/health", &admin);
+    assert_eq!(status, 200, "{health}");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        health["components"]["policies"]["audit_writer"]["status"], "ok",
+        "{health}"
+    );
+
     // Snappy: an honest bomb (80 MiB of zeros in a body under the 4 MiB limit; 64 MiB
     // allowed decoded) and a liar whose header announces 4 GiB.
     let zeros = vec![0u8; 80 << 20];

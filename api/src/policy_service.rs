@@ -44,6 +44,10 @@ pub struct PolicyHealth {
     /// The shadow policy folder and how many policies it holds, when configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowHealth>,
+    /// The decision audit writer: `stalled` while decisions cannot be written (every
+    /// evaluate then waits and answers 503).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_writer: Option<aegis_store::AuditWriterHealth>,
 }
 
 /// What `/health` shows about the shadow policy set.
@@ -584,7 +588,9 @@ impl PolicyService {
     pub fn health(&self) -> PolicyHealth {
         let snapshot = self.engine.snapshot();
         let state = self.state();
-        let degraded = state.file_error.is_some() || state.database_error.is_some();
+        let audit_writer = self.audit.as_ref().map(|a| a.health(AUDIT_STALL_GRACE));
+        let stalled = audit_writer.as_ref().is_some_and(|a| a.status != "ok");
+        let degraded = state.file_error.is_some() || state.database_error.is_some() || stalled;
         PolicyHealth {
             status: if degraded { "degraded" } else { "ok" },
             policies: snapshot.len(),
@@ -598,9 +604,21 @@ impl PolicyService {
                 policies: engine.snapshot().len(),
                 error: state.shadow_error.clone(),
             }),
+            audit_writer,
         }
     }
+
+    /// Whether decisions cannot be recorded (the audit writer has been failing for longer
+    /// than a retry or two): the process cannot answer evaluations, so `/health` is 503.
+    pub fn audit_stalled(&self) -> bool {
+        self.audit
+            .as_ref()
+            .is_some_and(|a| a.health(AUDIT_STALL_GRACE).status != "ok")
+    }
 }
+
+/// How long decision writes may fail before `/health` says the audit writer is stalled.
+const AUDIT_STALL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Every diagnostic of a failed load, on one line (for logs and `/health`).
 fn joined(errors: &[aegis_policy::Diagnostic]) -> String {

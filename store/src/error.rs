@@ -51,6 +51,27 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when the database refused a statement because of what a row holds (a value it
+    /// cannot store, such as a NUL character in PostgreSQL text, or one out of range): the
+    /// same rows will be refused again, whereas other rows would go through.
+    pub fn is_refusal(&self) -> bool {
+        let Self::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Encode(_) => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code();
+                let code = code.as_deref().unwrap_or("");
+                // PostgreSQL: class 22, data exception (invalid byte sequence 22021,
+                // unsupported Unicode escape 22P05, string too long 22001, ...). SQLite:
+                // a string or blob too big (18), a datatype mismatch (20).
+                code.starts_with("22") || code == "18" || code == "20"
+            }
+            _ => false,
+        }
+    }
+
     /// True when the database could not be reached or did not answer (a connection refused
     /// or reset, a pool with no connection to give in time): a retry later may succeed.
     /// Errors the database itself returned are not.

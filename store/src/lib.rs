@@ -42,9 +42,9 @@ mod users;
 pub use approvals::{Approval, NewApproval};
 pub use audit::{
     AuditArchive, AuditKind, AuditLog, AuditReceipt, AuditRecord, AuditTable, AuditValue,
-    AuditWriterOptions, AuditWriterStats, BrokenRow, NewActionAudit, NewPolicyAudit,
-    PolicyAuditSender, PolicyAuditWriter, VerifyReport, WriterClosed, audit_columns,
-    verify_records,
+    AuditWriterHealth, AuditWriterOptions, AuditWriterStats, BrokenRow, NewActionAudit,
+    NewPolicyAudit, PolicyAuditSender, PolicyAuditWriter, VerifyReport, WriterClosed,
+    audit_columns, verify_records,
 };
 pub use backup::{COUNTED_TABLES, PgSnapshot, TableCounts, postgres_has_aegis_tables, sqlite_path};
 pub use breakers::Breaker;

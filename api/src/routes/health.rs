@@ -53,9 +53,10 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
             )),
         },
     };
-    // Only a database that is down makes the process unable to serve (503); a policy source
+    // A database that is down makes the process unable to serve (503); a policy source
     // that failed to load leaves the previous policies in force and shows as `degraded`.
-    let ok = database.status == "ok";
+    // A stalled decision audit writer is the other: no evaluation can be answered.
+    let ok = database.status == "ok" && !state.policies().audit_stalled();
     let policies = state.policies().health();
     let all_ok = ok && policies.status == "ok";
     let body = Health {

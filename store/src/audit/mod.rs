@@ -22,7 +22,8 @@ use crate::Result;
 pub(crate) use chain::ChainTail;
 pub use chain::{AuditArchive, AuditKind, AuditRecord, AuditValue, audit_columns, verify_records};
 pub use writer::{
-    AuditWriterOptions, AuditWriterStats, PolicyAuditSender, PolicyAuditWriter, WriterClosed,
+    AuditWriterHealth, AuditWriterOptions, AuditWriterStats, PolicyAuditSender, PolicyAuditWriter,
+    WriterClosed,
 };
 
 /// One of the two audit chains.

@@ -327,3 +327,120 @@ async fn writer_flushes_100k_decisions_without_losing_one() {
         db.cleanup().await;
     }
 }
+
+/// Attack 1 of the attack table, at the writer: a decision whose text the database cannot
+/// store (PostgreSQL takes no NUL in text or jsonb) must not wedge the queue. The rows
+/// around it are written, it is stored made storable with a note, every caller is answered
+/// within a second, the writer stays healthy and the chain verifies.
+#[tokio::test]
+async fn a_row_the_database_refuses_never_wedges_the_writer() {
+    for db in TestDb::both().await {
+        let writer = PolicyAuditWriter::spawn(db.store.clone(), AuditWriterOptions::default());
+        let sender = writer.sender();
+        let mut callers = Vec::new();
+        for n in 0..20 {
+            let sender = sender.clone();
+            let mut row = decision(n);
+            if n == 7 {
+                row.action = "a\0b".into();
+                row.context = json!({"metadata": {"note": "x\u{0}y"}});
+            }
+            callers.push(tokio::spawn(async move { sender.record(row).await }));
+        }
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            for caller in callers {
+                caller.await.unwrap().unwrap();
+            }
+        })
+        .await;
+        assert!(
+            answered.is_ok(),
+            "{}: callers wait for a wedged writer",
+            db.name()
+        );
+        // Later decisions go through at once.
+        let started = std::time::Instant::now();
+        sender.record(decision(20)).await.unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{}",
+            db.name()
+        );
+        assert_eq!(
+            count(&db.store, "policy_audit_logs").await,
+            21,
+            "{}",
+            db.name()
+        );
+        let health = sender.health(std::time::Duration::ZERO);
+        assert_eq!(health.status, "ok", "{}", db.name());
+        let refused = writer
+            .stats()
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed);
+        match db.store.pool() {
+            Pool::Postgres(p) => {
+                assert_eq!(refused, 1);
+                let (action, reason): (String, String) = sqlx::query_as(
+                    "SELECT action, reason FROM policy_audit_logs WHERE request_id = 'req-7'",
+                )
+                .fetch_one(p)
+                .await
+                .unwrap();
+                assert_eq!(action, "a\u{FFFD}b");
+                assert!(reason.contains("stored altered"), "{reason}");
+            }
+            // SQLite stores the NUL as given.
+            Pool::Sqlite(_) => assert_eq!(refused, 0),
+        }
+        let report = db.store.verify_audit(AuditTable::Policy).await.unwrap();
+        assert!(report.broken.is_none(), "{}: {report:?}", db.name());
+        writer.shutdown(std::time::Duration::from_secs(10)).await;
+        db.cleanup().await;
+    }
+}
+
+/// While the database cannot take writes, `health` says `stalled` (after the grace) and
+/// names how long; once writes succeed again it is `ok` and nothing was lost.
+#[tokio::test]
+async fn the_writer_reports_stalled_while_writes_fail() {
+    for db in TestDb::both().await {
+        let writer = PolicyAuditWriter::spawn(db.store.clone(), AuditWriterOptions::default());
+        let sender = writer.sender();
+        // Writes fail for a reason that is not the row's: the table is gone for a while.
+        exec(
+            &db,
+            "ALTER TABLE policy_audit_logs RENAME TO policy_audit_logs_away",
+        )
+        .await
+        .unwrap();
+        let pending = {
+            let sender = sender.clone();
+            tokio::spawn(async move { sender.record(decision(1)).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+        let health = sender.health(std::time::Duration::from_secs(1));
+        assert_eq!(health.status, "stalled", "{}: {health:?}", db.name());
+        assert!(health.stalled_for_secs.is_some());
+        exec(
+            &db,
+            "ALTER TABLE policy_audit_logs_away RENAME TO policy_audit_logs",
+        )
+        .await
+        .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), pending)
+            .await
+            .expect("the queued decision is written once the table is back")
+            .unwrap()
+            .unwrap();
+        assert_eq!(sender.health(std::time::Duration::ZERO).status, "ok");
+        assert_eq!(
+            count(&db.store, "policy_audit_logs").await,
+            1,
+            "{}",
+            db.name()
+        );
+        writer.shutdown(std::time::Duration::from_secs(10)).await;
+        db.cleanup().await;
+    }
+}

@@ -6,12 +6,17 @@
 //! once its decision's transaction has committed, so a decision answered to a caller is on
 //! disk and survives `kill -9`; [`PolicyAuditSender::record_queued`] returns at once (for
 //! deciders nobody waits on). When the queue is full, both wait for room: callers slow
-//! down, decisions are never dropped. A failed write is retried
-//! (with backoff) with the same batch, so a database hiccup delays rows but loses none.
+//! down, decisions are never dropped. A write the database cannot take right now (it is
+//! down, a connection broke) is retried with backoff, so a hiccup delays rows but loses
+//! none. A write the database refuses because of what a row holds (PostgreSQL takes no
+//! NUL character in text) can never succeed as it is: the batch is split until the row is
+//! found, the rest is written, and that row is stored with its text made storable and a
+//! note of the refusal in its reason — one row can never wedge the queue behind it.
+//! [`PolicyAuditSender::health`] says when the queue is not draining.
 //! [`PolicyAuditWriter::shutdown`] stops intake and flushes everything queued.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -45,6 +50,24 @@ pub struct AuditWriterStats {
     pub written: AtomicU64,
     /// Write attempts that failed (and were retried).
     pub failed_attempts: AtomicU64,
+    /// Rows the database refused as given (stored made storable, with a note).
+    pub refused: AtomicU64,
+    /// Unix milliseconds since when writes have been failing (0: writes succeed).
+    pub stalled_since_ms: AtomicI64,
+}
+
+/// How the writer is doing, for `/health`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditWriterHealth {
+    /// `ok`, or `stalled` while writes keep failing (decisions wait in the queue).
+    pub status: &'static str,
+    /// Decisions waiting to be written.
+    pub queued: usize,
+    /// Rows the database refused as given since start.
+    pub refused: u64,
+    /// Seconds the writes have been failing, when they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled_for_secs: Option<u64>,
 }
 
 /// The writer could not take the decision: it has shut down.
@@ -56,6 +79,7 @@ pub struct WriterClosed;
 #[derive(Debug, Clone)]
 pub struct PolicyAuditSender {
     queue: mpsc::Sender<Queued>,
+    stats: Arc<AuditWriterStats>,
 }
 
 /// A decision and, when its sender waits, whom to tell once it is committed.
@@ -85,6 +109,29 @@ impl PolicyAuditSender {
     pub fn queued(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()
     }
+
+    /// Whether decisions are being written; `stalled` once writes have failed for longer
+    /// than `grace` (a single retry is not worth a page).
+    pub fn health(&self, grace: Duration) -> AuditWriterHealth {
+        let since = self.stats.stalled_since_ms.load(Ordering::Relaxed);
+        let stalled_for = (since > 0)
+            .then(|| (now_ms() - since).max(0) as u64 / 1000)
+            .filter(|s| *s >= grace.as_secs());
+        AuditWriterHealth {
+            status: if stalled_for.is_some() {
+                "stalled"
+            } else {
+                "ok"
+            },
+            queued: self.queued(),
+            refused: self.stats.refused.load(Ordering::Relaxed),
+            stalled_for_secs: stalled_for,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// The background task that writes queued decisions.
@@ -110,7 +157,10 @@ impl PolicyAuditWriter {
             Arc::clone(&stats),
         ));
         Self {
-            sender: PolicyAuditSender { queue },
+            sender: PolicyAuditSender {
+                queue,
+                stats: Arc::clone(&stats),
+            },
             stop,
             task,
             stats,
@@ -181,20 +231,100 @@ async fn run(
 async fn write_with_retry(store: &Store, batch: &[NewPolicyAudit], stats: &AuditWriterStats) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        match store.append_policy_audit(batch).await {
+        let error = match store.append_policy_audit(batch).await {
             Ok(_) => {
                 stats
                     .written
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats.stalled_since_ms.store(0, Ordering::Relaxed);
                 return;
             }
-            Err(error) => {
-                stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, rows = batch.len(), retry_in_ms = backoff.as_millis() as u64,
-                    "writing policy decisions failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+            Err(error) if error.is_refusal() => {
+                if batch.len() > 1 {
+                    // Find the row: each half on its own, in order.
+                    let (a, b) = batch.split_at(batch.len() / 2);
+                    Box::pin(write_with_retry(store, a, stats)).await;
+                    Box::pin(write_with_retry(store, b, stats)).await;
+                    return;
+                }
+                let Some(row) = batch.first() else { return };
+                let fixed = storable(row, &error.to_string());
+                match store
+                    .append_policy_audit(std::slice::from_ref(&fixed))
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::error!(%error, action = %fixed.action, user = ?fixed.user_id,
+                            "the database refused a policy decision as given; stored it with its text made storable");
+                        stats.refused.fetch_add(1, Ordering::Relaxed);
+                        stats.written.fetch_add(1, Ordering::Relaxed);
+                        stats.stalled_since_ms.store(0, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(again) => again,
+                }
             }
+            Err(error) => error,
+        };
+        stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        let _ = stats.stalled_since_ms.compare_exchange(
+            0,
+            now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        tracing::warn!(%error, rows = batch.len(), retry_in_ms = backoff.as_millis() as u64,
+            "writing policy decisions failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Longest text field kept of a refused row (its characters beyond are cut, with a mark).
+const REFUSED_TEXT_MAX: usize = 4_096;
+
+/// A refused row made storable: NUL characters become U+FFFD, very long text is cut, and
+/// the reason says so and why, so the audit trail shows the decision and that it was
+/// altered to be kept.
+fn storable(row: &NewPolicyAudit, error: &str) -> NewPolicyAudit {
+    fn text(s: &str) -> String {
+        let mut t: String = s.replace('\0', "\u{FFFD}");
+        if t.len() > REFUSED_TEXT_MAX {
+            let mut end = REFUSED_TEXT_MAX;
+            while !t.is_char_boundary(end) {
+                end -= 1;
+            }
+            t.truncate(end);
+            t.push_str("…[cut]");
         }
+        t
+    }
+    fn json(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::String(s) => serde_json::Value::String(text(s)),
+            serde_json::Value::Array(a) => a.iter().map(json).collect(),
+            serde_json::Value::Object(m) => m.iter().map(|(k, v)| (text(k), json(v))).collect(),
+            other => other.clone(),
+        }
+    }
+    let opt = |o: &Option<String>| o.as_deref().map(text);
+    NewPolicyAudit {
+        created_at: row.created_at,
+        request_id: opt(&row.request_id),
+        policy_type: text(&row.policy_type),
+        action: text(&row.action),
+        resource: text(&row.resource),
+        user_id: opt(&row.user_id),
+        role: opt(&row.role),
+        decision: text(&row.decision),
+        policy_id: opt(&row.policy_id),
+        policy_name: opt(&row.policy_name),
+        reason: format!(
+            "{} [stored altered: the database refused the row as given ({}); NUL characters replaced by U+FFFD, text over {REFUSED_TEXT_MAX} bytes cut]",
+            text(&row.reason),
+            text(error)
+        ),
+        context: json(&row.context),
+        evaluated_in_us: row.evaluated_in_us,
     }
 }
