@@ -211,19 +211,22 @@ pub async fn backup(config: &Config, to: &Path, force: bool) -> anyhow::Result<E
             let schema = store.schema_version().await?;
             let mut snapshot = store.pg_snapshot().await?;
             let counts = snapshot.counts().await?;
-            let dumped = run(
-                Command::new("pg_dump")
-                    .args([
-                        "--format=custom",
-                        "--no-owner",
-                        "--snapshot",
-                        &snapshot.id,
-                        "--file",
-                    ])
-                    .arg(&partial)
-                    .arg(&config.database_url),
-                "pg_dump",
-            );
+            // The password goes through the environment, not the command line (`ps`).
+            let (url, password) = aegis_store::split_password(&config.database_url);
+            let mut dump = Command::new("pg_dump");
+            dump.args([
+                "--format=custom",
+                "--no-owner",
+                "--snapshot",
+                &snapshot.id,
+                "--file",
+            ])
+            .arg(&partial)
+            .arg(&url);
+            if let Some(p) = password {
+                dump.env("PGPASSWORD", p);
+            }
+            let dumped = run(&mut dump, "pg_dump");
             snapshot.finish().await?;
             store.close().await;
             dumped?;
@@ -342,12 +345,15 @@ pub async fn restore(config: &Config, from: &Path, force: bool) -> anyhow::Resul
                 "the target PostgreSQL database already holds Aegis tables; restore into an empty database"
             );
         }
-        run(
-            Command::new("pg_restore")
-                .args(["--no-owner", "--exit-on-error", "--dbname", url])
-                .arg(from),
-            "pg_restore",
-        )?;
+        let (plain, password) = aegis_store::split_password(url);
+        let mut restore = Command::new("pg_restore");
+        restore
+            .args(["--no-owner", "--exit-on-error", "--dbname", &plain])
+            .arg(from);
+        if let Some(p) = password {
+            restore.env("PGPASSWORD", p);
+        }
+        run(&mut restore, "pg_restore")?;
         let store = open_store(config).await?;
         let chains = verify_chains(&store).await?;
         let counts = store.table_counts().await?;

@@ -268,3 +268,76 @@ fn backup_to_and_restore_from_s3_and_file_urls() {
     }
     assert!(dir.path().join("remote/aegis.db.manifest.json").is_file());
 }
+
+/// Issue 27, attack 10: a password in the database URL (`?password=`, or in the user part)
+/// is redacted by `aegis config print` and reaches `pg_dump` through `PGPASSWORD`, never
+/// its command line, which every user of the machine can read in `ps`. A `pg_dump` in
+/// front of the real one records what it was given.
+#[test]
+fn a_database_password_never_reaches_a_command_line_or_the_printed_config() {
+    const PG_SECRET: &str = "attack-table-pg-secret-4711";
+    let dir = tempfile::tempdir().unwrap();
+    let source = FreshDb::new("pw");
+    let url = format!("{}?password={PG_SECRET}", source.url);
+    let printed = aegis(dir.path())
+        .args(["config", "print"])
+        .env("AEGIS_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.status.success(), "{stdout}");
+    assert!(!stdout.contains(PG_SECRET), "{stdout}");
+    assert!(stdout.contains("password=***"), "{stdout}");
+
+    // The schema, then a backup through the recording pg_dump.
+    let (code, _, err) = run(dir.path(), &url, &["audit", "verify"]);
+    assert_eq!(code, 0, "{err}");
+    let real = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v pg_dump"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = dir.path().join("pg_dump.log");
+    let wrapper = bin.join("pg_dump");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"argv: $*\" >> '{log}'\necho \"PGPASSWORD: $PGPASSWORD\" >> '{log}'\nexec {real} \"$@\"\n",
+            log = log.display(),
+            real = real.trim()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let backup = dir.path().join("aegis.pgdump");
+    let out = aegis(dir.path())
+        .args(["backup", "--to"])
+        .arg(&backup)
+        .env("AEGIS_DATABASE_URL", &url)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recorded = std::fs::read_to_string(&log).unwrap();
+    let argv = recorded.lines().find(|l| l.starts_with("argv:")).unwrap();
+    assert!(!argv.contains(PG_SECRET), "{recorded}");
+    assert!(
+        recorded.contains(&format!("PGPASSWORD: {PG_SECRET}")),
+        "{recorded}"
+    );
+}

@@ -60,7 +60,7 @@ pub use policies::{
     PolicyAuditQuery, PolicyAuditRow, PolicyRecord, PolicyStore, PolicyVersion, PolicyWrite,
 };
 pub use shadow::{NewShadowDecision, ShadowDecision};
-pub use store::{Backend, DatabaseHealth, Store, StoreOptions, redact_url};
+pub use store::{Backend, DatabaseHealth, Store, StoreOptions, redact_url, split_password};
 pub use users::{
     NewRefreshToken, NewUser, ROLES, RotateOutcome, ServiceTokenRecord, UserPatch, UserRecord,
     UserStore,

@@ -250,22 +250,120 @@ async fn connect_postgres(url: &str, redacted: &str, options: &StoreOptions) -> 
 /// Replaces the password of a URL (`postgres://user:secret@host/db`) with `***`, for logs,
 /// `/health` and `aegis config print`.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            // Setting a password only fails for URLs that cannot carry one.
-            if parsed.set_password(Some("***")).is_ok() {
-                parsed.to_string()
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let mut changed = false;
+    // Setting a password only fails for URLs that cannot carry one.
+    if parsed.password().is_some() && parsed.set_password(Some("***")).is_ok() {
+        changed = true;
+    }
+    if parsed.query_pairs().any(|(k, _)| secret_param(&k)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret_param(&k) {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        changed = true;
+    }
+    if changed {
+        parsed.to_string()
+    } else {
+        url.to_owned()
+    }
+}
+
+/// Query parameters that carry a secret (libpq's `password`, `sslpassword`; tokens and
+/// keys some drivers take).
+fn secret_param(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "access_key",
+    ]
+    .iter()
+    .any(|s| n.ends_with(s))
+}
+
+/// A PostgreSQL URL without its password (from the user part or a `password` query
+/// parameter), and the password: for `pg_dump` and `pg_restore`, which then take it from
+/// `PGPASSWORD` instead of a command line every user of the machine can read in `ps`.
+pub fn split_password(url: &str) -> (String, Option<String>) {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return (url.to_owned(), None);
+    };
+    let mut password = parsed.password().map(|p| {
+        url::form_urlencoded::parse(format!("p={p}").as_bytes())
+            .next()
+            .map_or_else(|| p.to_owned(), |(_, v)| v.into_owned())
+    });
+    if password.is_some() {
+        let _ = parsed.set_password(None);
+    }
+    if parsed.query_pairs().any(|(k, _)| k == "password") {
+        let mut rest = Vec::new();
+        for (k, v) in parsed.query_pairs() {
+            if k == "password" {
+                password = Some(v.into_owned());
             } else {
-                url.to_owned()
+                rest.push((k.into_owned(), v.into_owned()));
             }
         }
-        _ => url.to_owned(),
+        if rest.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(rest);
+        }
     }
+    (parsed.to_string(), password)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_in_query_parameters_are_redacted_and_split_off() {
+        assert_eq!(
+            redact_url("postgres://app@db/aegis?sslmode=require&password=s3cret"),
+            "postgres://app@db/aegis?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://app:pw@db/aegis?sslpassword=k3y"),
+            "postgres://app:***@db/aegis?sslpassword=***"
+        );
+        assert_eq!(
+            split_password("postgres://app@db/aegis?sslmode=require&password=s%40cret"),
+            (
+                "postgres://app@db/aegis?sslmode=require".to_owned(),
+                Some("s@cret".to_owned())
+            )
+        );
+        assert_eq!(
+            split_password("postgres://app:p%40ss@db:5432/aegis"),
+            (
+                "postgres://app@db:5432/aegis".to_owned(),
+                Some("p@ss".to_owned())
+            )
+        );
+        assert_eq!(
+            split_password("postgres://postgres@127.0.0.1/test"),
+            ("postgres://postgres@127.0.0.1/test".to_owned(), None)
+        );
+    }
 
     #[test]
     fn redacts_passwords_only() {
