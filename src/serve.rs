@@ -83,6 +83,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .schema_version()
         .await
         .context("reading the schema version")?;
+    if !config.require_action_signature
+        && config.executor_mode == aegis_core::ExecutorMode::Kubernetes
+    {
+        tracing::warn!(
+            "require_action_signature = false in kubernetes mode (allow_unsigned_actions = true): anonymous callers can restart, scale and roll back workloads in the allowed namespaces"
+        );
+    }
     if config.require_action_signature && config.action_secret.is_none() {
         tracing::warn!("AEGIS_ACTION_SECRET is not set: signed executor requests will be refused");
     }

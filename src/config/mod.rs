@@ -127,6 +127,11 @@ pub struct Config {
     pub allowed_namespaces: Vec<String>,
     /// Whether `/executor/execute` requires an `X-Aegis-Signature`.
     pub require_action_signature: bool,
+    /// Accept unsigned executor requests in `kubernetes` mode (with
+    /// `require_action_signature = false`): anonymous callers can then restart, scale and
+    /// roll back workloads in the allowed namespaces, so it must be said explicitly, and a
+    /// warning is logged at every start.
+    pub allow_unsigned_actions: bool,
     /// HMAC key for signed executor requests (at least 32 bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action_secret: Option<Secret>,
@@ -249,6 +254,7 @@ impl Default for Config {
             kubeconfig_path: None,
             allowed_namespaces: vec!["default".to_owned(), "production".to_owned()],
             require_action_signature: true,
+            allow_unsigned_actions: false,
             action_secret: None,
             executor_mode: ExecutorMode::DryRun,
             executor_min_replicas: 1,
@@ -540,6 +546,15 @@ impl Config {
             return Err(invalid(
                 "action_secret",
                 "must be set when executor_mode is `kubernetes` and require_action_signature is true".into(),
+            ));
+        }
+        if self.executor_mode == ExecutorMode::Kubernetes
+            && !self.require_action_signature
+            && !self.allow_unsigned_actions
+        {
+            return Err(invalid(
+                "allow_unsigned_actions",
+                "require_action_signature = false with executor_mode `kubernetes` lets anonymous callers restart, scale and roll back workloads; set allow_unsigned_actions = true to accept that, or keep signatures required".into(),
             ));
         }
         if self.executor_min_replicas < 0 || self.executor_max_replicas < self.executor_min_replicas

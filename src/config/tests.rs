@@ -176,3 +176,22 @@ fn short_secrets_are_refused() {
         "{text}"
     );
 }
+
+/// Issue 27, attack 11: unsigned executor requests against a real cluster must be asked for
+/// by name; `require_action_signature = false` alone is refused at start.
+#[test]
+fn unsigned_actions_in_kubernetes_mode_need_allow_unsigned_actions() {
+    let base = [
+        ("AEGIS_EXECUTOR_MODE", "kubernetes"),
+        ("AEGIS_REQUIRE_ACTION_SIGNATURE", "false"),
+    ];
+    let text = Config::load_from(None, env(&base)).unwrap_err().to_string();
+    assert!(text.contains("allow_unsigned_actions"), "{text}");
+    let mut allowed = base.to_vec();
+    allowed.push(("AEGIS_ALLOW_UNSIGNED_ACTIONS", "true"));
+    let loaded = Config::load_from(None, env(&allowed)).unwrap();
+    assert!(loaded.config.allow_unsigned_actions);
+    // Dry-run mode acts on nothing: no need to say it.
+    let dry = [("AEGIS_REQUIRE_ACTION_SIGNATURE", "false")];
+    assert!(Config::load_from(None, env(&dry)).is_ok());
+}
