@@ -672,6 +672,58 @@ fn attack_table(dir: &Path, db: &str, backend: &str) {
             "{what}: answered in {took:?}"
         );
     }
+    // Issue 27, attack 3: a caller names someone else (the admin) as the subject of an
+    // evaluation; the audit trail's actor stays the caller as authenticated, and a subject
+    // of 3 MB is refused.
+    let (status, created) = post(
+        port,
+        "/api/v1/service-tokens",
+        Some(&admin),
+        &json!({"name": "attack-table-spoofer"}).to_string(),
+    );
+    assert_eq!(status, 201, "{created}");
+    let created: Value = serde_json::from_str(&created).unwrap();
+    let spoofer = created["token"].as_str().unwrap().to_owned();
+    let spoofer_id = created["id"].as_str().unwrap().to_owned();
+    let admin_id = claims["sub"].as_str().unwrap().to_owned();
+    let spoof = json!({"action": "attack3_spoof", "resource": "cluster:production",
+        "type": "self_healing", "context": {"user_id": admin_id, "role": "admin",
+        "roles": ["admin"], "metadata": {"severity": "high"}}})
+    .to_string();
+    let answer = post(port, "/api/v1/policy/evaluate", Some(&spoofer), &spoof);
+    table.check(
+        "evaluate naming the admin as the subject (service token)",
+        &[200],
+        (answer.0, &answer.1),
+    );
+    let (status, logs) = get(
+        port,
+        "/api/v1/policy/audit/logs?action=attack3_spoof",
+        &admin,
+    );
+    assert_eq!(status, 200, "{logs}");
+    let logs: Value = serde_json::from_str(&logs).unwrap();
+    let row = &logs["logs"][0];
+    assert_eq!(
+        row["user_id"],
+        format!("service-token:{spoofer_id}"),
+        "{logs}"
+    );
+    assert_eq!(row["role"], "service", "{logs}");
+    assert_eq!(
+        row["context"]["subject"]["user_id"],
+        admin_id.as_str(),
+        "{logs}"
+    );
+    let huge = json!({"action": "scale_up", "resource": "cluster:production",
+        "type": "self_healing", "context": {"user_id": "u".repeat(3 << 20)}})
+    .to_string();
+    let answer = post(port, "/api/v1/policy/evaluate", Some(&spoofer), &huge);
+    table.check(
+        "evaluate with a 3 MB context.user_id",
+        &[400],
+        (answer.0, &answer.1),
+    );
     let (status, health) = get(port, "/health", &admin);
     assert_eq!(status, 200, "{health}");
     let health: Value = serde_json::from_str(&health).unwrap();

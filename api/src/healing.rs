@@ -1221,7 +1221,15 @@ impl HealingLoop {
             None => self.policies.engine().evaluate(&question),
         };
         self.policies
-            .record_queued(&question, &decision, None, Some(ENGINE_ACTOR))
+            .record_queued(
+                &question,
+                &decision,
+                None,
+                Some(crate::policy_service::Asker {
+                    id: ENGINE_ACTOR,
+                    role: Some("service".to_owned()),
+                }),
+            )
             .await;
 
         event.decision = decision.decision().to_owned();

@@ -498,7 +498,7 @@ impl PolicyService {
         req: &Request,
         decision: &Decision,
         request_id: Option<String>,
-        asked_by: Option<&str>,
+        asked_by: Option<Asker<'_>>,
     ) -> Result<(), crate::ApiError> {
         self.write_record(req, decision, request_id, asked_by, true)
             .await
@@ -512,7 +512,7 @@ impl PolicyService {
         req: &Request,
         decision: &Decision,
         request_id: Option<String>,
-        asked_by: Option<&str>,
+        asked_by: Option<Asker<'_>>,
     ) {
         // Not waiting, it cannot time out; a closed writer is logged inside.
         let _ = self
@@ -525,18 +525,26 @@ impl PolicyService {
         req: &Request,
         decision: &Decision,
         request_id: Option<String>,
-        asked_by: Option<&str>,
+        asked_by: Option<Asker<'_>>,
         durable: bool,
     ) -> Result<(), crate::ApiError> {
         self.record_shadow(req, decision);
         let Some(audit) = &self.audit else {
             return Ok(());
         };
-        let role = req
+        // The request's context names whom the question is about (the subject); the actor
+        // on record is whoever asked, as authenticated — a caller cannot put someone
+        // else's name or role on the audit trail. Internal deciders without a caller (none
+        // today) keep the subject.
+        let subject_role = req
             .context
             .role
             .clone()
             .or_else(|| (!req.context.roles.is_empty()).then(|| req.context.roles.join(",")));
+        let (user_id, role) = match &asked_by {
+            Some(a) => (Some(a.id.to_owned()), a.role.clone()),
+            None => (req.context.user_id.clone(), subject_role.clone()),
+        };
         let matching: Vec<&str> = decision.matching().map(|p| p.id.as_str()).collect();
         let entry = NewPolicyAudit {
             created_at: None,
@@ -544,7 +552,7 @@ impl PolicyService {
             policy_type: req.policy_type.as_str().to_owned(),
             action: req.action.clone(),
             resource: req.resource.clone(),
-            user_id: req.context.user_id.clone(),
+            user_id,
             role,
             decision: decision.decision().to_owned(),
             policy_id: decision.policy().map(|p| p.id.clone()),
@@ -555,7 +563,8 @@ impl PolicyService {
                 "time": req.context.time,
                 "matching": matching,
                 "generation": decision.generation(),
-                "asked_by": asked_by,
+                "asked_by": asked_by.as_ref().map(|a| a.id),
+                "subject": {"user_id": req.context.user_id, "role": subject_role},
             }),
             evaluated_in_us: i64::try_from(decision.elapsed().as_micros()).unwrap_or(i64::MAX),
         };
@@ -614,6 +623,25 @@ impl PolicyService {
         self.audit
             .as_ref()
             .is_some_and(|a| a.health(AUDIT_STALL_GRACE).status != "ok")
+    }
+}
+
+/// Who asked for a decision, as authenticated: the actor the audit trail records.
+#[derive(Debug, Clone)]
+pub struct Asker<'a> {
+    /// The caller's id (a user, a service token, the engine).
+    pub id: &'a str,
+    /// The caller's roles, comma-separated.
+    pub role: Option<String>,
+}
+
+impl<'a> Asker<'a> {
+    /// From an authenticated caller.
+    pub fn of(caller: &'a crate::auth::Caller) -> Self {
+        Self {
+            id: &caller.id,
+            role: (!caller.roles.is_empty()).then(|| caller.roles.join(",")),
+        }
     }
 }
 

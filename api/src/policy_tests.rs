@@ -161,7 +161,14 @@ async fn the_three_example_scenarios_decide_as_documented() {
         assert_eq!(logs.len(), 5, "{page}");
         assert_eq!(logs[0]["action"], "restart_pod");
         assert_eq!(logs[4]["decision"], "ALLOW");
-        assert_eq!(logs[4]["user_id"], "ai-engine");
+        // The actor on record is the authenticated caller; whom the question was about
+        // is kept apart (issue 27, attack 3).
+        assert_eq!(logs[4]["user_id"], "admin-1");
+        assert_eq!(logs[4]["role"], "admin");
+        assert_eq!(
+            logs[4]["context"]["subject"]["user_id"], "ai-engine",
+            "{page}"
+        );
         db.cleanup().await;
     }
 }

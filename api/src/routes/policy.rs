@@ -13,6 +13,8 @@ use crate::{ApiError, AppState, Json, RequestId};
 
 /// Longest action or resource accepted, in bytes.
 const MAX_NAME_LEN: usize = 512;
+/// Most roles a request's context may name.
+const MAX_ROLES: usize = 32;
 
 #[derive(Serialize)]
 struct PolicyRef {
@@ -68,6 +70,16 @@ pub(super) async fn evaluate(
             )));
         }
     }
+    // The subject named in the context is recorded with the decision: bounded like names.
+    let subject = [req.context.user_id.as_deref(), req.context.role.as_deref()];
+    if subject.iter().flatten().any(|v| v.len() > MAX_NAME_LEN)
+        || req.context.roles.len() > MAX_ROLES
+        || req.context.roles.iter().any(|r| r.len() > MAX_NAME_LEN)
+    {
+        return Err(ApiError::bad_request(format!(
+            "`context.user_id`, `context.role` and each of `context.roles` (at most {MAX_ROLES}) must be at most {MAX_NAME_LEN} bytes long"
+        )));
+    }
     let service = state.policies();
     // `context.time` asks "what if it were then?"; without it, now.
     let at = req.context.time.unwrap_or_else(Utc::now);
@@ -82,7 +94,7 @@ pub(super) async fn evaluate(
             &req,
             &decision,
             request_id.map(|r| r.0.0.clone()),
-            caller.as_ref().map(|c| c.id.as_str()),
+            caller.as_ref().map(crate::policy_service::Asker::of),
         )
         .await?;
     let elapsed = decision.elapsed();
