@@ -288,7 +288,7 @@ async fn authorize(
                 &policy_request,
                 &decision,
                 req.request_id.clone(),
-                Some(crate::policy_service::Asker::of(&caller)),
+                Some(crate::policy_service::Asker::of(caller)),
             )
             .await;
         // A change goes through only once its permission is on record; a refusal is a
