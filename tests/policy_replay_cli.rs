@@ -62,8 +62,11 @@ async fn record_history(url: &str) -> Vec<String> {
         let at = req.context.time.unwrap();
         let d = live.engine().evaluate_at(req, at);
         decisions.push(format!("{} {}", req.action, d.decision()));
-        live.record_queued(req, &d, None, Some("aegis-engine"))
-            .await;
+        let engine = aegis_api::Asker {
+            id: "aegis-engine",
+            role: Some("service".to_owned()),
+        };
+        live.record_queued(req, &d, None, Some(engine)).await;
     }
     assert_eq!(writer.shutdown(Duration::from_secs(10)).await, 4);
     drop(live);

@@ -54,7 +54,7 @@ mod throttle;
 pub use error::{ApiError, ErrorCode};
 pub use extract::Json;
 pub use middleware::{REQUEST_ID_HEADER, RequestId};
-pub use policy_service::{POLICY_DIR_POLL, PolicyHealth, PolicyService};
+pub use policy_service::{Asker, POLICY_DIR_POLL, PolicyHealth, PolicyService};
 #[cfg(feature = "sql")]
 pub use routes::plan_query_request;
 pub use routes::{app, openapi_json};
