@@ -178,15 +178,25 @@ fn recorded_request(row: &aegis_store::PolicyAuditRow) -> Option<aegis_policy::R
         .as_str()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&chrono::Utc));
+    // The question was about the subject (rows since the actor and the subject were told
+    // apart carry it in `context.subject`); older rows name only one, as the user.
+    let subject = &row.context["subject"];
+    let (user_id, role) = if subject.is_object() {
+        (
+            subject["user_id"].as_str().map(str::to_owned),
+            subject["role"].as_str().map(str::to_owned),
+        )
+    } else {
+        (row.user_id.clone(), row.role.clone())
+    };
     Some(aegis_policy::Request {
         action: row.action.clone(),
         resource: row.resource.clone(),
         policy_type,
         context: aegis_policy::Context {
-            user_id: row.user_id.clone(),
+            user_id,
             role: None,
-            roles: row
-                .role
+            roles: role
                 .as_deref()
                 .map(|r| r.split(',').map(str::to_owned).collect())
                 .unwrap_or_default(),
