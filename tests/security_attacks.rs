@@ -894,3 +894,35 @@ fn every_attack_is_refused_on_postgres() {
     let db = FreshDb::new("attacks");
     attack_table(dir.path(), &db.url, "PostgreSQL");
 }
+
+/// Issue 27, attack 8: made-up `Bearer aegs_…` service tokens from one client. Each
+/// failed authentication counts toward the client IP's login budget (60 a minute by
+/// default), so the flood meets 429s with `Retry-After`, not a database lookup per guess
+/// answered 401 for ever.
+fn token_guessing_is_rate_limited(dir: &Path, db: &str, backend: &str) {
+    let (child, port) = serve(dir, db);
+    let (mut unauthorized, mut limited) = (0, 0);
+    for i in 0..100 {
+        let (status, body) = get(port, "/api/v1/users", &format!("aegs_guess{i:032x}"));
+        match status {
+            401 => unauthorized += 1,
+            429 => limited += 1,
+            other => panic!("{backend}: guess {i} answered {other}: {body}"),
+        }
+    }
+    terminate(child);
+    assert!(
+        limited >= 30 && unauthorized <= 60,
+        "{backend}: {unauthorized} × 401, {limited} × 429"
+    );
+}
+
+#[test]
+fn token_guessing_is_rate_limited_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("guess.db").display());
+    token_guessing_is_rate_limited(dir.path(), &db, "SQLite");
+    let dir = tempfile::tempdir().unwrap();
+    let pg = FreshDb::new("guess");
+    token_guessing_is_rate_limited(dir.path(), &pg.url, "PostgreSQL");
+}

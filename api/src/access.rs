@@ -200,7 +200,18 @@ pub(crate) async fn access(
     };
     let ip = client_ip(&req);
 
-    let mut caller = authenticate(&state, token.as_deref(), &route).await?;
+    let mut caller = match authenticate(&state, token.as_deref(), &route).await {
+        Ok(caller) => caller,
+        Err(refused) => {
+            // A failed authentication costs the client's IP what a failed login costs, so
+            // guessing tokens is as slow as guessing passwords, and a flood of made-up
+            // tokens meets a 429 instead of a database lookup each.
+            if let Err(retry_after) = state.limiter().check(Class::LoginIp, &ip).await {
+                return Err(ApiError::rate_limited(retry_after));
+            }
+            return Err(refused);
+        }
+    };
     if caller.is_none() && state.auth().settings.ingest_open && INGEST.contains(&route.as_str()) {
         // Configured open for a trusted network: anonymous senders act as the service role,
         // still through the policy engine.

@@ -24,7 +24,7 @@ pub enum Class {
     Api,
     /// Login attempts per account.
     LoginAccount,
-    /// Login attempts per client IP.
+    /// Login attempts and failed authentications per client IP.
     LoginIp,
     /// Executor actions per action and namespace.
     Action,
@@ -48,7 +48,7 @@ pub struct Limits {
     pub api_per_minute: u32,
     /// Login attempts per account.
     pub login_account_per_minute: u32,
-    /// Login attempts per client IP.
+    /// Login attempts and failed authentications (a bad or expired token) per client IP.
     pub login_ip_per_minute: u32,
     /// Executor actions per action and namespace.
     pub action_per_minute: u32,
