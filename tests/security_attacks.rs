@@ -926,3 +926,48 @@ fn token_guessing_is_rate_limited_on_both_backends() {
     let pg = FreshDb::new("guess");
     token_guessing_is_rate_limited(dir.path(), &pg.url, "PostgreSQL");
 }
+
+/// Issue 27, attack 4: anonymous executor requests with bad signatures, each naming a new
+/// namespace. The `aegis_actions_total` series stay bounded (a namespace outside the
+/// allowed ones is `other`), and past the client IP's budget the refusals are 429s that
+/// cost no audit row.
+fn anonymous_refusals_are_bounded(dir: &Path, db: &str, backend: &str) {
+    let (child, port) = serve(dir, db);
+    let (mut refused, mut limited) = (0, 0);
+    for i in 0..80 {
+        let body = action_body(&format!("ns-attack-{i}"), "deployment/api", now());
+        let (status, answer) = signed_action(port, &body, &"0".repeat(64));
+        match status {
+            401 => refused += 1,
+            429 => limited += 1,
+            other => panic!("{backend}: request {i} answered {other}: {answer}"),
+        }
+    }
+    let (_, metrics) = common::http_get(port, "/metrics").unwrap();
+    terminate(child);
+    assert!(
+        limited >= 20 && refused <= 60,
+        "{backend}: {refused} × 401, {limited} × 429"
+    );
+    let minted = metrics
+        .lines()
+        .filter(|l| l.starts_with("aegis_actions_total") && l.contains("ns-attack-"))
+        .count();
+    assert_eq!(minted, 0, "{backend}: per-request series:\n{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("aegis_actions_total") && l.contains("namespace=\"other\"")),
+        "{backend}: {metrics}"
+    );
+}
+
+#[test]
+fn anonymous_executor_refusals_are_bounded_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("anon.db").display());
+    anonymous_refusals_are_bounded(dir.path(), &db, "SQLite");
+    let dir = tempfile::tempdir().unwrap();
+    let pg = FreshDb::new("anon");
+    anonymous_refusals_are_bounded(dir.path(), &pg.url, "PostgreSQL");
+}

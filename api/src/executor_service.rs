@@ -165,10 +165,25 @@ impl ExecutorService {
         }
         metrics::counter!(metric_names::ACTIONS_TOTAL,
             "action" => req.map_or("unparseable", |r| r.action.as_str()).to_owned(),
-            "namespace" => req.map_or_else(String::new, |r| r.namespace.clone()),
+            "namespace" => req.map_or_else(String::new, |r| self.namespace_label(&r.namespace)),
             "status" => "denied")
         .increment(1);
         error
+    }
+
+    /// The `namespace` label of a metric: an allowed namespace as it is, anything else
+    /// `other`, so callers cannot mint a new series per request.
+    fn namespace_label(&self, namespace: &str) -> String {
+        if self
+            .settings
+            .allowed_namespaces
+            .iter()
+            .any(|n| n == namespace)
+        {
+            namespace.to_owned()
+        } else {
+            "other".to_owned()
+        }
     }
 
     /// Checks the signature of the exact `body` bytes.
@@ -307,7 +322,7 @@ impl ExecutorService {
         );
         let receipts = store.append_action_audit(&[entry]).await?;
         metrics::counter!(metric_names::ACTIONS_TOTAL, "action" => req.action.as_str(),
-            "namespace" => req.namespace.clone(), "status" => "awaiting_approval")
+            "namespace" => self.namespace_label(&req.namespace), "status" => "awaiting_approval")
         .increment(1);
         Ok((
             axum::http::StatusCode::ACCEPTED,
@@ -573,7 +588,7 @@ impl ExecutorService {
         metrics::histogram!(metric_names::ACTION_DURATION_SECONDS, "action" => req.action.as_str())
             .record(elapsed.as_secs_f64());
         metrics::counter!(metric_names::ACTIONS_TOTAL, "action" => req.action.as_str(),
-            "namespace" => req.namespace.clone(), "status" => outcome.status.as_str())
+            "namespace" => self.namespace_label(&req.namespace), "status" => outcome.status.as_str())
         .increment(1);
 
         let result = audit_entry(

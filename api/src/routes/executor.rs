@@ -20,12 +20,25 @@ use crate::{ApiError, AppState, Json};
 pub(crate) async fn execute(
     State(state): State<AppState>,
     caller: Option<Caller>,
+    crate::access::ClientIp(ip): crate::access::ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let signature = headers
         .get("x-aegis-signature")
         .and_then(|v| v.to_str().ok());
+    // An anonymous request whose signature fails is a failed authentication: it costs the
+    // client IP what a failed login costs, and once that budget is spent it is a 429
+    // before it costs an audit row.
+    if caller.is_none()
+        && state.executor().check_signature(&body, signature).is_err()
+        && let Err(retry_after) = state
+            .limiter()
+            .check(crate::ratelimit::Class::LoginIp, &ip)
+            .await
+    {
+        return Err(ApiError::rate_limited(retry_after));
+    }
     let (status, response) = state
         .executor()
         .execute(
