@@ -264,6 +264,28 @@ async fn detectors_answer_record_and_report_on_both_backends() {
             again.classifier().file.version,
             detectors.classifier().file.version
         );
+        // Crafted lines never change the engine's template miner (issue 27, attack 6).
+        let miner = |router: axum::Router| async move {
+            crate::tests::send(router, get("/api/v1/metrics/stats"))
+                .await
+                .2["templates"]
+                .as_u64()
+                .unwrap()
+        };
+        let before = miner(router.clone()).await;
+        let crafted: Vec<String> = (0..2_000)
+            .map(|i| format!("crafted{i} filler{} token{}", i * 7, i % 13))
+            .collect();
+        let flood = json!({"entity": "production/api", "logs": crafted});
+        let (status, _, body) = crate::tests::send(
+            router.clone(),
+            post("/api/v1/detect-failure", &flood, "service"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+        assert!(body["log_features"]["new_template_rate"].as_f64().unwrap() > 0.5);
+        assert_eq!(miner(router.clone()).await, before, "{name}");
+
         db.cleanup().await;
     }
 }

@@ -392,7 +392,12 @@ pub(super) async fn detect_failure(
     let (log_features, templates) = if req.logs.is_empty() {
         (None, Vec::new())
     } else {
-        let (features, templates) = svc.with_drain(|drain| {
+        // The request's lines are mined against a copy of the shared miner: what the
+        // engine has learned decides which templates are new, and nothing a caller sends
+        // here changes it (a request of crafted lines must not fill the engine's miner).
+        let mut scratch = svc.with_drain(|drain| drain.clone());
+        let (features, templates) = {
+            let drain = &mut scratch;
             let mut w = LogWindow::new();
             for l in &req.logs {
                 match l {
@@ -412,7 +417,7 @@ pub(super) async fn detect_failure(
                 })
                 .collect();
             (f, t)
-        });
+        };
         apply_log_features(&mut row, &features);
         defaulted.retain(|n| !n.starts_with("log_") && !n.ends_with("_events"));
         (Some(features), templates)
