@@ -174,6 +174,16 @@ impl IsolationForest {
         Ok(true)
     }
 
+    /// Drops the fast scoring layout (about 12 bytes per node slot): a model that scores one
+    /// row at a time never uses it, and a streaming model that is refreshed often would
+    /// rebuild it at every refresh. Batch scoring still works, only slower; [`prepare`]
+    /// brings it back.
+    ///
+    /// [`prepare`]: IsolationForest::prepare
+    pub fn release_fast_layout(&mut self) {
+        self.fast = score::Fast::default();
+    }
+
     /// Builds the fast scoring layout; done by `fit` and by [`ModelFile`](crate::ModelFile)
     /// loading. Scoring works without it, only slower.
     pub fn prepare(&mut self) {

@@ -180,8 +180,10 @@ impl StreamingDetector {
             extension_level: None,
         };
         if let Ok(m) = Matrix::new(flat, FEATURES)
-            && let Ok(f) = IsolationForest::fit(m.view(), &params)
+            && let Ok(mut f) = IsolationForest::fit(m.view(), &params)
         {
+            // One row at a time never uses the batch layout; refreshes need not rebuild it.
+            f.release_fast_layout();
             self.model = Some(f);
             self.fits += 1;
         }
