@@ -208,55 +208,16 @@ fn result_path(results: &Path, key: &str) -> Option<PathBuf> {
 }
 
 fn read_result(path: &Path, data_path: &Path, key: String) -> Result<FileResult, String> {
-    let name = path.display().to_string();
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| format!("{name}: {e}"))?;
-    let header = reader
-        .headers()
-        .map_err(|e| format!("{name}: {e}"))?
-        .clone();
-    let col = |n: &str| {
-        header
-            .iter()
-            .position(|c| c.trim_start_matches('\u{feff}') == n)
-    };
-    let (Some(t), Some(s)) = (col("timestamp"), col("anomaly_score")) else {
-        return Err(format!(
-            "{name}:1: the header must name `timestamp` and `anomaly_score`"
-        ));
-    };
-    let mut timestamps = Vec::new();
-    let mut scores = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| format!("{name}: {e}"))?;
-        let line = record.position().map_or(0, csv::Position::line);
-        let cell = |i: usize| record.get(i).unwrap_or("");
-        timestamps.push(
-            aegis_engine::time::parse_timestamp(cell(t))
-                .ok_or_else(|| format!("{name}:{line}: `{}` is not a time", cell(t)))?,
-        );
-        scores.push(
-            cell(s)
-                .parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| format!("{name}:{line}: `{}` is not a finite score", cell(s)))?,
-        );
-    }
+    let result = backtest::read_scores(path, key).map_err(|e| e.to_string())?;
     let data = backtest::read_csv(data_path).map_err(|e| e.to_string())?;
-    if data.len() != timestamps.len() {
+    if data.len() != result.scores.len() {
         return Err(format!(
-            "{name}: {} rows, the data file {} has {}",
-            timestamps.len(),
+            "{}: {} rows, the data file {} has {}",
+            path.display(),
+            result.scores.len(),
             data_path.display(),
             data.len()
         ));
     }
-    Ok(FileResult {
-        key,
-        timestamps,
-        scores,
-    })
+    Ok(result)
 }

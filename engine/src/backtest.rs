@@ -129,6 +129,62 @@ pub fn parse_csv(name: &str, bytes: &[u8]) -> Result<Vec<Row>, BacktestError> {
     Ok(rows)
 }
 
+/// Reads a results file in NAB's layout: a header naming `timestamp` and `anomaly_score`
+/// (other columns may stand beside them), one row per data row, for scoring as `key`.
+pub fn read_scores(path: &Path, key: String) -> Result<FileResult, BacktestError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| BacktestError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let err = |line: u64, message: String| BacktestError::Input {
+        path: name.clone(),
+        line,
+        message,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
+    let header = reader
+        .headers()
+        .map_err(|e| err(1, format!("not CSV: {e}")))?
+        .clone();
+    let col = |n: &str| header.iter().position(|c| c == n);
+    let (Some(t), Some(s)) = (col("timestamp"), col("anomaly_score")) else {
+        return Err(err(
+            1,
+            "the header must name `timestamp` and `anomaly_score`".into(),
+        ));
+    };
+    let mut timestamps = Vec::new();
+    let mut scores = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, csv::Position::line);
+            err(line, e.to_string())
+        })?;
+        let line = record.position().map_or(0, csv::Position::line);
+        let cell = |i: usize| record.get(i).unwrap_or("");
+        timestamps.push(
+            crate::time::parse_timestamp(cell(t))
+                .ok_or_else(|| err(line, format!("`{}` is not a time", cell(t))))?,
+        );
+        scores.push(
+            cell(s)
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| err(line, format!("`{}` is not a finite score", cell(s))))?,
+        );
+    }
+    Ok(FileResult {
+        key,
+        timestamps,
+        scores,
+    })
+}
+
 /// Scores rows: each series with its own detector, in event time (stable for equal
 /// timestamps); the result is in input order.
 pub fn detect(rows: &[Row], config: &StreamConfig) -> Vec<StreamScore> {

@@ -16,21 +16,7 @@ fn results(detector: &str) -> Vec<nab::FileResult> {
     backtest::csv_files(&dir)
         .expect("reference results are there")
         .into_iter()
-        .map(|(path, key)| {
-            let mut reader = csv::Reader::from_path(&path).unwrap();
-            let mut timestamps = Vec::new();
-            let mut scores = Vec::new();
-            for r in reader.records() {
-                let r = r.unwrap();
-                timestamps.push(aegis_engine::time::parse_timestamp(&r[0]).unwrap());
-                scores.push(r[1].parse::<f64>().unwrap());
-            }
-            nab::FileResult {
-                key,
-                timestamps,
-                scores,
-            }
-        })
+        .map(|(path, key)| backtest::read_scores(&path, key).unwrap())
         .collect()
 }
 

@@ -54,8 +54,8 @@ impl Horizon {
         }
     }
 
-    /// Adds a raw score; returns the current short mean.
-    fn push(&mut self, raw: f64) -> f64 {
+    /// Adds a raw score to the short window.
+    fn push(&mut self, raw: f64) {
         self.recent.push_back(raw);
         self.recent_sum += raw;
         if self.recent.len() > self.average
@@ -63,10 +63,16 @@ impl Horizon {
         {
             self.recent_sum -= old;
         }
-        self.recent_sum / self.recent.len() as f64
     }
 
-    fn remember(&mut self, short: f64, history: usize) {
+    /// The current short mean.
+    fn short(&self) -> f64 {
+        self.recent_sum / self.recent.len().max(1) as f64
+    }
+
+    /// Adds the current short mean to the long-run history.
+    fn remember(&mut self, history: usize) {
+        let short = self.short();
         self.means.push_back(short);
         if self.means.len() > history.max(2) {
             self.means.pop_front();
@@ -125,7 +131,9 @@ impl Likelihood {
 
     /// Takes the next raw score; returns the log-scaled likelihood in [0, 1].
     pub fn push(&mut self, raw: f64) -> f64 {
-        let shorts: Vec<f64> = self.horizons.iter_mut().map(|h| h.push(raw)).collect();
+        for h in &mut self.horizons {
+            h.push(raw);
+        }
         let ready = self
             .horizons
             .first()
@@ -142,8 +150,7 @@ impl Likelihood {
             let tail = self
                 .horizons
                 .iter()
-                .zip(&shorts)
-                .map(|(h, s)| h.tail(*s))
+                .map(|h| h.tail(h.short()))
                 .fold(1.0f64, f64::min)
                 * k;
             let red = tail <= RED_TAIL;
@@ -158,8 +165,8 @@ impl Likelihood {
             0.0
         };
         let history = self.params.history;
-        for (h, s) in self.horizons.iter_mut().zip(shorts) {
-            h.remember(s, history);
+        for h in &mut self.horizons {
+            h.remember(history);
         }
         out
     }

@@ -104,6 +104,13 @@ const EARLY_FITS: usize = 4;
 /// Fewest points a forest is fitted on.
 const MIN_FIT: usize = 16;
 
+/// Points in a day at `step_secs` (unknown or unusable: `None`), not yet rounded.
+fn points_per_day(step_secs: Option<f64>) -> Option<f64> {
+    step_secs
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| (86_400.0 / s).min(1e7))
+}
+
 /// Scores one series point by point, in event order.
 #[derive(Debug)]
 pub struct StreamingDetector {
@@ -123,6 +130,9 @@ pub struct StreamingDetector {
     seasonal_model: bool,
     /// Whether rows with the seasonal feature live are being collected.
     seasonal_collecting: bool,
+    /// Points before new extremes count: a day of points when the step is known, the
+    /// warm-up otherwise (fixed at creation; read at every point).
+    novelty_after: usize,
 }
 
 impl StreamingDetector {
@@ -139,11 +149,11 @@ impl StreamingDetector {
             shape: Shape::new(
                 config.baseline_points,
                 config.baseline_lag,
-                config
-                    .step_secs
-                    .filter(|s| s.is_finite() && *s > 0.0)
-                    .map_or(0, |s| (86_400.0 / s).round().min(1e7) as usize),
+                points_per_day(config.step_secs).map_or(0, |d| d.round() as usize),
             ),
+            novelty_after: points_per_day(config.step_secs)
+                .map_or(0, |d| d.ceil() as usize)
+                .max(config.warmup_points),
             config,
             model: None,
             train: VecDeque::new(),
@@ -168,20 +178,26 @@ impl StreamingDetector {
         &self.config
     }
 
-    fn fit(&mut self) {
+    /// The training ring as a matrix; `None` below [`MIN_FIT`] rows.
+    fn train_matrix(&self) -> Option<Matrix> {
         if self.train.len() < MIN_FIT {
-            return;
+            return None;
         }
         let flat: Vec<f32> = self.train.iter().flatten().copied().collect();
+        Matrix::new(flat, FEATURES).ok()
+    }
+
+    fn fit(&mut self) {
+        let Some(m) = self.train_matrix() else {
+            return;
+        };
         let params = IsolationForestParams {
             seed: self.config.seed.wrapping_add(self.fits as u64),
             trees: self.config.trees,
             sample_size: self.config.sample_size,
             extension_level: None,
         };
-        if let Ok(m) = Matrix::new(flat, FEATURES)
-            && let Ok(mut f) = IsolationForest::fit(m.view(), &params)
-        {
+        if let Ok(mut f) = IsolationForest::fit(m.view(), &params) {
             // One row at a time never uses the batch layout; refreshes need not rebuild it.
             f.release_fast_layout();
             self.model = Some(f);
@@ -193,15 +209,14 @@ impl StreamingDetector {
     /// On the regular schedule: the older half of the trees regrown on the recent rows (a
     /// streaming forest: half the cost of a refit, each tree lives two periods).
     fn refresh(&mut self) {
-        if self.train.len() < MIN_FIT {
+        let Some(m) = self.train_matrix() else {
             return;
-        }
-        let flat: Vec<f32> = self.train.iter().flatten().copied().collect();
+        };
         let seed = self.config.seed.wrapping_add(self.fits as u64);
         let half = self.config.trees.div_ceil(2);
-        let done = match (&mut self.model, Matrix::new(flat, FEATURES)) {
-            (Some(model), Ok(m)) => model.refresh(m.view(), half, seed).unwrap_or(false),
-            _ => false,
+        let done = match &mut self.model {
+            Some(model) => model.refresh(m.view(), half, seed).unwrap_or(false),
+            None => false,
         };
         if done {
             self.fits += 1;
@@ -211,23 +226,12 @@ impl StreamingDetector {
         }
     }
 
-    /// Points before new extremes count: a day of points when the step is known, the
-    /// warm-up otherwise.
-    fn novelty_after(&self) -> usize {
-        let day = self
-            .config
-            .step_secs
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map_or(0, |s| (86_400.0 / s).ceil().min(1e7) as usize);
-        day.max(self.config.warmup_points)
-    }
-
     /// Whether `value` lies beyond the range seen so far by more than the tolerance (once
     /// the series has shown its range); widens the range.
     fn novel(&mut self, value: f64) -> bool {
         let tol = self.config.novelty_tolerance;
         let novel = match self.range {
-            Some((lo, hi)) if tol > 0.0 && hi > lo && self.seen > self.novelty_after() => {
+            Some((lo, hi)) if tol > 0.0 && hi > lo && self.seen > self.novelty_after => {
                 let slack = (hi - lo) * tol;
                 value > hi + slack || value < lo - slack
             }
@@ -321,16 +325,6 @@ impl StreamingDetector {
             is_anomaly,
             raw,
         }
-    }
-
-    /// Adds the next point; returns its score (kept for callers of the batch form).
-    pub fn push(&mut self, value: f64) -> Vec<StreamScore> {
-        vec![self.score(value)]
-    }
-
-    /// Ends the series; every point has been scored already.
-    pub fn finish(&mut self) -> Vec<StreamScore> {
-        Vec::new()
     }
 }
 
