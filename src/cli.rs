@@ -122,6 +122,10 @@ enum Command {
         /// Where to write the report (`-` for standard output).
         #[arg(long, value_name = "FILE", default_value = "-")]
         output: PathBuf,
+        /// Refuse input spanning more event time than this (exit 2 naming the first sample
+        /// beyond it): a sample stamped years off is a clock or an export gone wrong.
+        #[arg(long, value_name = "DAYS", default_value_t = replay::DEFAULT_MAX_SPAN_DAYS)]
+        max_span_days: u32,
     },
     /// A self-contained demonstration: generated metrics and logs with a CPU spike, a crash
     /// loop and a memory leak at peak hours, replayed through the real pipeline against the
@@ -411,8 +415,12 @@ pub fn run(cli: Cli) -> ExitCode {
         } => {
             return in_runtime(demo::run(scenario, write_telemetry.as_deref()));
         }
-        Command::Replay { input, output } => {
-            return in_runtime(replay::run(input, output));
+        Command::Replay {
+            input,
+            output,
+            max_span_days,
+        } => {
+            return in_runtime(replay::run(input, output, *max_span_days));
         }
         Command::Model { command } => {
             return match command {

@@ -234,6 +234,9 @@ pub struct ReplayReport {
     /// Actions held for approval, as they ended.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<ApprovalRow>,
+    /// Gaps in event time longer than the baseline, each with the series on either side.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// An action held for approval, and what became of it.
@@ -322,11 +325,41 @@ pub async fn replay_with(
     items.sort_by_key(|i| i.at);
     let mut streams: BTreeMap<&BTreeMap<String, String>, u32> = BTreeMap::new();
     let tick = settings.engine_tick_ms.max(1);
+    // Past this much event time without data, a tick changes nothing (every entity is
+    // evicted, every incident calm, every verification due): the replay jumps to the tick
+    // of the next sample, so its run time follows the samples, not the span.
+    let healing_settings = settings.healing();
+    let settle_ms = healing_settings
+        .engine
+        .idle_ms
+        .max(healing_settings.engine.baseline_ms)
+        .max(i64::try_from(healing_settings.verify_after.as_millis()).unwrap_or(i64::MAX))
+        .saturating_add(tick.saturating_mul(i64::from(settings.engine_calm_ticks) + 2));
+    let gap_warn_ms = settings.engine_baseline_secs.max(1) * 1_000;
+    let mut warnings = Vec::new();
+    let mut progress = Progress::new(items.len());
     let mut events = Vec::new();
     let mut next_tick = items
         .first()
         .map_or(0, |i| i.at - i.at.rem_euclid(tick) + tick);
-    for item in &items {
+    let mut last_at: Option<&Item> = None;
+    for (n, item) in items.iter().enumerate() {
+        if let Some(prev) = last_at
+            && item.at - prev.at > gap_warn_ms
+        {
+            warnings.push(format!(
+                "no telemetry for {} of event time, more than engine_baseline_secs ({} s): {} {} is the last before the gap, {} {} the first after it",
+                human_span(item.at - prev.at),
+                settings.engine_baseline_secs,
+                rfc3339(prev.at),
+                series_name(&prev.labels),
+                rfc3339(item.at),
+                series_name(&item.labels),
+            ));
+        }
+        let data_until = last_at.map_or(item.at, |p| p.at);
+        last_at = Some(item);
+        progress.update(n, item.at);
         while item.at >= next_tick {
             events.extend(
                 healing
@@ -334,6 +367,10 @@ pub async fn replay_with(
                     .await,
             );
             next_tick += tick;
+            if next_tick.saturating_sub(data_until) > settle_ms {
+                // Aligned at or before the sample, as the tick it falls in.
+                next_tick = next_tick.max(item.at - item.at.rem_euclid(tick));
+            }
         }
         let labels: Vec<(String, String)> = item
             .labels
@@ -357,6 +394,7 @@ pub async fn replay_with(
             .tick_at(next_tick, DateTime::from_timestamp_millis(next_tick))
             .await,
     );
+    progress.finish();
     let stats = healing.stats(next_tick);
     drop(healing);
     let mut approvals = Vec::new();
@@ -443,21 +481,134 @@ pub async fn replay_with(
         stats,
         audit_intact,
         approvals,
+        warnings,
     })
 }
 
-/// `aegis replay --input FILE --output FILE`.
-pub async fn run(input: &Path, output: &Path) -> anyhow::Result<std::process::ExitCode> {
+/// A series or stream as `{name="value", ...}` (for warnings).
+pub fn series_name(labels: &BTreeMap<String, String>) -> String {
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+/// A span of milliseconds for people: `3.2 years`, `5.0 days`, `2.5 h`, `90 s`.
+fn human_span(ms: i64) -> String {
+    let secs = ms as f64 / 1_000.0;
+    if secs >= 365.0 * 86_400.0 {
+        format!("{:.1} years", secs / (365.25 * 86_400.0))
+    } else if secs >= 2.0 * 86_400.0 {
+        format!("{:.1} days", secs / 86_400.0)
+    } else if secs >= 3_600.0 {
+        format!("{:.1} h", secs / 3_600.0)
+    } else {
+        format!("{secs:.0} s")
+    }
+}
+
+/// Progress on a terminal (standard error) for runs longer than a few seconds: how many
+/// samples are done and the event time reached, once a second; nothing when piped.
+pub struct Progress {
+    total: usize,
+    started: std::time::Instant,
+    last: std::time::Instant,
+    shown: bool,
+    on: bool,
+}
+
+impl Progress {
+    /// Progress over `total` items.
+    pub fn new(total: usize) -> Self {
+        use std::io::IsTerminal;
+        let now = std::time::Instant::now();
+        Self {
+            total,
+            started: now,
+            last: now,
+            shown: false,
+            on: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// `done` items processed, up to event time `at_ms`.
+    pub fn update(&mut self, done: usize, at_ms: i64) {
+        if !self.on
+            || self.started.elapsed() < std::time::Duration::from_secs(3)
+            || self.last.elapsed() < std::time::Duration::from_secs(1)
+        {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        self.shown = true;
+        let pct = done as f64 * 100.0 / self.total.max(1) as f64;
+        eprint!(
+            "\rreplay: {done}/{} ({pct:.0} %), event time {}   ",
+            self.total,
+            rfc3339(at_ms)
+        );
+    }
+
+    /// Ends the progress line.
+    pub fn finish(&self) {
+        if self.shown {
+            eprintln!(
+                "\rreplay: {} items in {:.1} s{}",
+                self.total,
+                self.started.elapsed().as_secs_f64(),
+                " ".repeat(30)
+            );
+        }
+    }
+}
+
+/// The first item more than `max_span_ms` after the earliest one, if the input spans more.
+pub fn beyond_span(items: &[Item], max_span_ms: i64) -> Option<(&Item, i64)> {
+    let first = items.iter().map(|i| i.at).min()?;
+    let limit = first.saturating_add(max_span_ms);
+    items
+        .iter()
+        .filter(|i| i.at > limit)
+        .min_by_key(|i| i.at)
+        .map(|i| (i, first))
+}
+
+/// Longest event-time span `aegis replay` takes by default (a year).
+pub const DEFAULT_MAX_SPAN_DAYS: u32 = 365;
+
+/// `aegis replay --input FILE --output FILE [--max-span-days N]`.
+pub async fn run(
+    input: &Path,
+    output: &Path,
+    max_span_days: u32,
+) -> anyhow::Result<std::process::ExitCode> {
     let text = read_text(input)?;
     let telemetry =
         Telemetry::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+    let max_span_ms = i64::from(max_span_days) * 86_400_000;
+    if let Some((item, first)) = beyond_span(&telemetry.items, max_span_ms) {
+        eprintln!(
+            "error: {} spans more than --max-span-days {max_span_days}: the first sample beyond it is {} at {} ({} after the earliest, {}); a clock or an export is likely off (raise --max-span-days if the span is real)",
+            input.display(),
+            series_name(&item.labels),
+            rfc3339(item.at),
+            human_span(item.at - first),
+            rfc3339(first),
+        );
+        return Ok(std::process::ExitCode::from(2));
+    }
     let report = replay(&telemetry).await?;
-    let json = serde_json::to_string_pretty(&serde_json::json!({
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut value = serde_json::json!({
         "events": report.events,
         "decisions": report.decisions,
         "actions": report.actions,
         "audit_intact": report.audit_intact,
-    }))?;
+    });
+    if !report.warnings.is_empty() {
+        value["warnings"] = serde_json::json!(report.warnings);
+    }
+    let json = serde_json::to_string_pretty(&value)?;
     if output == Path::new("-") {
         println!("{json}");
     } else {

@@ -151,6 +151,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         INGEST_QUEUE_BATCHES,
         aegis_ingest::IngestLimits {
             max_decompressed: config.max_body_bytes.saturating_mul(16),
+            admission: aegis_ingest::Admission {
+                max_sample_age: Duration::from_secs(config.max_sample_age_secs),
+                future_grace: Duration::from_secs(config.future_grace_secs),
+                max_line_bytes: config.max_log_line_bytes,
+            },
             ..aegis_ingest::IngestLimits::default()
         },
     );
@@ -448,6 +453,7 @@ pub(crate) fn build_auth(config: &Config) -> anyhow::Result<Auth> {
     let mut settings = AuthSettings::new(keys);
     settings.ingest_token = config.ingest_token.as_ref().map(|t| t.expose().to_owned());
     settings.ingest_open = config.ingest_open;
+    settings.signup_enabled = config.signup_enabled;
     if config.ingest_open {
         tracing::warn!(
             "AEGIS_INGEST_OPEN: remote write and Loki push accept requests without a token"
@@ -559,6 +565,7 @@ async fn build_executor(config: &Config, limiter: Limiter) -> anyhow::Result<Exe
         blast_radius: i64::from(config.executor_blast_radius),
         blast_window: Duration::from_secs(config.executor_blast_window_secs),
         approval_timeout: Duration::from_secs(config.approval_timeout_secs.max(1)),
+        four_eyes: config.approval_four_eyes,
     };
     Ok(ExecutorService::new(executor, settings, limiter))
 }

@@ -94,7 +94,7 @@ fn every_contract_metric_is_exported_after_each_subsystem_ran() {
             ("__name__".into(), "up".into()),
             ("job".into(), "test".into()),
         ],
-        samples: vec![(1_795_000_000_000, 1.0)],
+        samples: vec![(chrono::Utc::now().timestamp_millis(), 1.0)],
     }];
     let body = snap::raw::Encoder::new()
         .compress_vec(&encode_v1(&series))
@@ -104,7 +104,13 @@ fn every_contract_metric_is_exported_after_each_subsystem_ran() {
     assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
     let answer = raw(port, head, b"not snappy at all");
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    let push = serde_json::json!({"streams": [{"stream": {"app": "api"}, "values": [["1795000000000000000", "hello"]]}]}).to_string();
+    let now_ns = chrono::Utc::now()
+        .timestamp_nanos_opt()
+        .unwrap()
+        .to_string();
+    let push =
+        serde_json::json!({"streams": [{"stream": {"app": "api"}, "values": [[now_ns, "hello"]]}]})
+            .to_string();
     let answer = raw(
         port,
         "POST /loki/api/v1/push HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ingest-token\r\nContent-Type: application/json\r\n",

@@ -460,6 +460,21 @@ fn attack_table(dir: &Path, db: &str, backend: &str) {
         &[401],
         (answer.0, &answer.1),
     );
+    // The reuse ended the session: its access token stops working at once (issue 27,
+    // attack 5), so the rest of the table logs in again.
+    let answer = get(port, "/api/v1/users", &admin);
+    table.check(
+        "an access token of the session the reuse revoked",
+        &[401],
+        (answer.0, &answer.1),
+    );
+    let body = json!({"email": ADMIN, "password": PASSWORD}).to_string();
+    let (status, answer) = post(port, "/api/v1/auth/login", None, &body);
+    assert_eq!(status, 200, "{answer}");
+    let admin = serde_json::from_str::<Value>(&answer).unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // --- Signed actions -----------------------------------------------------------------
     let body = action_body("production", "deployment/api", now());
@@ -970,4 +985,90 @@ fn anonymous_executor_refusals_are_bounded_on_both_backends() {
     let dir = tempfile::tempdir().unwrap();
     let pg = FreshDb::new("anon");
     anonymous_refusals_are_bounded(dir.path(), &pg.url, "PostgreSQL");
+}
+
+/// Issue 27, attack 5: an admin who is demoted and deactivated keeps using the access token
+/// she already holds, and logout leaves the access token valid. Every access token names
+/// its login session; ending the session (a role or account change, logout) ends the token
+/// on the next request, not 15 minutes later. Other sessions of the same user live on.
+fn ended_sessions_end_their_access_tokens(dir: &Path, db: &str, backend: &str) {
+    let (child, port) = serve(dir, db);
+    let login = |email: &str| {
+        let body = json!({"email": email, "password": PASSWORD}).to_string();
+        let (status, answer) = post(port, "/api/v1/auth/login", None, &body);
+        assert_eq!(status, 200, "{backend}: login {email}: {answer}");
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        (
+            v["access_token"].as_str().unwrap().to_owned(),
+            v["refresh_token"].as_str().unwrap().to_owned(),
+            v["user"]["id"].as_str().unwrap().to_owned(),
+        )
+    };
+    let patch = |token: &str, path: &str, body: Value| {
+        let (status, _, answer) =
+            http(port, "PATCH", path, Some(token), Some(&body.to_string())).unwrap();
+        (status, answer)
+    };
+    let (root, _, _) = login(ADMIN);
+    let signup = json!({"email": "mallory@example.com", "password": PASSWORD}).to_string();
+    let (status, answer) = post(port, "/api/v1/auth/signup", None, &signup);
+    assert_eq!(status, 201, "{backend}: {answer}");
+    let mallory_id = serde_json::from_str::<Value>(&answer).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mallory_path = format!("/api/v1/users/{mallory_id}");
+    let (status, answer) = patch(&root, &mallory_path, json!({"roles": ["admin"]}));
+    assert_eq!(status, 200, "{backend}: promote: {answer}");
+    let (mallory, _, _) = login("mallory@example.com");
+    assert_eq!(get(port, "/api/v1/users", &mallory).0, 200, "{backend}");
+
+    let (status, answer) = patch(
+        &root,
+        &mallory_path,
+        json!({"roles": ["user"], "is_active": false}),
+    );
+    assert_eq!(status, 200, "{backend}: demote: {answer}");
+    let (status, answer) = get(port, "/api/v1/users", &mallory);
+    assert_eq!(
+        status, 401,
+        "{backend}: demoted token still reads users: {answer}"
+    );
+    let (status, answer) = patch(
+        &mallory,
+        &mallory_path,
+        json!({"roles": ["admin"], "is_active": true}),
+    );
+    assert_eq!(
+        status, 401,
+        "{backend}: demoted token re-promoted: {answer}"
+    );
+    let (status, answer) = get(port, &mallory_path, &root);
+    assert_eq!(status, 200, "{backend}: {answer}");
+    let stored: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        (stored["roles"].clone(), stored["is_active"].clone()),
+        (json!(["user"]), json!(false)),
+        "{backend}"
+    );
+
+    // Logout ends that session's access token; the first session lives on.
+    let (second, second_refresh, _) = login(ADMIN);
+    assert_eq!(get(port, "/api/v1/users/me", &second).0, 200, "{backend}");
+    let body = json!({"refresh_token": second_refresh}).to_string();
+    assert_eq!(post(port, "/api/v1/auth/logout", None, &body).0, 204);
+    let (status, answer) = get(port, "/api/v1/users/me", &second);
+    assert_eq!(status, 401, "{backend}: token after logout: {answer}");
+    assert_eq!(get(port, "/api/v1/users/me", &root).0, 200, "{backend}");
+    terminate(child);
+}
+
+#[test]
+fn ended_sessions_end_their_access_tokens_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("sessions.db").display());
+    ended_sessions_end_their_access_tokens(dir.path(), &db, "SQLite");
+    let dir = tempfile::tempdir().unwrap();
+    let pg = FreshDb::new("sessions");
+    ended_sessions_end_their_access_tokens(dir.path(), &pg.url, "PostgreSQL");
 }

@@ -157,17 +157,53 @@ async fn authenticate(
         }));
     }
     match auth.settings.keys.verify(token) {
-        Ok(claims) => Ok(Some(Caller {
-            id: claims.sub,
-            roles: claims.roles,
-            kind: CallerKind::User,
-        })),
+        Ok(claims) => {
+            let caller = Caller {
+                id: claims.sub,
+                roles: claims.roles,
+                kind: CallerKind::User,
+            };
+            session_is_live(state, &caller, claims.sid.as_deref()).await?;
+            Ok(Some(caller))
+        }
         Err(error) => {
             tracing::debug!(%error, "bearer token refused");
             Err(unauthenticated(
                 "the access token is invalid or expired; log in again or refresh it",
             ))
         }
+    }
+}
+
+/// An access token is only as good as the login session it came from: logout, a role change,
+/// deactivation, deletion or refresh-token reuse end the session, and its access tokens stop
+/// working on the next request instead of living out their 15 minutes. Live sessions are
+/// remembered for the token cache's few seconds (cleared here on every such change, so
+/// within this process the change is immediate; another replica sees it within the TTL).
+async fn session_is_live(
+    state: &AppState,
+    caller: &Caller,
+    sid: Option<&str>,
+) -> Result<(), ApiError> {
+    #[cfg(test)]
+    if state.auth().settings.skip_session_check {
+        return Ok(());
+    }
+    let ended = || {
+        unauthenticated(
+            "the session has ended (logout, or a change to the account or its roles); log in again",
+        )
+    };
+    let sid = sid.ok_or_else(ended)?;
+    let key = format!("session {sid} {}", caller.id);
+    if state.token_cache().get(&key).is_some() {
+        return Ok(());
+    }
+    if state.store().session_is_live(&caller.id, sid).await? {
+        state.token_cache().put(key, caller.clone());
+        Ok(())
+    } else {
+        Err(ended())
     }
 }
 
@@ -247,6 +283,33 @@ pub(crate) async fn access(
         req.extensions_mut().insert(caller);
     }
     Ok(next.run(req).await)
+}
+
+/// Whether `caller` may read SQL table `table`, whose rows `GET route` shows: a table
+/// carries the access rules of that endpoint, so SQL is never a way around them. A denial
+/// is 403 naming the table and the endpoint, and is on record like any denial.
+pub(crate) async fn authorize_table(
+    state: &AppState,
+    caller: &Caller,
+    table: &str,
+    route: &str,
+    request_id: Option<String>,
+) -> Result<(), ApiError> {
+    let asked = Asked {
+        method: Method::GET,
+        path: route.to_owned(),
+        request_id,
+    };
+    authorize(state, &asked, route, caller).await.map_err(|e| {
+        if e.status() == http::StatusCode::FORBIDDEN {
+            ApiError::forbidden(format!(
+                "table `{table}` holds the rows `GET {route}` shows, which you may not read ({})",
+                e.message()
+            ))
+        } else {
+            e
+        }
+    })
 }
 
 /// The parts of a request authorisation looks at.

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::executor_service::{ExecutorService, ExecutorSettings, policy_request};
 use crate::ratelimit::{Limiter, Limits};
-use crate::tests::{bearer, send, test_auth};
+use crate::tests::{assert_envelope, bearer, send, test_auth};
 use crate::{AppState, PolicyService, app};
 
 fn policy(name: &str, v: Value) -> Policy {
@@ -98,6 +98,18 @@ async fn ask(
     name: &str,
     severity: &str,
 ) -> crate::executor_service::ExecuteResponse {
+    ask_as(db, executor, policies, name, severity, "aegis-engine").await
+}
+
+/// [`ask`] on behalf of `actor`.
+async fn ask_as(
+    db: &TestDb,
+    executor: &ExecutorService,
+    policies: &PolicyService,
+    name: &str,
+    severity: &str,
+    actor: &str,
+) -> crate::executor_service::ExecuteResponse {
     let req = scale(name);
     let mut question = policy_request(&req, None);
     question
@@ -105,7 +117,7 @@ async fn ask(
         .metadata
         .insert("severity".into(), json!(severity));
     executor
-        .execute_internal(&db.store, policies, req, "aegis-engine", question)
+        .execute_internal(&db.store, policies, req, actor, question)
         .await
         .unwrap()
 }
@@ -340,6 +352,63 @@ async fn an_open_breaker_refuses_actions_until_an_operator_resets_it() {
         let (status, _, _) =
             send(router, post("/api/v1/breakers/production/nope/reset", None)).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+        db.cleanup().await;
+    }
+}
+
+/// Issue 27: four-eyes approvals. The caller whose action was held cannot approve it (the
+/// attempt is refused, audited and changes nothing); another approver can, and the approval
+/// records both who asked and who approved.
+#[tokio::test]
+async fn whoever_asked_cannot_approve_their_own_held_action() {
+    for db in TestDb::both().await {
+        let (router, executor, policies) = setup(&db, Duration::from_secs(60)).await;
+        let held = ask_as(&db, &executor, &policies, "api", "critical", "admin-1").await;
+        assert_eq!(held.status, "awaiting_approval", "{}: {held:?}", db.name());
+        let approve = format!("/api/v1/approvals/{}/approve", held.id);
+        let (status, headers, refused) = send(router.clone(), post(&approve, None)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{}: {refused}", db.name());
+        assert_envelope(&refused, "forbidden", &headers);
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("four-eyes"),
+            "{refused}"
+        );
+        let (_, _, still) = send(
+            router.clone(),
+            get(&format!("/api/v1/approvals/{}", held.id)),
+        )
+        .await;
+        assert_eq!(still["status"], "pending", "{still}");
+        assert_eq!(
+            phases(&db, "deployment/api").await,
+            [
+                ("approval".into(), "pending".into()),
+                ("approval".into(), "refused".into()),
+            ]
+        );
+
+        let by_other = Request::post(&approve)
+            .header(header::AUTHORIZATION, bearer("admin-2", &["admin"]))
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, decided) = send(router.clone(), by_other).await;
+        assert_eq!(status, StatusCode::OK, "{}: {decided}", db.name());
+        assert_eq!(decided["approval"]["requested_by"], "admin-1");
+        assert_eq!(decided["approval"]["decided_by"], "admin-2");
+        assert_eq!(decided["action"]["status"], "dry_run", "{decided}");
+
+        // Withdrawing one's own request stays open.
+        let held = ask_as(&db, &executor, &policies, "cart", "critical", "admin-1").await;
+        let (status, _, decided) = send(
+            router.clone(),
+            post(&format!("/api/v1/approvals/{}/reject", held.id), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{decided}");
+        assert_eq!(decided["approval"]["status"], "rejected");
         db.cleanup().await;
     }
 }

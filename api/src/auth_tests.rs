@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use crate::ratelimit::{Limiter, Limits};
-use crate::tests::{assert_envelope, send, test_auth};
+use crate::tests::{assert_envelope, send, test_auth_with_sessions};
 use crate::{AppState, PolicyService, app};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -30,7 +30,7 @@ async fn fixture(db: &TestDb, limits: Limits) -> Fixture {
     let service = Arc::new(PolicyService::new(db.store.clone()).with_audit(writer.sender()));
     service.install_defaults_if_new().await.unwrap();
     service.reload_database().await.unwrap();
-    let auth = test_auth();
+    let auth = test_auth_with_sessions();
     let admin = db
         .store
         .create_user(
@@ -104,17 +104,33 @@ async fn signup_login_refresh_rotation_reuse_and_logout() {
             (Some("ada@example.com"), json!(["user"]))
         );
 
-        let (status, headers, body) = send(
+        // Issue 27, attack 12: a taken email answers like a new account (no enumeration);
+        // nothing changes, the owner's password still works and the decoy's does not.
+        let (status, _, decoy) = send(
             r.clone(),
             post(
                 "/api/v1/auth/signup",
-                &json!({"email": "ada@example.com", "password": PASSWORD}),
+                &json!({"email": "ada@example.com", "password": "another password 12345"}),
                 None,
             ),
         )
         .await;
-        assert_eq!(status, StatusCode::CONFLICT);
-        assert_envelope(&body, "conflict", &headers);
+        assert_eq!(status, StatusCode::CREATED, "{} {decoy}", db.name());
+        assert_eq!(
+            decoy.as_object().map(|o| o.keys().collect::<Vec<_>>()),
+            user.as_object().map(|o| o.keys().collect::<Vec<_>>())
+        );
+        assert_ne!(decoy["id"], user["id"]);
+        assert_eq!(decoy["email"], user["email"]);
+        let (status, _, _) = login(r, "ada@example.com", "another password 12345").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let stored = db
+            .store
+            .user_by_email("ada@example.com")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(json!(stored.id), user["id"]);
         let (status, _, body) = send(
             r.clone(),
             post(
@@ -586,4 +602,83 @@ async fn login_attempts_and_requests_are_rate_limited() {
     );
     db.cleanup().await;
     db2.cleanup().await;
+}
+
+/// Issue 27, attack 12: signup can be turned off, and a signup flood cannot take the
+/// password-hashing permits logins wait for, nor hash without bound from one client.
+#[tokio::test]
+async fn signup_can_be_turned_off_and_cannot_starve_logins() {
+    for db in TestDb::both().await {
+        // Every signup permit held, as by a flood of signups in flight: a login still goes
+        // through (on its own permits) while a signup waits.
+        let auth = test_auth_with_sessions();
+        let held = auth.hasher.hold_signup_permits().await;
+        let phc = auth.hasher.hash(PASSWORD).unwrap();
+        let login_verified = tokio::time::timeout(
+            Duration::from_secs(30),
+            auth.hasher.verify_async(PASSWORD.to_owned(), Some(phc)),
+        )
+        .await;
+        assert_eq!(login_verified, Ok(true), "a login waited on signups");
+        let signup = tokio::time::timeout(
+            Duration::from_millis(200),
+            auth.hasher.hash_signup_async(PASSWORD.to_owned()),
+        )
+        .await;
+        assert!(signup.is_err(), "a signup ran without a signup permit");
+        drop(held);
+
+        // Signups spend the client's login budget: a flood from one client meets 429s.
+        let limited = app(AppState::new(db.store.clone(), ExecutorMode::DryRun)
+            .with_auth(test_auth_with_sessions())
+            .with_limiter(Limiter::in_memory(Limits {
+                login_ip_per_minute: 3,
+                ..Limits::default()
+            })));
+        let mut statuses = Vec::new();
+        for i in 0..5 {
+            let (status, _, _) = send(
+                limited.clone(),
+                post(
+                    "/api/v1/auth/signup",
+                    &json!({"email": format!("flood{i}@example.com"), "password": PASSWORD}),
+                    None,
+                ),
+            )
+            .await;
+            statuses.push(status.as_u16());
+        }
+        assert_eq!(statuses, [201, 201, 201, 429, 429], "{}", db.name());
+
+        // Turned off: 403 in the envelope, nothing stored.
+        let mut auth = test_auth_with_sessions();
+        auth.settings.signup_enabled = false;
+        let closed = app(AppState::new(db.store.clone(), ExecutorMode::DryRun).with_auth(auth));
+        let (status, headers, body) = send(
+            closed,
+            post(
+                "/api/v1/auth/signup",
+                &json!({"email": "closed@example.com", "password": PASSWORD}),
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_envelope(&body, "forbidden", &headers);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("signup_enabled"),
+            "{body}"
+        );
+        assert!(
+            db.store
+                .user_by_email("closed@example.com")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        db.cleanup().await;
+    }
 }

@@ -49,6 +49,8 @@ pub struct ExecutorSettings {
     pub blast_window: Duration,
     /// How long an action held for approval waits before it counts as rejected.
     pub approval_timeout: Duration,
+    /// Four-eyes: whoever asked for a held action cannot approve it themselves.
+    pub four_eyes: bool,
 }
 
 impl Default for ExecutorSettings {
@@ -62,6 +64,7 @@ impl Default for ExecutorSettings {
             blast_radius: 5,
             blast_window: Duration::from_secs(600),
             approval_timeout: Duration::from_secs(900),
+            four_eyes: true,
         }
     }
 }
@@ -410,6 +413,9 @@ impl ExecutorService {
     ) -> Result<(aegis_store::Approval, Option<ExecuteResponse>), ApiError> {
         self.expire_approvals(store).await?;
         let status = if approve { "approved" } else { "rejected" };
+        if approve && self.settings.four_eyes {
+            self.refuse_own_approval(store, id, by).await?;
+        }
         let Some(approval) = store
             .decide_approval(id, status, Some(by), reason, Utc::now())
             .await?
@@ -466,6 +472,31 @@ impl ExecutorService {
             .await?;
         let approval = store.get_approval(id).await?.unwrap_or(approval);
         Ok((approval, Some(response)))
+    }
+
+    /// Four-eyes: the caller whose request was held cannot approve it (withdrawing it with a
+    /// rejection stays open to them). The refused attempt is on record.
+    async fn refuse_own_approval(&self, store: &Store, id: &str, by: &str) -> Result<(), ApiError> {
+        let Some(approval) = store.get_approval(id).await? else {
+            return Ok(());
+        };
+        if approval.status != "pending" || approval.requested_by.as_deref() != Some(by) {
+            return Ok(());
+        }
+        let req: Option<ActionRequest> = serde_json::from_str(&approval.request).ok();
+        let entry = audit_entry(
+            &approval.id,
+            "approval",
+            req.as_ref(),
+            "refused",
+            Some(by),
+            format!("four-eyes: {by} asked for this action and cannot approve it"),
+            json!({"approval_id": approval.id, "requested_by": approval.requested_by}),
+        );
+        store.append_action_audit(&[entry]).await?;
+        Err(ApiError::forbidden(format!(
+            "four-eyes: you asked for this action, so someone else must approve it (approval `{id}`; approval_four_eyes = false turns this off)"
+        )))
     }
 
     async fn guarded(

@@ -246,7 +246,7 @@ pub struct HealingLoop {
     watched: Mutex<std::collections::HashMap<aegis_engine::Entity, f64>>,
     events: tokio::sync::broadcast::Sender<LoopEvent>,
     /// The most recent log batches (for SQL over `logs`), at most [`RECENT_LOG_LINES`]
-    /// lines; the Arrow buffers are shared with ingest, not copied.
+    /// lines and [`RECENT_LOG_BYTES`]; the Arrow buffers are shared with ingest, not copied.
     recent_logs: Mutex<std::collections::VecDeque<arrow_array::RecordBatch>>,
 }
 
@@ -255,6 +255,9 @@ pub const HANDOFF_MAX_AGE: Duration = Duration::from_secs(120);
 
 /// Log lines kept for SQL over recent logs.
 pub const RECENT_LOG_LINES: usize = 100_000;
+/// Bytes of log batches kept for SQL over recent logs (the newest batch is always kept;
+/// ingest caps a line at `max_log_line_bytes`, so one batch is bounded too).
+pub const RECENT_LOG_BYTES: usize = 64 << 20;
 
 /// The warm-up and activity figures of the loop.
 #[derive(Debug, Clone, Serialize)]
@@ -305,6 +308,8 @@ pub struct LoopStats {
     pub over_limit: u64,
     /// Samples older than their window.
     pub late: u64,
+    /// Samples that jumped far ahead of their series and were not followed (dropped).
+    pub jumps_refused: u64,
     /// Entities dropped when idle.
     pub evicted: u64,
     /// Bytes held by the windows.
@@ -392,9 +397,14 @@ impl HealingLoop {
                     let mut recent = self.recent_logs.lock().unwrap_or_else(|p| p.into_inner());
                     recent.push_back(b.clone());
                     let mut lines: usize = recent.iter().map(|r| r.num_rows()).sum();
-                    while lines > RECENT_LOG_LINES {
+                    let mut bytes: usize = recent.iter().map(|r| r.get_array_memory_size()).sum();
+                    // Lines and bytes both bound it: 100,000 lines of 200 bytes are 20 MB,
+                    // ten lines of 50 MB would be 500 MB.
+                    while (lines > RECENT_LOG_LINES || bytes > RECENT_LOG_BYTES) && recent.len() > 1
+                    {
                         let Some(old) = recent.pop_front() else { break };
                         lines -= old.num_rows();
+                        bytes = bytes.saturating_sub(old.get_array_memory_size());
                     }
                 }
                 let mut engine = self.engine();
@@ -1455,6 +1465,7 @@ impl HealingLoop {
             no_entity: c.no_entity,
             over_limit: c.over_limit,
             late: c.late,
+            jumps_refused: c.jumps_refused,
             evicted: c.evicted,
             window_bytes: bytes,
             skipped_ticks: n(&self.counters.skipped_ticks),

@@ -63,6 +63,15 @@ fn write(body: Vec<u8>, content_type: &str, token: Option<&str>) -> Request<Body
     b.body(Body::from(body)).unwrap()
 }
 
+/// Limits for tests that send recorded data with fixed timestamps: no time window (the
+/// window itself is tested with the defaults below).
+fn recorded() -> IngestLimits {
+    IngestLimits {
+        admission: aegis_ingest::Admission::unbounded(),
+        ..IngestLimits::default()
+    }
+}
+
 fn snappy(raw: &[u8]) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(raw).unwrap()
 }
@@ -76,6 +85,7 @@ async fn versions_headers_limits_overload_and_auth() {
             ..SeriesLimits::default()
         },
         max_decompressed: 1 << 20,
+        admission: aegis_ingest::Admission::unbounded(),
     };
     let (r, mut rx) = router(&db, 2, limits).await;
     let service = bearer("svc", &["service"]);
@@ -207,7 +217,7 @@ async fn versions_headers_limits_overload_and_auth() {
     // Configured open (a trusted network), a request without a token is taken.
     let mut open = test_auth();
     open.settings.ingest_open = true;
-    let (open_router, _open_rx) = router_with(&db, 4, IngestLimits::default(), open);
+    let (open_router, _open_rx) = router_with(&db, 4, recorded(), open);
     let (status, _, body) = send(
         open_router,
         write(snappy(&encode_v1(&series)), "application/x-protobuf", None),
@@ -231,7 +241,7 @@ async fn versions_headers_limits_overload_and_auth() {
 async fn loki_push_in_every_encoding() {
     use std::io::Write;
     let db = TestDb::sqlite().await;
-    let (r, mut rx) = router_with(&db, 16, IngestLimits::default(), test_auth());
+    let (r, mut rx) = router_with(&db, 16, recorded(), test_auth());
     let token = bearer("svc", &["service"]);
     let proto = aegis_ingest::loki::encode_proto(&[(
         "{job=\"api\"}".into(),
@@ -300,7 +310,7 @@ async fn overload_answers_204_or_503_and_loses_nothing_after_retries() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(4);
     let db = TestDb::sqlite().await;
-    let (r, mut rx) = router(&db, 4, IngestLimits::default()).await;
+    let (r, mut rx) = router(&db, 4, recorded()).await;
     // The engine: 10 ms per batch, about 100 batches per second.
     let counted = Arc::new(AtomicU64::new(0));
     let engine = {
@@ -402,7 +412,7 @@ async fn pull_mode_reads_prometheus_and_loki_query_range() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let (ingest, mut rx) = Ingest::new(8, IngestLimits::default());
+    let (ingest, mut rx) = Ingest::new(8, recorded());
     let puller = crate::pull::Puller::new(
         crate::pull::PullSettings {
             prometheus: Some((url.clone(), vec!["rate(http_requests_total[1m])".into()])),

@@ -16,12 +16,17 @@ use crate::healing_tests::{healing, run};
 use crate::tests::{assert_envelope, bearer, send, test_auth};
 use crate::{AppState, PolicyService, app};
 
+/// A query by a caller who is a `user` and an `auditor` (who may read the action audit).
 fn query(body: &Value, accept: Option<&str>) -> Request<Body> {
+    query_as(body, accept, &["user", "auditor"])
+}
+
+fn query_as(body: &Value, accept: Option<&str>, roles: &[&str]) -> Request<Body> {
     let mut r = Request::builder()
         .method("POST")
         .uri("/api/v1/query")
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::AUTHORIZATION, bearer("caller-1", &["user"]));
+        .header(header::AUTHORIZATION, bearer("caller-1", roles));
     if let Some(a) = accept {
         r = r.header(header::ACCEPT, a);
     }
@@ -425,6 +430,65 @@ async fn a_query_over_its_time_is_a_408_and_frees_its_thread() {
         .await
         .unwrap();
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        db.cleanup().await;
+    }
+}
+
+/// Issue 27, attack 9: role `user` is refused `/audit/logs` (403) but read the same rows
+/// with `SELECT … FROM actions`. A table now carries the access rules of the endpoint that
+/// shows its rows: the statement is refused before any data is read (a denial goes to the
+/// decision audit like any other); tables the role may read stay readable.
+#[tokio::test]
+async fn sql_tables_carry_the_access_rules_of_their_endpoints() {
+    for db in TestDb::both().await {
+        let name = db.name();
+        let policies = Arc::new(PolicyService::new(db.store.clone()));
+        policies.install_defaults_if_new().await.unwrap();
+        policies.reload_database().await.unwrap();
+        let state = AppState::new(db.store.clone(), ExecutorMode::DryRun)
+            .with_auth(test_auth())
+            .with_policies(Arc::clone(&policies));
+        let router = app(state);
+        for sql in [
+            "SELECT * FROM actions",
+            "SELECT count(*) FROM \"ACTIONS\"",
+            "SELECT 1 FROM predictions p JOIN actions a ON a.target = p.entity",
+        ] {
+            let (status, headers, body) = send(
+                router.clone(),
+                query_as(&json!({"sql": sql}), None, &["user"]),
+            )
+            .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{name}: {sql}: {body}");
+            assert_envelope(&body, "forbidden", &headers);
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("GET /audit/logs"),
+                "{body}"
+            );
+        }
+        let (status, _, body) = send(
+            router.clone(),
+            query_as(
+                &json!({"sql": "SELECT count(*) AS n FROM predictions"}),
+                None,
+                &["user"],
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+        let (status, _, body) = send(
+            router.clone(),
+            query_as(
+                &json!({"sql": "SELECT count(*) AS n FROM actions"}),
+                None,
+                &["user", "auditor"],
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
         db.cleanup().await;
     }
 }

@@ -241,14 +241,20 @@ async fn metrics_count_requests_by_route_template() {
 pub(crate) fn test_auth() -> crate::auth::Auth {
     let key =
         crate::auth::JwtKey::new("test", b"0123456789abcdef0123456789abcdef".to_vec()).unwrap();
+    let mut settings =
+        crate::auth::AuthSettings::new(crate::auth::JwtKeys::single(key, "aegis", "aegis-api"));
+    settings.skip_session_check = true;
     crate::auth::Auth {
-        settings: crate::auth::AuthSettings::new(crate::auth::JwtKeys::single(
-            key,
-            "aegis",
-            "aegis-api",
-        )),
+        settings,
         hasher: crate::auth::PasswordHasher::with_params(1024, 1, 1).unwrap(),
     }
+}
+
+/// [`test_auth`] with the session check on, for tests that log in for real.
+pub(crate) fn test_auth_with_sessions() -> crate::auth::Auth {
+    let mut auth = test_auth();
+    auth.settings.skip_session_check = false;
+    auth
 }
 
 /// A bearer header value for a caller with `roles`, signed with [`test_auth`]'s key.
@@ -257,7 +263,12 @@ pub(crate) fn bearer(id: &str, roles: &[&str]) -> String {
     let (token, _) = test_auth()
         .settings
         .keys
-        .issue(id, &roles, std::time::Duration::from_secs(600))
+        .issue(
+            id,
+            &roles,
+            "test-session",
+            std::time::Duration::from_secs(600),
+        )
         .unwrap();
     format!("Bearer {token}")
 }

@@ -5,7 +5,8 @@
 pub const INGEST_SAMPLES_TOTAL: &str = "aegis_ingest_samples_total";
 /// Log lines accepted from a source (`source`).
 pub const INGEST_LOG_LINES_TOTAL: &str = "aegis_ingest_log_lines_total";
-/// Ingest requests or messages refused (`source`, `reason`).
+/// Ingest requests or messages refused (`source`, `reason`), and samples and log lines
+/// refused one by one (`too_old`, `too_new`, `too_long`).
 pub const INGEST_REJECTED_TOTAL: &str = "aegis_ingest_rejected_total";
 /// HTTP requests answered (`route`, `status`).
 pub const HTTP_REQUESTS_TOTAL: &str = "aegis_http_requests_total";

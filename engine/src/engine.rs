@@ -94,6 +94,9 @@ pub struct EngineCounters {
     pub over_limit: u64,
     /// Samples older than their window.
     pub late: u64,
+    /// Samples that jumped more than a window ahead of their series and were not followed
+    /// (a skewed clock, a sample from years ahead): dropped, the window unmoved.
+    pub jumps_refused: u64,
     /// Entities dropped after `idle_ms` without data.
     pub evicted: u64,
     /// Samples stored.
@@ -408,9 +411,14 @@ impl Engine {
         // Screened against the baseline as it was before this sample, so a first step
         // off a flat line counts in full.
         let before = (!self.screen.is_empty()).then(|| baseline.mean_std());
+        let refused_before = window.jumps_refused;
         let stored = window.insert(timestamp_ms, value);
         baseline.insert(timestamp_ms, value);
-        if matches!(stored, crate::Insert::TooLate | crate::Insert::Invalid) {
+        self.counters.jumps_refused += window.jumps_refused - refused_before;
+        if matches!(
+            stored,
+            crate::Insert::TooLate | crate::Insert::Invalid | crate::Insert::Held
+        ) {
             self.counters.late += u64::from(stored == crate::Insert::TooLate);
             return false;
         }

@@ -1,4 +1,12 @@
 //! One series at a fixed resolution over a fixed span, as a ring of slots.
+//!
+//! No single sample can move a window. A sample more than a span ahead of the head would
+//! clear the whole ring; it is held until the next sample confirms the jump (that sample is
+//! at or after the held one, less a span: the series really moved on, as after an outage or
+//! a replay's shifted series) and dropped as [`SeriesWindow::jumps_refused`] when the next
+//! sample refutes it (back near the old head: a skewed clock, a bad export, a sample from
+//! years ahead). Likewise a lone first sample far ahead of every later one gives way to
+//! them. So after any one out-of-bounds sample, the series keeps taking in-bounds ones.
 
 /// What happened to a sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +19,9 @@ pub enum Insert {
     Duplicate,
     /// Dropped: older than the window's span.
     TooLate,
+    /// Held: more than a span ahead of the head; stored when the next sample confirms the
+    /// jump, dropped when it refutes it.
+    Held,
     /// Dropped: not a finite number.
     Invalid,
 }
@@ -26,6 +37,11 @@ pub struct SeriesWindow {
     head: Option<i64>,
     /// Samples dropped because they were older than the span.
     pub late: u64,
+    /// A sample more than a span ahead of the head, waiting for the next one.
+    held: Option<(i64, f64)>,
+    /// Samples dropped because they jumped ahead of the series and the next sample did not
+    /// follow (or a lone first sample that every later one was far behind).
+    pub jumps_refused: u64,
     /// Running sum, sum of squares and count of the present slots, so a long baseline's
     /// mean and spread cost O(1) per tick; recomputed exactly once per turn of the ring
     /// so rounding cannot drift.
@@ -46,6 +62,8 @@ impl SeriesWindow {
             stamps: vec![i64::MIN; slots],
             head: None,
             late: 0,
+            held: None,
+            jumps_refused: 0,
             sum: 0.0,
             sum_sq: 0.0,
             present: 0,
@@ -67,11 +85,50 @@ impl SeriesWindow {
         slot.rem_euclid(self.values.len() as i64) as usize
     }
 
-    /// Adds a sample at `timestamp_ms`.
+    /// Adds a sample at `timestamp_ms` (see the module documentation for jumps).
     pub fn insert(&mut self, timestamp_ms: i64, value: f64) -> Insert {
         if !value.is_finite() {
             return Insert::Invalid;
         }
+        let slot = timestamp_ms.div_euclid(self.resolution_ms);
+        let n = self.values.len() as i64;
+        if let Some((held_ms, held_value)) = self.held.take() {
+            if slot > held_ms.div_euclid(self.resolution_ms).saturating_sub(n) {
+                // The series moved on: the held sample was real.
+                self.place(held_ms, held_value);
+            } else {
+                self.jumps_refused += 1;
+            }
+        }
+        match self.head {
+            Some(head) if slot.saturating_sub(head) >= n => {
+                self.held = Some((timestamp_ms, value));
+                return Insert::Held;
+            }
+            Some(head) if slot <= head.saturating_sub(n) && self.present == 1 => {
+                // The window holds one sample, far ahead of this one: a lone outlier
+                // must not make the series "late" for ever.
+                self.jumps_refused += 1;
+                self.clear();
+            }
+            _ => {}
+        }
+        self.place(timestamp_ms, value)
+    }
+
+    /// Empties the ring.
+    fn clear(&mut self) {
+        self.values.fill(f64::NAN);
+        self.stamps.fill(i64::MIN);
+        self.head = None;
+        self.sum = 0.0;
+        self.sum_sq = 0.0;
+        self.present = 0;
+        self.changes = 0;
+    }
+
+    /// Stores a sample, moving the head forward when it is newer.
+    fn place(&mut self, timestamp_ms: i64, value: f64) -> Insert {
         let slot = timestamp_ms.div_euclid(self.resolution_ms);
         let n = self.values.len() as i64;
         match self.head {
@@ -237,10 +294,30 @@ mod tests {
         assert_eq!(v.len(), 5);
         assert_eq!(v[0], 2.0);
         assert!(v[2].is_nan());
-        // A jump past the whole span clears everything.
-        w.insert(100_000, 7.0);
-        assert_eq!(w.get(0), Some(7.0));
-        assert!((1..5).all(|a| w.get(a).is_none()));
+        // A jump past the whole span is held until the next sample follows it; then it
+        // clears everything.
+        assert_eq!(w.insert(100_000, 7.0), Insert::Held);
+        assert_eq!(w.get(0), Some(5.0), "one sample does not move the window");
+        assert_eq!(w.insert(101_000, 8.0), Insert::Stored);
+        assert_eq!((w.get(0), w.get(1)), (Some(8.0), Some(7.0)));
+        assert!((2..5).all(|a| w.get(a).is_none()));
+        // A jump the next sample does not follow is dropped.
+        assert_eq!(w.insert(9_000_000, 1e9), Insert::Held);
+        assert_eq!(w.insert(102_000, 9.0), Insert::Stored);
+        assert_eq!(w.jumps_refused, 1);
+        assert_eq!(
+            (w.get(0), w.get(1), w.get(2)),
+            (Some(9.0), Some(8.0), Some(7.0))
+        );
+        // A lone first sample far ahead gives way to the series.
+        let mut w = SeriesWindow::new(5_000, 1_000);
+        assert_eq!(w.insert(9_000_000, 1e9), Insert::Stored);
+        assert_eq!(w.insert(10_000, 1.0), Insert::Stored);
+        assert_eq!(w.insert(11_000, 2.0), Insert::Stored);
+        assert_eq!(
+            (w.get(0), w.get(1), w.jumps_refused),
+            (Some(2.0), Some(1.0), 1)
+        );
     }
 
     #[test]
@@ -265,19 +342,83 @@ mod tests {
     }
 
     proptest! {
+        /// Issue 30: after any one out-of-bounds sample (years ahead or behind, anywhere in
+        /// the stream), the series keeps taking in-bounds ones: the window ends as it would
+        /// have without that sample. The one exception is a sample far behind a window that
+        /// holds a single slot: two samples far apart cannot tell which is the outlier, so
+        /// the window starts over from the samples that follow (and ends as a window fed
+        /// only those).
+        #[test]
+        fn one_sample_never_moves_the_window(
+            gaps in proptest::collection::vec(0i64..3_000, 3..150),
+            at in 0usize..150,
+            offset in prop_oneof![Just(-6 * 365 * 86_400_000i64), Just(200_000_000_000i64), 1_000_000i64..10_000_000_000],
+        ) {
+            let mut ts = 1_600_000_000_000i64;
+            let samples: Vec<(i64, f64)> = gaps.iter().enumerate().map(|(i, g)| { ts += g; (ts, i as f64) }).collect();
+            let at = at.min(samples.len() - 2);
+            let mut clean = SeriesWindow::new(60_000, 1_000);
+            let mut dirty = SeriesWindow::new(60_000, 1_000);
+            let mut lone_before = false;
+            for (i, (t, v)) in samples.iter().enumerate() {
+                if i == at {
+                    lone_before = clean.mean_std().0 == 1;
+                    let bogus = samples[i.saturating_sub(1)].0 + offset;
+                    dirty.insert(bogus, -1.0);
+                }
+                clean.insert(*t, *v);
+                dirty.insert(*t, *v);
+            }
+            let same = |a: &SeriesWindow, b: &SeriesWindow| {
+                a.head_ms() == b.head_ms() && (0..60).all(|age| a.get(age) == b.get(age))
+            };
+            if !same(&dirty, &clean) {
+                prop_assert!(offset < 0 && lone_before, "the window moved: head {:?} vs {:?}", dirty.head_ms(), clean.head_ms());
+                let mut rest = SeriesWindow::new(60_000, 1_000);
+                for (t, v) in &samples[at..] {
+                    rest.insert(*t, *v);
+                }
+                prop_assert!(same(&dirty, &rest), "head {:?} vs {:?}", dirty.head_ms(), rest.head_ms());
+            }
+        }
+
         /// Against a plain map of slot → (timestamp, value), for any order of samples.
         #[test]
         fn agrees_with_a_naive_model(samples in proptest::collection::vec((0i64..60_000, -1e6f64..1e6), 1..200)) {
             let mut w = SeriesWindow::new(10_000, 1_000);
             let mut naive: std::collections::BTreeMap<i64, (i64, f64)> = Default::default();
             let mut head: Option<i64> = None;
+            // The jump rule, spelled out: a sample ten or more slots ahead of the head waits
+            // for the next one, which confirms it (not ten slots behind it) or drops it; a
+            // sample ten slots behind a lone first sample replaces it.
+            let mut held: Option<(i64, f64)> = None;
+            let place = |naive: &mut std::collections::BTreeMap<i64, (i64, f64)>, head: &mut Option<i64>, ts: i64, v: f64| {
+                let slot = ts / 1_000;
+                if head.is_some_and(|h| slot <= h - 10) { return; }
+                *head = Some(head.map_or(slot, |h| h.max(slot)));
+                let e = naive.entry(slot).or_insert((i64::MIN, 0.0));
+                if ts > e.0 { *e = (ts, v); }
+            };
             for (ts, v) in &samples {
                 w.insert(*ts, *v);
                 let slot = ts / 1_000;
-                if head.is_some_and(|h| slot <= h - 10) { continue; }
-                head = Some(head.map_or(slot, |h| h.max(slot)));
-                let e = naive.entry(slot).or_insert((i64::MIN, 0.0));
-                if *ts > e.0 { *e = (*ts, *v); }
+                if let Some((hts, hv)) = held.take()
+                    && slot > hts / 1_000 - 10
+                {
+                    place(&mut naive, &mut head, hts, hv);
+                }
+                if let Some(h) = head {
+                    if slot - h >= 10 {
+                        held = Some((*ts, *v));
+                        continue;
+                    }
+                    let live: Vec<i64> = naive.keys().copied().filter(|k| *k > h - 10).collect();
+                    if slot <= h - 10 && live.len() == 1 {
+                        naive.clear();
+                        head = None;
+                    }
+                }
+                place(&mut naive, &mut head, *ts, *v);
             }
             let head = head.unwrap_or(0);
             for age in 0..10 {

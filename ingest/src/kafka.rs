@@ -312,15 +312,19 @@ impl Ingest {
         &self,
         messages: Vec<Decoded>,
     ) -> Result<(u64, u64, u64), crate::IngestError> {
-        let (batches, samples, lines, bad) = self.decode_kafka(messages);
-        for batch in batches {
+        let decoded = self.decode_kafka(messages);
+        crate::pipeline::count_refused("kafka", &decoded.sample_refusals);
+        crate::pipeline::count_refused("kafka", &decoded.line_refusals);
+        self.warn_refused("kafka", &decoded.sample_refusals, false);
+        self.warn_refused("kafka", &decoded.line_refusals, true);
+        for batch in decoded.batches {
             self.enqueue_wait(batch).await?;
         }
-        Ok((samples, lines, bad))
+        Ok((decoded.samples, decoded.lines, decoded.bad))
     }
 }
 
-pub(crate) use self::decoded::decode_kafka_messages;
+pub(crate) use self::decoded::{KafkaDecoded, decode_kafka_messages};
 pub(crate) use Decoded as DecodedMessage;
 
 mod decoded {
@@ -329,16 +333,34 @@ mod decoded {
     use crate::registry::{SeriesLimits, SeriesRegistry};
     use crate::remote_write::{Samples, decode_v1, snappy_decompress};
 
-    /// Decodes owned messages into at most two batches (samples, lines).
+    /// What a batch of messages became.
+    pub(crate) struct KafkaDecoded {
+        /// At most two batches (samples, lines).
+        pub batches: Vec<SampleBatch>,
+        /// Samples taken.
+        pub samples: u64,
+        /// Lines taken.
+        pub lines: u64,
+        /// Messages whose content was refused.
+        pub bad: u64,
+        /// Samples outside the time window.
+        pub sample_refusals: crate::Refused,
+        /// Lines outside the time window or over the length cap.
+        pub line_refusals: crate::Refused,
+    }
+
+    /// Decodes owned messages into at most two batches (samples, lines); samples and lines
+    /// `admission` refuses are counted and skipped, like any other refused content.
     pub(crate) fn decode_kafka_messages(
         messages: Vec<Decoded>,
         series: &mut SeriesRegistry,
         streams: &mut SeriesRegistry,
         limits: &SeriesLimits,
         max_decompressed: usize,
-    ) -> (Vec<SampleBatch>, u64, u64, u64) {
+        admission: &crate::Admission,
+    ) -> KafkaDecoded {
         let mut samples = Samples::default();
-        let mut lines = crate::loki::LogLines::default();
+        let mut lines = crate::loki::LogLines::with_rules(crate::loki::LineRules::now(admission));
         let mut bad = 0;
         for m in messages {
             let ok = match m {
@@ -368,9 +390,9 @@ mod decoded {
                         .iter()
                         .map(|(n, v)| (n.as_str(), v.as_str()))
                         .collect();
-                    streams
-                        .resolve(&borrowed, limits)
-                        .map(|id| crate::loki::push_line_pub(&mut lines, id, ts_ns, &line))
+                    streams.resolve(&borrowed, limits).map(|id| {
+                        crate::loki::push_line_pub(&mut lines, id, ts_ns, &line);
+                    })
                 }
             };
             if let Err(e) = ok {
@@ -378,6 +400,9 @@ mod decoded {
                 tracing::warn!(error = %e, "skipping a Kafka message whose content is refused");
             }
         }
+        let mut sample_refusals = crate::Refused::default();
+        samples.retain_window(&admission.window_now(), &mut sample_refusals);
+        let line_refusals = lines.refused;
         let (n_samples, n_lines) = (samples.len() as u64, lines.len() as u64);
         let mut out = Vec::new();
         if !samples.is_empty()
@@ -398,6 +423,13 @@ mod decoded {
                 batch,
             });
         }
-        (out, n_samples, n_lines, bad)
+        KafkaDecoded {
+            batches: out,
+            samples: n_samples,
+            lines: n_lines,
+            bad,
+            sample_refusals,
+            line_refusals,
+        }
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! The HTTP endpoints, Loki push, Kafka and pull mode build on these (issue 5, in progress).
 
+pub mod admission;
 mod batch;
 pub mod kafka;
 pub mod loki;
@@ -17,6 +18,7 @@ pub(crate) mod registry;
 pub mod remote_write;
 mod wire;
 
+pub use admission::{Admission, Reason, Refused, TimeWindow};
 pub use batch::{sample_schema, samples_to_batch};
 pub use pipeline::{
     BatchKind, Compression, Ingest, IngestError, IngestLimits, LatestSamples, LokiFormat,

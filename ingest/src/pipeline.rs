@@ -86,6 +86,8 @@ pub struct IngestLimits {
     pub series: SeriesLimits,
     /// Largest decompressed body, in bytes.
     pub max_decompressed: usize,
+    /// The time window and line cap every sample and line must meet.
+    pub admission: crate::Admission,
 }
 
 impl Default for IngestLimits {
@@ -93,6 +95,7 @@ impl Default for IngestLimits {
         Self {
             series: SeriesLimits::default(),
             max_decompressed: crate::remote_write::DEFAULT_MAX_DECOMPRESSED,
+            admission: crate::Admission::default(),
         }
     }
 }
@@ -166,6 +169,10 @@ impl Ingest {
             }
             Ok::<_, IngestError>(stats)
         })?;
+        let mut stats = stats;
+        samples.retain_window(&self.limits.admission.window_now(), &mut stats.refused);
+        stats.samples = stats.samples.saturating_sub(stats.refused.total());
+        count_refused("remote_write", &stats.refused);
         if samples.is_empty() {
             return Ok(stats);
         }
@@ -210,7 +217,8 @@ impl Ingest {
                 &inflated
             }
         };
-        let mut lines = crate::loki::LogLines::default();
+        let mut lines =
+            crate::loki::LogLines::with_rules(crate::loki::LineRules::now(&self.limits.admission));
         let stats = {
             let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
             match format {
@@ -222,6 +230,7 @@ impl Ingest {
                 }
             }
         };
+        count_refused("loki", &stats.refused);
         if lines.is_empty() {
             return Ok(stats);
         }
@@ -252,7 +261,7 @@ impl Ingest {
     pub(crate) fn decode_kafka(
         &self,
         messages: Vec<crate::kafka::DecodedMessage>,
-    ) -> (Vec<SampleBatch>, u64, u64, u64) {
+    ) -> crate::kafka::KafkaDecoded {
         let mut series = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         crate::kafka::decode_kafka_messages(
@@ -261,6 +270,7 @@ impl Ingest {
             &mut streams,
             &self.limits.series,
             self.limits.max_decompressed,
+            &self.limits.admission,
         )
     }
 
@@ -284,6 +294,10 @@ impl Ingest {
                 }
             }
         }
+        let mut refused = crate::Refused::default();
+        samples.retain_window(&self.limits.admission.window_now(), &mut refused);
+        count_refused("prometheus_pull", &refused);
+        self.warn_refused("prometheus_pull", &refused, false);
         let n = samples.len() as u64;
         if n == 0 {
             return Ok(0);
@@ -301,11 +315,14 @@ impl Ingest {
 
     /// Takes log streams pulled from a Loki `query_range` (the JSON push shape).
     pub async fn pulled_logs(&self, push_json: &[u8]) -> Result<u64, IngestError> {
-        let mut lines = crate::loki::LogLines::default();
+        let mut lines =
+            crate::loki::LogLines::with_rules(crate::loki::LineRules::now(&self.limits.admission));
         let stats = {
             let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
             crate::loki::decode_json(push_json, &mut streams, &self.limits.series, &mut lines)?
         };
+        count_refused("loki_pull", &stats.refused);
+        self.warn_refused("loki_pull", &stats.refused, true);
         if lines.is_empty() {
             return Ok(0);
         }
@@ -323,6 +340,55 @@ impl Ingest {
     /// The stream registry of log lines.
     pub fn streams(&self) -> &Arc<Mutex<SeriesRegistry>> {
         &self.streams
+    }
+
+    /// The admission rules in force.
+    pub fn admission(&self) -> &crate::Admission {
+        &self.limits.admission
+    }
+
+    /// A sentence naming the first refused sample (or log entry, `logs`) by its labels; `None`
+    /// when nothing was refused.
+    pub fn describe_refused(&self, refused: &crate::Refused, logs: bool) -> Option<String> {
+        let (registry, what) = if logs {
+            (&self.streams, "entry")
+        } else {
+            (&self.registry, "sample")
+        };
+        let registry = registry.lock().unwrap_or_else(|p| p.into_inner());
+        refused.describe(what, &registry, &self.limits.admission)
+    }
+
+    /// Logs what a source without an answer to give (Kafka, pull mode) refused: at most once
+    /// a minute per process, so a skewed sender costs a line, not a flood.
+    pub(crate) fn warn_refused(&self, source: &str, refused: &crate::Refused, logs: bool) {
+        static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+        if refused.is_empty() {
+            return;
+        }
+        {
+            let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(60)) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        if let Some(text) = self.describe_refused(refused, logs) {
+            tracing::warn!(
+                source,
+                refused = refused.total(),
+                "{text} (logged once a minute at most)"
+            );
+        }
+    }
+}
+
+/// Counts refused samples and lines in `aegis_ingest_rejected_total{source, reason}`.
+pub(crate) fn count_refused(source: &'static str, refused: &crate::Refused) {
+    for (reason, n) in refused.by_reason() {
+        metrics::counter!(aegis_core::metric_names::INGEST_REJECTED_TOTAL,
+            "source" => source, "reason" => reason.as_str())
+        .increment(n);
     }
 }
 
@@ -403,7 +469,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_instead_of_dropping() {
-        let (ingest, mut rx) = Ingest::new(2, IngestLimits::default());
+        let (ingest, mut rx) = Ingest::new(
+            2,
+            IngestLimits {
+                admission: crate::Admission::unbounded(),
+                ..IngestLimits::default()
+            },
+        );
         let body = snappy(&encode_v1(&realistic_series(10, 1, 0)));
         assert_eq!(
             ingest
@@ -436,5 +508,48 @@ mod tests {
             ingest.remote_write(&body, RemoteWriteVersion::V1).is_ok(),
             "room again"
         );
+    }
+
+    /// Issue 30: Kafka counts and skips samples and lines outside the time window (and
+    /// lines over the cap); the rest of the batch is taken.
+    #[test]
+    fn kafka_skips_and_counts_what_admission_refuses() {
+        use crate::kafka::DecodedMessage as D;
+        let (ingest, _rx) = Ingest::new(4, IngestLimits::default());
+        let now = chrono::Utc::now().timestamp_millis();
+        let labels = || vec![("__name__".to_owned(), "cpu".to_owned())];
+        let decoded = ingest.decode_kafka(vec![
+            D::Sample {
+                labels: labels(),
+                ts_ms: now,
+                value: 1.0,
+            },
+            D::Sample {
+                labels: labels(),
+                ts_ms: now + 365 * 86_400_000,
+                value: 2.0,
+            },
+            D::Sample {
+                labels: labels(),
+                ts_ms: now - 30 * 86_400_000,
+                value: 3.0,
+            },
+            D::Line {
+                labels: labels(),
+                ts_ns: now * 1_000_000,
+                line: "ok".into(),
+            },
+            D::Line {
+                labels: labels(),
+                ts_ns: now * 1_000_000,
+                line: "x".repeat(300 * 1024),
+            },
+        ]);
+        assert_eq!((decoded.samples, decoded.lines, decoded.bad), (1, 1, 0));
+        let s = decoded.sample_refusals;
+        assert_eq!((s.too_new, s.too_old, s.too_long), (1, 1, 0));
+        assert_eq!(decoded.line_refusals.too_long, 1);
+        let text = ingest.describe_refused(&s, false).unwrap();
+        assert!(text.contains(r#"{__name__="cpu"}"#), "{text}");
     }
 }

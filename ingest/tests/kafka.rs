@@ -96,7 +96,13 @@ async fn consume_commit_restart_and_skip_poison() {
         batch_max: 4,
         batch_wait: Duration::from_millis(200),
     };
-    let (ingest, mut rx) = Ingest::new(64, IngestLimits::default());
+    let (ingest, mut rx) = Ingest::new(
+        64,
+        IngestLimits {
+            admission: aegis_ingest::Admission::unbounded(),
+            ..IngestLimits::default()
+        },
+    );
     let stats = Arc::new(KafkaStats::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(run(
@@ -175,7 +181,13 @@ async fn a_full_queue_pauses_the_partitions_and_loses_nothing() {
         batch_wait: Duration::from_millis(100),
     };
     // A queue of one batch that nobody drains at first.
-    let (ingest, mut rx) = Ingest::new(1, IngestLimits::default());
+    let (ingest, mut rx) = Ingest::new(
+        1,
+        IngestLimits {
+            admission: aegis_ingest::Admission::unbounded(),
+            ..IngestLimits::default()
+        },
+    );
     let stats = Arc::new(KafkaStats::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(run(settings, ingest, Arc::clone(&stats), async move {

@@ -152,6 +152,8 @@ pub struct Config {
     /// How long an action held for approval (`require_approval` on the deciding policy)
     /// waits; past it, it counts as rejected.
     pub approval_timeout_secs: u64,
+    /// Four-eyes approvals: the caller whose action was held for approval cannot approve it.
+    pub approval_four_eyes: bool,
     /// Actions per minute per action and namespace.
     pub executor_rate_limit_per_minute: u32,
     /// Metric names (`__name__`) the engine turns into features, in order; the first five
@@ -190,6 +192,9 @@ pub struct Config {
     pub kafka_group: String,
     /// Accept ingest (remote write, Loki push) without any token: only for a trusted network.
     pub ingest_open: bool,
+    /// Anyone who can reach the API may create a `user` account (`POST /api/v1/auth/signup`);
+    /// `false` leaves account creation to admins.
+    pub signup_enabled: bool,
     /// A static bearer token accepted on the ingest endpoints besides service tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ingest_token: Option<Secret>,
@@ -216,6 +221,15 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Oldest sample or log line ingest takes, in seconds before now (Loki's
+    /// `reject_old_samples_max_age`); older ones are refused and counted `too_old`.
+    pub max_sample_age_secs: u64,
+    /// Newest sample or log line ingest takes, in seconds after now (Loki's
+    /// `creation_grace_period`); newer ones are refused and counted `too_new`.
+    pub future_grace_secs: u64,
+    /// Longest log line ingest takes, in bytes (Loki's `max_line_size`); longer ones are
+    /// refused and counted `too_long`.
+    pub max_log_line_bytes: usize,
     /// How long shutdown waits for in-flight requests, in seconds.
     pub shutdown_timeout_secs: u64,
     /// How long a client may take to send a request's headers (or to start the next request
@@ -264,6 +278,7 @@ impl Default for Config {
             executor_blast_radius: 5,
             executor_blast_window_secs: 600,
             approval_timeout_secs: 900,
+            approval_four_eyes: true,
             executor_rate_limit_per_minute: 10,
             engine_metrics: aegis_engine::DEFAULT_METRICS
                 .iter()
@@ -285,6 +300,7 @@ impl Default for Config {
             kafka_topics: Vec::new(),
             kafka_group: "aegis".to_owned(),
             ingest_open: false,
+            signup_enabled: true,
             ingest_token: None,
             policy_dir: None,
             shadow_policy_dir: None,
@@ -294,6 +310,9 @@ impl Default for Config {
             log_level: "info,sqlx=warn".to_owned(),
             otlp_endpoint: None,
             max_body_bytes: 4 << 20,
+            max_sample_age_secs: 7 * 24 * 3600,
+            future_grace_secs: 600,
+            max_log_line_bytes: 256 * 1024,
             shutdown_timeout_secs: 25,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
@@ -624,6 +643,15 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(invalid("log_level", format!("`{}`: {e}", self.log_level)));
+        }
+        if self.max_sample_age_secs == 0 {
+            return Err(invalid("max_sample_age_secs", "must be at least 1".into()));
+        }
+        if self.max_log_line_bytes < 1024 {
+            return Err(invalid(
+                "max_log_line_bytes",
+                "must be at least 1024".into(),
+            ));
         }
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024".into()));

@@ -78,6 +78,11 @@ pub struct AccessClaims {
     pub iat: i64,
     /// Token id.
     pub jti: String,
+    /// The login session (refresh-token family) the token belongs to: logout, a role or
+    /// account change end the session, and with it every access token it issued. Tokens
+    /// without one are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Why a token was refused (all answer 401; the kind goes to the log and the metrics).
@@ -156,6 +161,7 @@ impl JwtKeys {
         &self,
         sub: &str,
         roles: &[String],
+        sid: &str,
         ttl: Duration,
     ) -> Result<(String, AccessClaims), JwtError> {
         let key = self.keys.first().ok_or(JwtError::UnknownKey)?;
@@ -169,6 +175,7 @@ impl JwtKeys {
             nbf: now,
             iat: now,
             jti: uuid::Uuid::new_v4().simple().to_string(),
+            sid: Some(sid.to_owned()),
         };
         let mut header = Header::new(ALGORITHM);
         header.kid = Some(key.kid.clone());
@@ -232,7 +239,7 @@ mod tests {
     fn round_trip_and_rotation() {
         let old = keys("k1", SECRET);
         let (token, claims) = old
-            .issue("u1", &["admin".into()], Duration::from_secs(60))
+            .issue("u1", &["admin".into()], "s1", Duration::from_secs(60))
             .unwrap();
         assert_eq!(old.verify(&token).unwrap(), claims);
         // After rotation (k2 signs, k1 still verifies) old tokens keep working.
@@ -246,7 +253,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rotated.verify(&token).unwrap().sub, "u1");
-        let (new, _) = rotated.issue("u2", &[], Duration::from_secs(60)).unwrap();
+        let (new, _) = rotated
+            .issue("u2", &[], "s1", Duration::from_secs(60))
+            .unwrap();
         assert_eq!(
             jsonwebtoken::decode_header(&new).unwrap().kid.as_deref(),
             Some("k2")
@@ -258,7 +267,7 @@ mod tests {
     fn refuses_none_wrong_key_tampering_expiry_and_audience() {
         let k = keys("k1", SECRET);
         let (token, _) = k
-            .issue("u1", &["user".into()], Duration::from_secs(60))
+            .issue("u1", &["user".into()], "s1", Duration::from_secs(60))
             .unwrap();
         let parts: Vec<&str> = token.split('.').collect();
 
@@ -279,7 +288,7 @@ mod tests {
             Err(JwtError::Invalid(_))
         ));
 
-        let (expired, _) = k.issue("u1", &[], Duration::from_secs(0)).unwrap();
+        let (expired, _) = k.issue("u1", &[], "s1", Duration::from_secs(0)).unwrap();
         let mut claims = k.verify(&expired).unwrap();
         claims.exp -= 3600;
         claims.nbf -= 7200;
@@ -295,7 +304,9 @@ mod tests {
             "someone-else",
         )
         .unwrap();
-        let (foreign, _) = other_aud.issue("u1", &[], Duration::from_secs(60)).unwrap();
+        let (foreign, _) = other_aud
+            .issue("u1", &[], "s1", Duration::from_secs(60))
+            .unwrap();
         assert!(matches!(k.verify(&foreign), Err(JwtError::Invalid(_))));
 
         let mut hs512 = Header::new(Algorithm::HS512);

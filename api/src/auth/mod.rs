@@ -30,6 +30,12 @@ pub struct AuthSettings {
     pub ingest_token: Option<String>,
     /// Ingest endpoints take requests without any token (a trusted network).
     pub ingest_open: bool,
+    /// Anyone may create a `user` account with `POST /api/v1/auth/signup`.
+    pub signup_enabled: bool,
+    /// Unit tests mint access tokens for users the store does not hold; only they skip the
+    /// session check (the integration tests and every build run it).
+    #[cfg(test)]
+    pub(crate) skip_session_check: bool,
 }
 
 impl AuthSettings {
@@ -41,6 +47,9 @@ impl AuthSettings {
             refresh_ttl: Duration::from_secs(7 * 24 * 3600),
             ingest_token: None,
             ingest_open: false,
+            signup_enabled: true,
+            #[cfg(test)]
+            skip_session_check: false,
         }
     }
 }

@@ -17,6 +17,9 @@ pub struct PasswordHasher {
     /// At most one hash per CPU at a time: more only adds queueing inside the CPU, and each
     /// hash holds 19 MiB, so a login flood must not be able to allocate without bound.
     permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Signups hash in a pool of their own, one at a time: anyone may sign up, so a signup
+    /// flood must never take the permits logins wait for.
+    signup_permits: std::sync::Arc<tokio::sync::Semaphore>,
     /// Computed on first use: building a hasher stays cheap.
     dummy: std::sync::Arc<std::sync::OnceLock<String>>,
 }
@@ -37,6 +40,7 @@ impl PasswordHasher {
         Self {
             params: Params::default(),
             permits: cpu_permits(),
+            signup_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
             dummy: Default::default(),
         }
     }
@@ -48,6 +52,7 @@ impl PasswordHasher {
         Ok(Self {
             params,
             permits: cpu_permits(),
+            signup_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
             dummy: Default::default(),
         })
     }
@@ -98,6 +103,30 @@ impl PasswordHasher {
         tokio::task::spawn_blocking(move || hasher.hash(&password))
             .await
             .map_err(|e| e.to_string())?
+    }
+
+    /// [`Self::hash`] for an anonymous signup: on the blocking pool, one signup at a time,
+    /// never holding a permit a login needs.
+    pub async fn hash_signup_async(&self, password: String) -> Result<String, String> {
+        let _permit = self
+            .signup_permits
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
+        let hasher = self.clone();
+        tokio::task::spawn_blocking(move || hasher.hash(&password))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// Holds every signup permit (a test's stand-in for a signup flood).
+    #[cfg(test)]
+    pub(crate) async fn hold_signup_permits(&self) -> tokio::sync::OwnedSemaphorePermit {
+        #[allow(
+            clippy::unwrap_used,
+            reason = "test helper; the semaphore is never closed"
+        )]
+        self.signup_permits.clone().acquire_owned().await.unwrap()
     }
 
     /// [`Self::verify`] on the blocking pool, at most one per CPU at a time.

@@ -80,11 +80,23 @@ fn auth_metric(result: &'static str) {
 }
 
 #[utoipa::path(post, operation_id = "auth_signup", path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest,
-    responses((status = 201, body = UserView), (status = 400), (status = 409)))]
+    responses((status = 201, body = UserView), (status = 400), (status = 403), (status = 429)))]
 pub(crate) async fn signup(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Json(body): Json<SignupRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    if !state.auth().settings.signup_enabled {
+        return Err(ApiError::forbidden(
+            "signup is turned off on this server (signup_enabled = false); an admin creates accounts",
+        ));
+    }
+    // A signup costs an argon2 hash: it spends the client IP's login budget, so one client
+    // cannot hash without bound.
+    if let Err(retry_after) = state.limiter().check(Class::LoginIp, &ip).await {
+        auth_metric("rate_limited");
+        return Err(ApiError::rate_limited(retry_after));
+    }
     let email = normalise_email(&body.email).map_err(ApiError::bad_request)?;
     check_password_rules(&body.password, &email).map_err(ApiError::bad_request)?;
     let name = body
@@ -96,33 +108,56 @@ pub(crate) async fn signup(
             "`name` may be at most 200 characters",
         ));
     }
+    // Hashed before the lookup, whether or not the email is taken: the answer's timing
+    // must not tell either.
     let password_hash = state
         .auth()
         .hasher
-        .hash_async(body.password)
+        .hash_signup_async(body.password)
         .await
         .map_err(ApiError::internal)?;
-    let user = state
-        .store()
-        .create_user(
-            &NewUser {
-                email,
-                name,
-                password_hash,
-                roles: vec!["user".to_owned()],
-            },
-            Some("signup"),
-        )
-        .await?;
+    let new = NewUser {
+        email,
+        name,
+        password_hash,
+        roles: vec!["user".to_owned()],
+    };
+    let user = match state.store().create_user(&new, Some("signup")).await {
+        Ok(user) => user,
+        // An existing account gets the answer a new one gets, so signup cannot be used to
+        // find out who has an account; nothing is changed and the owner's password stays.
+        Err(aegis_store::Error::Conflict(_)) => {
+            tracing::info!(
+                "signup for an email that already has an account: answered as created, nothing changed"
+            );
+            decoy(&new)
+        }
+        Err(e) => return Err(e.into()),
+    };
     auth_metric("signup");
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))
 }
 
-/// Issues an access token and the first refresh token of a new family (login).
+/// What a signup for a taken email answers: the shape of a fresh account, a fresh id.
+fn decoy(new: &NewUser) -> UserRecord {
+    let at = Utc::now();
+    UserRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        email: new.email.clone(),
+        name: new.name.clone(),
+        password_hash: String::new(),
+        is_active: true,
+        roles: new.roles.clone(),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// Issues an access token and the first refresh token of a new family (a new session).
 async fn issue(state: &AppState, user: &UserRecord) -> Result<TokenResponse, ApiError> {
     let (token, record) = new_refresh(state, &user.id)?;
     state.store().insert_refresh_token(&record).await?;
-    tokens(state, user, token)
+    tokens(state, user, &record.family_id, token)
 }
 
 /// A new refresh token for `user_id`; its family is its own id (a rotation keeps the
@@ -142,15 +177,18 @@ fn new_refresh(state: &AppState, user_id: &str) -> Result<(String, NewRefreshTok
     Ok((token, record))
 }
 
+/// The token response; the access token names its session (`family`), so ending the session
+/// ends the access token too.
 fn tokens(
     state: &AppState,
     user: &UserRecord,
+    family: &str,
     refresh_token: String,
 ) -> Result<TokenResponse, ApiError> {
     let settings = &state.auth().settings;
     let (access_token, _) = settings
         .keys
-        .issue(&user.id, &user.roles, settings.access_ttl)
+        .issue(&user.id, &user.roles, family, settings.access_ttl)
         .map_err(ApiError::internal)?;
     Ok(TokenResponse {
         access_token,
@@ -209,15 +247,16 @@ pub(crate) async fn refresh(
         .rotate_refresh_token(&presented, &next)
         .await?
     {
-        RotateOutcome::Rotated { user_id } => {
+        RotateOutcome::Rotated { user_id, family_id } => {
             let user = state.store().user_by_id(&user_id).await?;
             match user {
                 Some(u) if u.is_active => {
                     auth_metric("refresh");
-                    Ok(Json(tokens(&state, &u, next_token)?))
+                    Ok(Json(tokens(&state, &u, &family_id, next_token)?))
                 }
                 _ => {
                     state.store().revoke_user_refresh_tokens(&user_id).await?;
+                    state.token_cache().clear();
                     auth_metric("failure");
                     Err(ApiError::unauthenticated("the account is disabled"))
                 }
@@ -225,6 +264,7 @@ pub(crate) async fn refresh(
         }
         RotateOutcome::Reused { user_id, family_id } => {
             tracing::warn!(%user_id, %family_id, "refresh token reuse: the whole token family is revoked");
+            state.token_cache().clear();
             auth_metric("refresh_reuse");
             Err(ApiError::unauthenticated(
                 "this refresh token was already used; every session of this login is revoked, log in again",
@@ -250,6 +290,8 @@ pub(crate) async fn logout(
         .store()
         .revoke_refresh_family(&hash_token(&body.refresh_token))
         .await?;
+    // The session's access tokens end with it.
+    state.token_cache().clear();
     auth_metric("logout");
     Ok(StatusCode::NO_CONTENT)
 }

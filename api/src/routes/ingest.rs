@@ -86,7 +86,7 @@ fn version(headers: &HeaderMap) -> Result<RemoteWriteVersion, ApiError> {
 #[utoipa::path(post, operation_id = "ingest_remote_write", path = "/api/v1/write", tag = "ingest",
     request_body(content = Vec<u8>, content_type = "application/x-protobuf", description = "snappy-compressed prometheus.WriteRequest or io.prometheus.write.v2.Request"),
     responses((status = 204, description = "written; 2.0 answers carry X-Prometheus-Remote-Write-*-Written"),
-        (status = 400), (status = 413), (status = 415), (status = 503, description = "queue full, retry")),
+        (status = 400, description = "a bad body, or samples outside [now - max_sample_age, now + future_grace]: the others were taken"), (status = 413), (status = 415), (status = 503, description = "queue full, retry")),
     security(("bearer" = [])))]
 pub(crate) async fn remote_write(
     State(state): State<AppState>,
@@ -110,6 +110,7 @@ pub(crate) async fn remote_write(
         ));
     }
     let ingest = ingest.clone();
+    let ingest_for_answer = ingest.clone();
     // Decoding is CPU work of a few hundred microseconds per request: off the async workers.
     let result = tokio::task::spawn_blocking(move || ingest.remote_write(&body, version))
         .await
@@ -118,7 +119,14 @@ pub(crate) async fn remote_write(
         Ok(stats) => {
             metrics::counter!(metric_names::INGEST_SAMPLES_TOTAL, "source" => "remote_write")
                 .increment(stats.samples);
-            let mut response = StatusCode::NO_CONTENT.into_response();
+            // Samples outside the time window: the rest is taken, and the answer is the 400
+            // Prometheus gives out-of-bounds samples, which its senders do not retry.
+            let mut response = match ingest_for_answer.describe_refused(&stats.refused, false) {
+                Some(text) => {
+                    ApiError::bad_request(format!("out of bounds: {text}")).into_response()
+                }
+                None => StatusCode::NO_CONTENT.into_response(),
+            };
             if version == RemoteWriteVersion::V2 {
                 let h = response.headers_mut();
                 for (name, n) in [
@@ -258,6 +266,7 @@ pub(crate) async fn loki_push(
         }
     };
     let ingest = ingest.clone();
+    let ingest_for_answer = ingest.clone();
     let result = tokio::task::spawn_blocking(move || ingest.loki_push(&body, format, compression))
         .await
         .map_err(ApiError::internal)?;
@@ -265,7 +274,12 @@ pub(crate) async fn loki_push(
         Ok(stats) => {
             metrics::counter!(metric_names::INGEST_LOG_LINES_TOTAL, "source" => "loki")
                 .increment(stats.lines);
-            Ok(StatusCode::NO_CONTENT.into_response())
+            // Loki's answer to entries it refuses (too old, too new, too long): 400 naming
+            // the entry, the valid ones taken.
+            match ingest_for_answer.describe_refused(&stats.refused, true) {
+                Some(text) => Err(ApiError::bad_request(text)),
+                None => Ok(StatusCode::NO_CONTENT.into_response()),
+            }
         }
         Err(e) => Err(refused("loki", e)),
     }

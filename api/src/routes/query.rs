@@ -36,6 +36,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::auth::Caller;
 use crate::{ApiError, AppState, Json};
 
 /// Most rows one answer carries.
@@ -172,6 +173,16 @@ fn actions_schema() -> Schema {
 
 /// A table's name and its schema.
 type TableSchema = (&'static str, fn() -> Schema);
+
+/// Each table and the endpoint that shows the same rows: a statement naming a table needs
+/// the access that endpoint needs (role `user` reads no action audit through SQL either).
+const TABLE_ROUTES: [(&str, &str); 5] = [
+    ("samples", "/api/v1/ingest/series"),
+    ("series", "/api/v1/ingest/series"),
+    ("logs", "/api/v1/ingest/streams"),
+    ("predictions", "/api/v1/metrics/predictions"),
+    ("actions", "/audit/logs"),
+];
 
 /// Every table a statement may name, with its schema.
 const TABLES: [TableSchema; 5] = [
@@ -829,11 +840,25 @@ pub(crate) async fn run_within(
     security(("bearer" = [])))]
 pub(super) async fn query(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     headers: HeaderMap,
     Json(req): Json<QueryRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let limit = check(&req)?;
+    let caller = caller.ok_or_else(|| ApiError::unauthenticated("a bearer token is needed"))?;
+    for (table, route) in TABLE_ROUTES {
+        if mentions(&req.sql, table) {
+            crate::access::authorize_table(
+                &state,
+                &caller,
+                table,
+                route,
+                crate::middleware::current_request_id(),
+            )
+            .await?;
+        }
+    }
     let (schema, batches, truncated) = run_within(&state, req.sql, limit, QUERY_TIMEOUT).await?;
     let wants_arrow = headers
         .get(header::ACCEPT)

@@ -134,8 +134,10 @@ pub(crate) async fn update(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no user with id `{id}`")))?;
     if body.is_active == Some(false) || body.roles.is_some() {
-        // Sessions carry the old roles or a dead account: end them.
+        // Sessions carry the old roles or a dead account: end them, and their access tokens
+        // with them (the session check reads the revocation on the next request).
         state.store().revoke_user_refresh_tokens(&id).await?;
+        state.token_cache().clear();
     }
     Ok(Json(UserView::from(&user)))
 }
@@ -153,6 +155,7 @@ pub(crate) async fn delete(
     if !state.store().delete_user(&id).await? {
         return Err(ApiError::not_found(format!("no user with id `{id}`")));
     }
+    state.token_cache().clear();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -231,6 +234,7 @@ pub(crate) async fn update_me(
         .ok_or_else(|| ApiError::not_found("your account no longer exists"))?;
     if changed_password {
         state.store().revoke_user_refresh_tokens(&me.id).await?;
+        state.token_cache().clear();
     }
     Ok(Json(UserView::from(&user)))
 }

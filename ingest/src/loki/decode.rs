@@ -26,9 +26,49 @@ pub struct LogLines {
     pub line: StringBuilder,
     /// `error`, `warn`, `info`, `debug`, `fatal`, or null when no level is recognisable.
     pub level: StringBuilder,
+    /// What a line must meet to be taken (by default everything is).
+    pub rules: LineRules,
+    /// Lines not taken, by reason.
+    pub refused: crate::admission::Refused,
+}
+
+/// What a log line must meet to be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineRules {
+    /// Timestamps taken.
+    pub window: crate::admission::TimeWindow,
+    /// Longest line taken, in bytes.
+    pub max_line_bytes: usize,
+}
+
+impl Default for LineRules {
+    fn default() -> Self {
+        Self {
+            window: crate::admission::TimeWindow::ALL,
+            max_line_bytes: usize::MAX,
+        }
+    }
+}
+
+impl LineRules {
+    /// The rules of `admission` now.
+    pub fn now(admission: &crate::admission::Admission) -> Self {
+        Self {
+            window: admission.window_now(),
+            max_line_bytes: admission.max_line_bytes,
+        }
+    }
 }
 
 impl LogLines {
+    /// Empty columns that take only lines meeting `rules`.
+    pub fn with_rules(rules: LineRules) -> Self {
+        Self {
+            rules,
+            ..Self::default()
+        }
+    }
+
     /// Lines held.
     pub fn len(&self) -> usize {
         self.stream_id.len()
@@ -45,8 +85,10 @@ impl LogLines {
 pub struct PushStats {
     /// Streams.
     pub streams: u64,
-    /// Lines.
+    /// Lines taken.
     pub lines: u64,
+    /// Lines not taken (outside the time window, over the length cap).
+    pub refused: crate::admission::Refused,
 }
 
 /// The schema of log batches.
@@ -128,16 +170,30 @@ fn detect_level(line: &str, hint: Option<&str>) -> Option<&'static str> {
         })
 }
 
-/// Appends a line whose level is detected from its text (Kafka JSON lines).
-pub(crate) fn push_line_pub(out: &mut LogLines, stream: u32, ts: i64, line: &str) {
-    push_line(out, stream, ts, line, None);
+/// Appends a line whose level is detected from its text (Kafka JSON lines); false when
+/// the rules refused it.
+pub(crate) fn push_line_pub(out: &mut LogLines, stream: u32, ts: i64, line: &str) -> bool {
+    push_line(out, stream, ts, line, None)
 }
 
-fn push_line(out: &mut LogLines, stream: u32, ts: i64, line: &str, hint: Option<&str>) {
+/// Appends a line that meets the rules (else counts it refused); true when taken.
+fn push_line(out: &mut LogLines, stream: u32, ts: i64, line: &str, hint: Option<&str>) -> bool {
+    use crate::admission::Reason;
+    let reason = if line.len() > out.rules.max_line_bytes {
+        Some(Reason::TooLong)
+    } else {
+        out.rules.window.check_ns(ts)
+    };
+    if let Some(reason) = reason {
+        out.refused
+            .note(reason, stream, ts.div_euclid(1_000_000), line.len());
+        return false;
+    }
     out.stream_id.push(stream);
     out.timestamp_ns.push(ts);
     out.line.append_value(line);
     out.level.append_option(detect_level(line, hint));
+    true
 }
 
 /// Stream labels to an id (labels owned, since they are parsed from a string).
@@ -223,10 +279,12 @@ pub fn decode_proto(
                     (_, w) => e.skip(w)?,
                 }
             }
-            push_line(out, id, ts, line, meta_level.or(stream_level));
-            stats.lines += 1;
+            if push_line(out, id, ts, line, meta_level.or(stream_level)) {
+                stats.lines += 1;
+            }
         }
     }
+    stats.refused = out.refused;
     Ok(stats)
 }
 
@@ -289,10 +347,12 @@ pub fn decode_json(
             let meta_level = meta
                 .and_then(|m| m.get("level").or_else(|| m.get("detected_level")))
                 .map(|v| v.as_ref());
-            push_line(out, id, ts, line, meta_level.or(stream_level));
-            stats.lines += 1;
+            if push_line(out, id, ts, line, meta_level.or(stream_level)) {
+                stats.lines += 1;
+            }
         }
     }
+    stats.refused = out.refused;
     Ok(stats)
 }
 

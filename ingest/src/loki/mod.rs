@@ -8,6 +8,7 @@ mod tests;
 
 pub(crate) use decode::push_line_pub;
 pub use decode::{
-    LogLines, PushStats, decode_json, decode_proto, encode_proto, gunzip, log_schema, logs_to_batch,
+    LineRules, LogLines, PushStats, decode_json, decode_proto, encode_proto, gunzip, log_schema,
+    logs_to_batch,
 };
 pub use labels::parse_labels;

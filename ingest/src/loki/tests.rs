@@ -68,7 +68,8 @@ fn proto_and_json_give_the_same_lines() {
             stats,
             PushStats {
                 streams: 2,
-                lines: 4
+                lines: 4,
+                ..PushStats::default()
             }
         );
         batches.push(logs_to_batch(lines, log_schema()).unwrap());

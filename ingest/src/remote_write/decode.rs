@@ -29,6 +29,37 @@ impl Samples {
         self.series_id.is_empty()
     }
 
+    /// Keeps the samples whose timestamps `window` takes; the others are counted in
+    /// `refused`. One pass, and none at all when every sample is inside (the usual case).
+    pub fn retain_window(
+        &mut self,
+        window: &crate::admission::TimeWindow,
+        refused: &mut crate::admission::Refused,
+    ) {
+        if self
+            .timestamp_ms
+            .iter()
+            .all(|&t| window.check_ms(t).is_none())
+        {
+            return;
+        }
+        let mut kept = 0;
+        for i in 0..self.len() {
+            let t = self.timestamp_ms[i];
+            if let Some(reason) = window.check_ms(t) {
+                refused.note(reason, self.series_id[i], t, 0);
+                continue;
+            }
+            self.series_id[kept] = self.series_id[i];
+            self.timestamp_ms[kept] = t;
+            self.value[kept] = self.value[i];
+            kept += 1;
+        }
+        self.series_id.truncate(kept);
+        self.timestamp_ms.truncate(kept);
+        self.value.truncate(kept);
+    }
+
     /// Empties the columns, keeping their capacity.
     pub fn clear(&mut self) {
         self.series_id.clear();
@@ -50,6 +81,8 @@ pub struct WriteStats {
     pub exemplars: u64,
     /// Metadata entries.
     pub metadata: u64,
+    /// Samples outside the time window, not taken (`samples` does not count them).
+    pub refused: crate::admission::Refused,
 }
 
 type LabelScratch<'a> = SmallVec<[(&'a str, &'a str); 32]>;

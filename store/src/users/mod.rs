@@ -85,6 +85,8 @@ pub enum RotateOutcome {
     Rotated {
         /// The owner.
         user_id: String,
+        /// The rotation family (the login session) the new token belongs to.
+        family_id: String,
     },
     /// The token had already been used: the whole family is now revoked (RFC 9700).
     Reused {
@@ -172,6 +174,14 @@ pub trait UserStore {
 
     /// Revokes the family of the token with `token_hash` (logout); false when unknown.
     fn revoke_refresh_family(&self, token_hash: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Whether a login session is still live: the user exists and is active, and the refresh
+    /// family `family_id` is theirs and not revoked (logout, reuse, role or account change).
+    fn session_is_live(
+        &self,
+        user_id: &str,
+        family_id: &str,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Revokes every refresh token of a user (password change, deactivation).
     fn revoke_user_refresh_tokens(&self, user_id: &str)

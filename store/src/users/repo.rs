@@ -285,7 +285,7 @@ impl UserStore for Store {
                     )
                     .bind(&next.id).bind(&user_id).bind(&family_id).bind(&next.token_hash).bind(at).bind(next.expires_at)
                     .execute(&mut *tx).await?;
-                    RotateOutcome::Rotated { user_id }
+                    RotateOutcome::Rotated { user_id, family_id }
                 }
             };
             tx.commit().await?;
@@ -305,6 +305,15 @@ impl UserStore for Store {
             "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
             .bind(&family).bind(now()).execute(pool).await?.rows_affected());
         Ok(true)
+    }
+
+    async fn session_is_live(&self, user_id: &str, family_id: &str) -> Result<bool> {
+        // `u.is_active` is a boolean on PostgreSQL and 0/1 on SQLite; `= $3` binds both.
+        let live: Option<i32> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT 1 FROM refresh_tokens r JOIN users u ON u.id = r.user_id \
+             WHERE r.family_id = $1 AND r.user_id = $2 AND r.revoked_at IS NULL AND u.is_active = $3 LIMIT 1")
+            .bind(family_id).bind(user_id).bind(true).fetch_optional(pool).await?);
+        Ok(live.is_some())
     }
 
     async fn revoke_user_refresh_tokens(&self, user_id: &str) -> Result<u64> {

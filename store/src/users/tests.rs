@@ -102,11 +102,19 @@ async fn refresh_rotation_and_reuse_detection() {
         assert_eq!(
             r,
             RotateOutcome::Rotated {
-                user_id: u.id.clone()
+                user_id: u.id.clone(),
+                family_id: "t1".into()
             },
             "{}",
             db.name()
         );
+        assert!(
+            s.session_is_live(&u.id, "t1").await.unwrap(),
+            "{}",
+            db.name()
+        );
+        assert!(!s.session_is_live("someone-else", "t1").await.unwrap());
+        assert!(!s.session_is_live(&u.id, "no-such-family").await.unwrap());
         let r = s
             .rotate_refresh_token("h2", &token("t3", &u.id, "ignored", "h3"))
             .await
@@ -114,7 +122,8 @@ async fn refresh_rotation_and_reuse_detection() {
         assert_eq!(
             r,
             RotateOutcome::Rotated {
-                user_id: u.id.clone()
+                user_id: u.id.clone(),
+                family_id: "t1".into()
             }
         );
         // h1 was used: presenting it again revokes the family, including the live h3.
@@ -145,7 +154,14 @@ async fn refresh_rotation_and_reuse_detection() {
         s.insert_refresh_token(&token("f1", &u.id, "f1", "g1"))
             .await
             .unwrap();
+        assert!(s.session_is_live(&u.id, "f1").await.unwrap());
         assert!(s.revoke_refresh_family("g1").await.unwrap());
+        // Logout ends the session: access tokens of that family stop working.
+        assert!(
+            !s.session_is_live(&u.id, "f1").await.unwrap(),
+            "{}",
+            db.name()
+        );
         assert_eq!(
             s.rotate_refresh_token("g1", &token("f2", &u.id, "x", "g2"))
                 .await
