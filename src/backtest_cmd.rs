@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aegis_engine::StreamConfig;
 use aegis_engine::backtest::{self, Scored};
@@ -67,10 +68,11 @@ pub fn run(req: Request<'_>) -> ExitCode {
         vec![(req.input.to_path_buf(), key)]
     };
     let started = std::time::Instant::now();
-    let scored = match backtest::score_files(&files, &req.config) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
+    let scored =
+        match with_progress(|done| backtest::score_files_counted(&files, &req.config, done)) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        };
     let elapsed = started.elapsed();
     for s in &scored {
         let target = if folder {
@@ -99,6 +101,41 @@ pub fn run(req: Request<'_>) -> ExitCode {
         print_scores(&results, &labels, &profiles, Some(req.config.threshold));
     }
     ExitCode::SUCCESS
+}
+
+/// Runs `work`, printing the rows it has scored once a second on a terminal (standard
+/// error) when it takes more than a few seconds; nothing when piped. A backtest has no
+/// ticks: its run time follows the rows, whatever span of time they cover.
+fn with_progress<T: Send>(work: impl FnOnce(&AtomicUsize) -> T + Send) -> T {
+    use std::io::IsTerminal;
+    let done = AtomicUsize::new(0);
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    if !std::io::stderr().is_terminal() {
+        return work(&done);
+    }
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let started = std::time::Instant::now();
+            let mut shown = false;
+            while !finished.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                let secs = started.elapsed().as_secs();
+                if secs >= 3 && started.elapsed().subsec_millis() < 250 {
+                    shown = true;
+                    eprint!(
+                        "\rbacktest: {} rows scored in {secs} s   ",
+                        done.load(Ordering::Relaxed)
+                    );
+                }
+            }
+            if shown {
+                eprint!("\r{}\r", " ".repeat(50));
+            }
+        });
+        let out = work(&done);
+        finished.store(true, Ordering::Relaxed);
+        out
+    })
 }
 
 fn write(target: &Path, s: &Scored) -> Result<(), String> {

@@ -320,11 +320,21 @@ pub fn score_files(
     files: &[(PathBuf, String)],
     config: &StreamConfig,
 ) -> Result<Vec<Scored>, BacktestError> {
+    score_files_counted(files, config, &std::sync::atomic::AtomicUsize::new(0))
+}
+
+/// [`score_files`], adding each file's rows to `done` as it finishes (for progress).
+pub fn score_files_counted(
+    files: &[(PathBuf, String)],
+    config: &StreamConfig,
+    done: &std::sync::atomic::AtomicUsize,
+) -> Result<Vec<Scored>, BacktestError> {
     files
         .par_iter()
         .map(|(path, key)| {
             let rows = read_csv(path)?;
             let scores = detect(&rows, config);
+            done.fetch_add(rows.len(), std::sync::atomic::Ordering::Relaxed);
             Ok(Scored {
                 key: key.clone(),
                 rows,
