@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use aegis_api::objects::Objects;
-use aegis_store::{AuditKind, AuditRecord, AuditTable, AuditValue, audit_columns, verify_records};
+use aegis_store::{
+    AuditKeys, AuditKind, AuditRecord, AuditTable, AuditValue, audit_columns, verify_records,
+};
 use anyhow::{Context, bail};
 use arrow_array::{
     Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
@@ -45,6 +47,54 @@ pub struct ArchiveManifest {
     last_hash: String,
     sha256: String,
     exported_at: String,
+    /// The audit key that signed the manifest (with `audit_key` configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
+    /// HMAC-SHA256 under that key of the manifest without this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
+}
+
+impl ArchiveManifest {
+    /// The bytes the MAC covers: the manifest as JSON without its MAC.
+    fn signed_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        let mut unsigned = serde_json::to_value(self)?;
+        if let Some(o) = unsigned.as_object_mut() {
+            o.remove("mac");
+        }
+        Ok(serde_json::to_vec(&unsigned)?)
+    }
+
+    /// Signs with the signing key (no-op without keys).
+    fn sign(&mut self, keys: Option<&AuditKeys>) -> anyhow::Result<()> {
+        if let Some(keys) = keys {
+            let key = keys.signing();
+            self.key_id = Some(key.id().to_owned());
+            self.mac = None;
+            self.mac = Some(key.mac(&self.signed_bytes()?));
+        }
+        Ok(())
+    }
+
+    /// Checks the signature: with keys, a manifest must be signed by a configured key
+    /// (an unsigned one passes only while `audit_keyed_only` is off: it predates the keys).
+    fn check_signature(&self, keys: Option<&AuditKeys>) -> anyhow::Result<()> {
+        let Some(keys) = keys else { return Ok(()) };
+        match (&self.key_id, &self.mac) {
+            (Some(id), Some(mac)) => {
+                let key = keys.get(id).with_context(|| {
+                    format!("the manifest is signed with audit key `{id}`, which is not configured")
+                })?;
+                if !key.mac_matches(&self.signed_bytes()?, mac) {
+                    bail!("the manifest's signature does not match: it was changed");
+                }
+                Ok(())
+            }
+            (None, None) if !keys.keyed_only => Ok(()),
+            (None, None) => bail!("the manifest is not signed, and audit_keyed_only requires it"),
+            _ => bail!("the manifest's signature is incomplete"),
+        }
+    }
 }
 
 /// Parses `2026-11-30` (midnight UTC) or an RFC 3339 time.
@@ -71,6 +121,7 @@ fn schema(table: AuditTable) -> Arc<Schema> {
             ),
         });
     }
+    fields.push(Field::new("key_id", DataType::Utf8, true));
     fields.push(Field::new("prev_hash", DataType::Utf8, false));
     fields.push(Field::new("hash", DataType::Utf8, false));
     Arc::new(Schema::new(fields))
@@ -105,6 +156,9 @@ fn to_batch(table: AuditTable, records: &[AuditRecord]) -> anyhow::Result<Record
         };
         columns.push(array);
     }
+    columns.push(Arc::new(StringArray::from_iter(
+        records.iter().map(|r| r.key_id.as_deref()),
+    )));
     columns.push(Arc::new(StringArray::from_iter_values(
         records.iter().map(|r| r.prev_hash.as_str()),
     )));
@@ -120,24 +174,36 @@ fn from_batches(table: AuditTable, batches: &[RecordBatch]) -> anyhow::Result<Ve
     let kinds = audit_columns(table);
     let mut out = Vec::new();
     for b in batches {
-        if b.num_columns() != kinds.len() + 3 {
+        // Files written before the keyed chain have no `key_id` column.
+        let keyed = b.schema().index_of("key_id").is_ok();
+        let extra = if keyed { 4 } else { 3 };
+        if b.num_columns() != kinds.len() + extra {
             bail!(
                 "the file has {} columns, {} has {}",
                 b.num_columns(),
                 table.table_name(),
-                kinds.len() + 3
+                kinds.len() + extra
             );
         }
         let ids = b
             .column(0)
             .as_primitive_opt::<Int64Type>()
             .context("`id` is not Int64")?;
+        let key_ids = if keyed {
+            Some(
+                b.column(kinds.len() + 1)
+                    .as_string_opt::<i32>()
+                    .context("`key_id` is not text")?,
+            )
+        } else {
+            None
+        };
         let prev = b
-            .column(kinds.len() + 1)
+            .column(kinds.len() + extra - 2)
             .as_string_opt::<i32>()
             .context("`prev_hash` is not text")?;
         let hash = b
-            .column(kinds.len() + 2)
+            .column(kinds.len() + extra - 1)
             .as_string_opt::<i32>()
             .context("`hash` is not text")?;
         for r in 0..b.num_rows() {
@@ -183,6 +249,9 @@ fn from_batches(table: AuditTable, batches: &[RecordBatch]) -> anyhow::Result<Ve
             out.push(AuditRecord {
                 id: ids.value(r),
                 values,
+                key_id: key_ids
+                    .filter(|k| k.is_valid(r))
+                    .map(|k| k.value(r).to_string()),
                 prev_hash: prev.value(r).to_string(),
                 hash: hash.value(r).to_string(),
             });
@@ -214,7 +283,8 @@ async fn write_file(
     let (Some(first), Some(last)) = (records.first(), records.last()) else {
         bail!("nothing to write");
     };
-    if let Some(broken) = verify_records(table, records, &first.prev_hash) {
+    let keys = store.audit_keys();
+    if let Some(broken) = verify_records(table, records, &first.prev_hash, keys) {
         bail!(
             "{}: row {} does not verify ({}); nothing exported for it",
             table.table_name(),
@@ -236,7 +306,7 @@ async fn write_file(
         first.id,
         last.id
     );
-    let manifest = ArchiveManifest {
+    let mut manifest = ArchiveManifest {
         format: "aegis-audit-archive/1".into(),
         table: table.table_name().into(),
         day: day.to_string(),
@@ -247,7 +317,10 @@ async fn write_file(
         last_hash: last.hash.clone(),
         sha256: hex::encode(sha2::Sha256::digest(&bytes)),
         exported_at: Utc::now().to_rfc3339(),
+        key_id: None,
+        mac: None,
     };
+    manifest.sign(keys)?;
     objects.put(&key, bytes).await.map_err(anyhow::Error::msg)?;
     objects
         .put(
@@ -257,7 +330,7 @@ async fn write_file(
         .await
         .map_err(anyhow::Error::msg)?;
     // Read back what the store now holds: only a file that verifies counts as archived.
-    verify_file(objects, &key)
+    verify_file(objects, &key, keys)
         .await
         .with_context(|| format!("{key}: the written file does not verify"))?;
     store
@@ -270,6 +343,8 @@ async fn write_file(
             location: format!("{}/{key}", objects.url().trim_end_matches('/')),
             sha256: manifest.sha256.clone(),
             verified_at: Utc::now(),
+            key_id: None,
+            mac: None,
         })
         .await?;
     Ok(key)
@@ -421,7 +496,11 @@ async fn flush(
 }
 
 /// One archive file against its manifest and its rows' hashes.
-async fn verify_file(objects: &Objects, key: &str) -> anyhow::Result<ArchiveManifest> {
+async fn verify_file(
+    objects: &Objects,
+    key: &str,
+    keys: Option<&AuditKeys>,
+) -> anyhow::Result<ArchiveManifest> {
     let manifest: ArchiveManifest = serde_json::from_slice(
         &objects
             .get(&format!("{key}.manifest.json"))
@@ -429,6 +508,7 @@ async fn verify_file(objects: &Objects, key: &str) -> anyhow::Result<ArchiveMani
             .map_err(anyhow::Error::msg)?
             .context("no manifest")?,
     )?;
+    manifest.check_signature(keys)?;
     let table = table_of(&manifest.table).context("unknown table")?;
     let bytes = objects
         .get(key)
@@ -450,7 +530,7 @@ async fn verify_file(objects: &Objects, key: &str) -> anyhow::Result<ArchiveMani
     {
         bail!("rows or ids differ from the manifest");
     }
-    if let Some(broken) = verify_records(table, &records, &manifest.prev_hash) {
+    if let Some(broken) = verify_records(table, &records, &manifest.prev_hash, keys) {
         bail!("row {}: {}", broken.id, broken.reason);
     }
     if records.last().map(|r| r.hash.as_str()) != Some(manifest.last_hash.as_str()) {
@@ -461,14 +541,17 @@ async fn verify_file(objects: &Objects, key: &str) -> anyhow::Result<ArchiveMani
 
 /// `aegis audit verify-archive --from URL`: every file against its manifest, its rows'
 /// hashes, and the files of a table against each other where they meet.
-pub async fn verify_archive(from: &str) -> anyhow::Result<ExitCode> {
+pub async fn verify_archive(
+    from: &str,
+    audit_keys: Option<&AuditKeys>,
+) -> anyhow::Result<ExitCode> {
     let objects = Objects::open(from).map_err(anyhow::Error::msg)?;
     let keys = objects.list("audit").await.map_err(anyhow::Error::msg)?;
     let mut by_table: BTreeMap<String, Vec<ArchiveManifest>> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut rows = 0usize;
     for key in keys.iter().filter(|k| k.ends_with(".parquet")) {
-        let result = verify_file(&objects, key).await;
+        let result = verify_file(&objects, key, audit_keys).await;
         match result {
             Ok(m) => {
                 rows += m.rows;

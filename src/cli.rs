@@ -359,7 +359,20 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            return match runtime.block_on(audit_export::verify_archive(from)) {
+            // The archive may be checked away from the server: the keys come from the
+            // environment (AEGIS_AUDIT_KEY, AEGIS_AUDIT_PREVIOUS_KEYS) when set.
+            let keys = match Config::load(None).map(|l| l.config.audit_keys()) {
+                Ok(Ok(keys)) => keys,
+                Ok(Err(e)) => {
+                    eprintln!("error: audit_key: {e}");
+                    return ExitCode::from(2);
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            return match runtime.block_on(audit_export::verify_archive(from, keys.as_ref())) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -597,14 +610,19 @@ pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
         max_connections: config.database_max_connections,
         ..Default::default()
     };
-    Store::connect(&config.database_url, &options)
+    let store = Store::connect(&config.database_url, &options)
         .await
         .with_context(|| {
             format!(
                 "opening the database (AEGIS_DATABASE_URL={})",
                 aegis_store::redact_url(&config.database_url)
             )
-        })
+        })?;
+    // Validated with the configuration; an error here is a bug, not the user's input.
+    Ok(match config.audit_keys().map_err(anyhow::Error::msg)? {
+        Some(keys) => store.with_audit_keys(keys),
+        None => store,
+    })
 }
 
 /// `aegis audit verify`: walks every chain, prints one line per chain.
@@ -618,9 +636,17 @@ async fn audit_verify(config: &Config) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("reading {}", table.table_name()))?;
         match report.broken {
             None => println!(
-                "{}: {} rows, chain intact",
+                "{}: {} rows, chain intact{}",
                 table.table_name(),
-                report.rows_checked
+                report.rows_checked,
+                match (store.audit_keys().is_some(), report.unkeyed_rows) {
+                    (_, 0) => String::new(),
+                    (true, n) => format!(
+                        " ({n} rows from before audit_key verified by plain SHA-256; archive and prune them, then set audit_keyed_only)"
+                    ),
+                    (false, n) =>
+                        format!(" ({n} rows by plain SHA-256: set audit_key to key the chain)"),
+                }
             ),
             Some(broken) => {
                 intact = false;

@@ -68,10 +68,43 @@ async fn shutdown_signal() {
     }
 }
 
+/// Refuses to start when the newest row of an audit chain was signed by a key that is not
+/// configured: rows appended now would break the chain (unkeyed after keyed, or under
+/// another key with no way to verify the old one).
+async fn check_audit_keys(store: &aegis_store::Store) -> anyhow::Result<()> {
+    use aegis_store::AuditTable;
+    let keys = store.audit_keys();
+    for table in AuditTable::ALL {
+        let tail = store
+            .audit_tail_key(table)
+            .await
+            .with_context(|| format!("reading the newest row of {}", table.table_name()))?;
+        match (tail, keys) {
+            (Some(Some(id)), None) => anyhow::bail!(
+                "the newest row of {} is signed with audit key `{id}`, but audit_key is not set: set AEGIS_AUDIT_KEY to that key (new rows would break the keyed chain)",
+                table.table_name()
+            ),
+            (Some(Some(id)), Some(k)) if k.get(&id).is_none() => anyhow::bail!(
+                "the newest row of {} is signed with audit key `{id}`, which is not configured (configured: {}); keep it in audit_previous_keys while its rows are kept",
+                table.table_name(),
+                k.ids().join(", ")
+            ),
+            (Some(None), Some(k)) => tracing::info!(
+                table = table.table_name(),
+                key = k.signing().id(),
+                "the audit chain is keyed from its next row; the rows before it keep their SHA-256 links"
+            ),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Runs the server until SIGINT/SIGTERM, then stops accepting, lets in-flight requests
 /// finish (up to `shutdown_timeout_secs`), flushes and closes the database.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
+    check_audit_keys(&store).await?;
     // With Loki configured, every action audit row is also queued for it, in the same
     // transaction as the row.
     let store = if config.loki_url.is_some() {

@@ -218,6 +218,103 @@ async fn audit_verify_passes_then_names_a_tampered_row() {
     }
 }
 
+const AUDIT_KEY: &str = "k1:audit-key-audit-key-audit-key-0123456789";
+
+/// Issue 27: with `audit_key`, a database superuser who edits a row and recomputes plain
+/// SHA-256 links from there on (the algorithm is public, the key is not) is caught at that
+/// row; `audit verify` needs the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_verify_catches_a_rewrite_of_the_keyed_chain() {
+    use aegis_store::{AuditKey, AuditKeys, AuditTable, AuditValue, record_link};
+    for db in TestDb::both().await {
+        let keys = AuditKeys::new(vec![AuditKey::parse(AUDIT_KEY).unwrap()], false).unwrap();
+        let keyed = db.store.clone().with_audit_keys(keys);
+        let entries: Vec<_> = (0..6).map(entry).collect();
+        keyed.append_action_audit(&entries).await.unwrap();
+        let url = db.url.clone();
+        let verify = move |key: Option<&'static str>| {
+            let url = url.clone();
+            move || {
+                let dir = tempfile::tempdir().unwrap();
+                let mut cmd = aegis(dir.path());
+                cmd.args(["audit", "verify"])
+                    .env("AEGIS_DATABASE_URL", &url);
+                if let Some(k) = key {
+                    cmd.env("AEGIS_AUDIT_KEY", k);
+                }
+                cmd.output().unwrap()
+            }
+        };
+        let output = tokio::task::spawn_blocking(verify(Some(AUDIT_KEY)))
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(output.status.code(), Some(0), "{}: {stdout}", db.name());
+        assert!(
+            stdout.contains("action_audit_logs: 6 rows, chain intact"),
+            "{stdout}"
+        );
+        let output = tokio::task::spawn_blocking(verify(None)).await.unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(output.status.code(), Some(1), "{}: {stdout}", db.name());
+        assert!(stdout.contains("needs audit_key"), "{stdout}");
+
+        // The superuser edits row 3 and relinks rows 3..6 by plain SHA-256.
+        let guard_off = match db.store.backend() {
+            aegis_store::Backend::Postgres => "ALTER TABLE action_audit_logs DISABLE TRIGGER USER",
+            aegis_store::Backend::Sqlite => "DROP TRIGGER action_audit_logs_no_update",
+        };
+        raw_exec(&db, &[guard_off]).await;
+        let records = db
+            .store
+            .audit_records(AuditTable::Action, 1, 6)
+            .await
+            .unwrap();
+        let mut prev = records[1].hash.clone();
+        let mut tamper = Vec::new();
+        for r in &records[2..] {
+            let mut r = r.clone();
+            if r.id == 3 {
+                r.values[6] = AuditValue::Text("succeeded".into());
+            }
+            let hash = record_link(AuditTable::Action, &r, &prev, None);
+            let AuditValue::Text(status) = &r.values[6] else {
+                unreachable!()
+            };
+            tamper.push(format!(
+                "UPDATE action_audit_logs SET status = '{status}', prev_hash = '{prev}', hash = '{hash}' WHERE id = {}",
+                r.id
+            ));
+            prev = hash;
+        }
+        let tamper: Vec<&str> = tamper.iter().map(String::as_str).collect();
+        raw_exec(&db, &tamper).await;
+        let output = tokio::task::spawn_blocking(verify(Some(AUDIT_KEY)))
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(output.status.code(), Some(1), "{}: {stdout}", db.name());
+        assert!(
+            stdout.contains("action_audit_logs: BROKEN at row id 3"),
+            "{}: {stdout}",
+            db.name()
+        );
+        // Clearing the key ids as well changes nothing: unkeyed after keyed is a rewrite.
+        raw_exec(
+            &db,
+            &["UPDATE action_audit_logs SET key_id = NULL WHERE id >= 3"],
+        )
+        .await;
+        let output = tokio::task::spawn_blocking(verify(Some(AUDIT_KEY)))
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(output.status.code(), Some(1), "{}: {stdout}", db.name());
+        assert!(stdout.contains("BROKEN at row id 3"), "{stdout}");
+        db.cleanup().await;
+    }
+}
+
 /// Runs statements on a separate connection, as an operator with a SQL shell would.
 async fn raw_exec(db: &TestDb, statements: &[&str]) {
     use sqlx::Connection;

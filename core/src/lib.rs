@@ -13,5 +13,5 @@ pub mod audit;
 pub mod metric_names;
 mod types;
 
-pub use audit::{Canonical, GENESIS_HASH, chain_hash};
+pub use audit::{Canonical, GENESIS_HASH, chain_hash, chain_mac, chain_mac_matches};
 pub use types::{ExecutorMode, ParseEnumError, Severity};

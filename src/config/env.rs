@@ -15,6 +15,9 @@ pub const KEYS: &[&str] = &[
     "database_max_connections",
     "jwt_secret",
     "jwt_previous_secrets",
+    "audit_key",
+    "audit_previous_keys",
+    "audit_keyed_only",
     "jwt_issuer",
     "jwt_audience",
     "rate_limit_per_minute",
@@ -129,6 +132,11 @@ fn set(config: &mut Config, key: &str, raw: &str) -> Result<(), String> {
         "database_url" => config.database_url = raw.trim().to_owned(),
         "database_max_connections" => config.database_max_connections = parse(raw)?,
         "jwt_secret" => config.jwt_secret = optional(raw).map(Secret::new),
+        "audit_key" => config.audit_key = optional(raw).map(Secret::new),
+        "audit_previous_keys" => {
+            config.audit_previous_keys = parse_list(raw).into_iter().map(Secret::new).collect();
+        }
+        "audit_keyed_only" => config.audit_keyed_only = parse_bool(raw)?,
         "jwt_previous_secrets" => {
             config.jwt_previous_secrets = parse_list(raw).into_iter().map(Secret::new).collect();
         }

@@ -73,6 +73,20 @@ pub struct Config {
     /// logging everyone out (comma-separated in the environment).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub jwt_previous_secrets: Vec<Secret>,
+    /// The key of the keyed audit chain, `ID:SECRET` (a bare secret is key `k1`; at least
+    /// 32 bytes): new audit rows and archive records are HMAC-signed with it, so rewriting
+    /// them needs the key, which never enters the database. `aegis audit verify` needs it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_key: Option<Secret>,
+    /// Former audit keys (`ID:SECRET`, comma-separated in the environment) that still
+    /// verify the rows they signed: rotate by putting the new key in `audit_key` and the
+    /// old one here for as long as its rows are kept.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audit_previous_keys: Vec<Secret>,
+    /// Every audit row must be keyed (chains keyed from their first row, or once the rows
+    /// written before `audit_key` are archived and pruned): an unkeyed row anywhere is then
+    /// a rewrite, even one of the whole chain.
+    pub audit_keyed_only: bool,
     /// `iss` of issued tokens, required on presented ones.
     pub jwt_issuer: String,
     /// `aud` of issued tokens, required on presented ones.
@@ -248,6 +262,9 @@ impl Default for Config {
             database_max_connections: 10,
             jwt_secret: None,
             jwt_previous_secrets: Vec::new(),
+            audit_key: None,
+            audit_previous_keys: Vec::new(),
+            audit_keyed_only: false,
             jwt_issuer: "aegis".to_owned(),
             jwt_audience: "aegis-api".to_owned(),
             rate_limit_per_minute: 600,
@@ -343,6 +360,18 @@ impl Loaded {
 }
 
 impl Config {
+    /// The audit keys (`audit_key` first, then `audit_previous_keys`), when configured.
+    pub fn audit_keys(&self) -> Result<Option<aegis_store::AuditKeys>, String> {
+        let Some(signing) = &self.audit_key else {
+            return Ok(None);
+        };
+        let mut keys = vec![aegis_store::AuditKey::parse(signing.expose())?];
+        for k in &self.audit_previous_keys {
+            keys.push(aegis_store::AuditKey::parse(k.expose())?);
+        }
+        aegis_store::AuditKeys::new(keys, self.audit_keyed_only).map(Some)
+    }
+
     /// Reads the file (when given), applies the process environment and validates.
     pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
         Self::load_from(file, std::env::vars())
@@ -519,6 +548,18 @@ impl Config {
             return Err(invalid(
                 "jwt_previous_secrets",
                 "every secret must be at least 32 bytes long".into(),
+            ));
+        }
+        if let Err(e) = self.audit_keys() {
+            return Err(invalid("audit_key", e));
+        }
+        if self.audit_key.is_none()
+            && (!self.audit_previous_keys.is_empty() || self.audit_keyed_only)
+        {
+            return Err(invalid(
+                "audit_key",
+                "audit_previous_keys and audit_keyed_only need audit_key (the key that signs)"
+                    .into(),
             ));
         }
         if !self.jwt_previous_secrets.is_empty() && self.jwt_secret.is_none() {

@@ -41,10 +41,10 @@ mod users;
 
 pub use approvals::{Approval, NewApproval};
 pub use audit::{
-    AuditArchive, AuditKind, AuditLog, AuditReceipt, AuditRecord, AuditTable, AuditValue,
-    AuditWriterHealth, AuditWriterOptions, AuditWriterStats, BrokenRow, NewActionAudit,
-    NewPolicyAudit, PolicyAuditSender, PolicyAuditWriter, VerifyReport, WriterClosed,
-    audit_columns, verify_records,
+    AuditArchive, AuditKey, AuditKeys, AuditKind, AuditLog, AuditReceipt, AuditRecord, AuditTable,
+    AuditValue, AuditWriterHealth, AuditWriterOptions, AuditWriterStats, BrokenRow,
+    MIN_AUDIT_KEY_BYTES, NewActionAudit, NewPolicyAudit, PolicyAuditSender, PolicyAuditWriter,
+    VerifyReport, WriterClosed, audit_columns, record_link, verify_records,
 };
 pub use backup::{COUNTED_TABLES, PgSnapshot, TableCounts, postgres_has_aegis_tables, sqlite_path};
 pub use breakers::Breaker;

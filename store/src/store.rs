@@ -68,6 +68,8 @@ pub struct Store {
     pub(crate) chain_locks: Arc<[tokio::sync::Mutex<crate::audit::ChainTail>; 2]>,
     /// Whether action audit rows are also queued in `audit_outbox` for Loki.
     pub(crate) outbox: bool,
+    /// The keys of the keyed audit chain, when configured.
+    pub(crate) audit_keys: Option<Arc<crate::AuditKeys>>,
 }
 
 /// What `/health` reports about the database.
@@ -111,6 +113,7 @@ impl Store {
             pool,
             url: redacted.into(),
             outbox: false,
+            audit_keys: None,
             chain_locks: Arc::new([tokio::sync::Mutex::new(None), tokio::sync::Mutex::new(None)]),
         })
     }
@@ -121,6 +124,17 @@ impl Store {
     pub fn with_audit_outbox(mut self) -> Self {
         self.outbox = true;
         self
+    }
+
+    /// Sign new audit rows and archive records with `keys` (and verify with them).
+    pub fn with_audit_keys(mut self, keys: crate::AuditKeys) -> Self {
+        self.audit_keys = Some(Arc::new(keys));
+        self
+    }
+
+    /// The audit keys, when configured.
+    pub fn audit_keys(&self) -> Option<&crate::AuditKeys> {
+        self.audit_keys.as_deref()
     }
 
     /// Which backend this store uses.

@@ -207,9 +207,22 @@ impl Drop for FreshDb {
 
 /// 3 days of decisions (2 + 3 + 1) and 2 days of action events.
 pub async fn populate_audit(url: &str) -> aegis_store::Store {
+    populate_audit_with(url, None).await
+}
+
+/// [`populate_audit`], signing the rows with `keys` when given (the keyed chain).
+#[allow(dead_code, reason = "not every test binary uses every helper")]
+pub async fn populate_audit_with(
+    url: &str,
+    keys: Option<aegis_store::AuditKeys>,
+) -> aegis_store::Store {
     use aegis_store::{AuditLog, NewActionAudit, NewPolicyAudit, Store, StoreOptions};
     use chrono::{TimeZone, Utc};
     let store = Store::connect(url, &StoreOptions::default()).await.unwrap();
+    let store = match keys {
+        Some(k) => store.with_audit_keys(k),
+        None => store,
+    };
     let at = |d: u32, h: u32| Some(Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap());
     let decision = |t, n: usize| NewPolicyAudit {
         created_at: t,

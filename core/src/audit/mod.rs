@@ -1,5 +1,10 @@
 //! The audit hash chain: each row's hash covers the previous row's hash and a canonical
 //! encoding of the row, so changing, removing or reordering a row is detectable later.
+//!
+//! Two kinds of link: [`chain_hash`] (plain SHA-256, which anyone can recompute, so it
+//! shows accidents and tampering by those who do not know the algorithm) and
+//! [`chain_mac`] (HMAC-SHA256 under a key kept outside the database, so rewriting rows
+//! needs the key).
 
 mod canonical;
 
@@ -22,6 +27,34 @@ pub fn chain_hash(prev_hash: &str, canonical: &[u8]) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// HMAC-SHA256 under `key` over the same bytes as [`chain_hash`], as lowercase hex.
+pub fn chain_mac(key: &[u8], prev_hash: &str, canonical: &[u8]) -> String {
+    use hmac::Mac;
+    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+    let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(prev_hash.as_bytes());
+    mac.update(b"\n");
+    mac.update(canonical);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether `hex_mac` is [`chain_mac`] of these bytes, compared in constant time.
+pub fn chain_mac_matches(key: &[u8], prev_hash: &str, canonical: &[u8], hex_mac: &str) -> bool {
+    use hmac::Mac;
+    let (Ok(mut mac), Ok(expected)) = (
+        hmac::Hmac::<Sha256>::new_from_slice(key),
+        hex::decode(hex_mac),
+    ) else {
+        return false;
+    };
+    mac.update(prev_hash.as_bytes());
+    mac.update(b"\n");
+    mac.update(canonical);
+    mac.verify_slice(&expected).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,6 +66,28 @@ mod tests {
         assert_eq!(a.len(), 64);
         assert_ne!(a, chain_hash(GENESIS_HASH, b"row2"));
         assert_ne!(a, chain_hash(&a, b"row"));
+    }
+
+    #[test]
+    fn the_keyed_link_needs_the_key() {
+        let a = chain_mac(b"key one", GENESIS_HASH, b"row");
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, chain_hash(GENESIS_HASH, b"row"));
+        assert_ne!(a, chain_mac(b"key two", GENESIS_HASH, b"row"));
+        assert!(chain_mac_matches(b"key one", GENESIS_HASH, b"row", &a));
+        assert!(!chain_mac_matches(b"key two", GENESIS_HASH, b"row", &a));
+        assert!(!chain_mac_matches(b"key one", GENESIS_HASH, b"row2", &a));
+        assert!(!chain_mac_matches(
+            b"key one",
+            GENESIS_HASH,
+            b"row",
+            "not hex"
+        ));
+        // hmac.new(b"key", b"0" * 64 + b"\n" + b"abc", sha256), computed with Python.
+        assert_eq!(
+            chain_mac(b"key", GENESIS_HASH, b"abc"),
+            "43c929df4fc187be395b2a042c4766c84428dde81afe7fbf3440de66ee3ff616"
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Column layouts, canonical encoding, and the append and verify paths for both backends.
 
-use aegis_core::{Canonical, GENESIS_HASH, chain_hash};
+use aegis_core::{Canonical, GENESIS_HASH};
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
 
+use super::keys::{AuditKey, AuditKeys, KeyWalk, link};
 use super::{
     AuditLog, AuditReceipt, AuditTable, BrokenRow, NewActionAudit, NewPolicyAudit, VerifyReport,
 };
@@ -108,8 +109,15 @@ impl Layout {
         row.finish()
     }
 
-    /// The row as one JSON log line for Loki: every column, the id and both hashes.
-    fn line(&self, id: i64, values: &[Value], prev_hash: &str, hash: &str) -> String {
+    /// The row as one JSON log line for Loki: every column, the id, the key and both hashes.
+    fn line(
+        &self,
+        id: i64,
+        values: &[Value],
+        key_id: Option<&str>,
+        prev_hash: &str,
+        hash: &str,
+    ) -> String {
         let mut row = serde_json::Map::new();
         row.insert("table".into(), self.name().into());
         row.insert("id".into(), id.into());
@@ -124,6 +132,9 @@ impl Layout {
             };
             row.insert((*name).into(), v);
         }
+        if let Some(k) = key_id {
+            row.insert("key_id".into(), k.into());
+        }
         row.insert("prev_hash".into(), prev_hash.into());
         row.insert("hash".into(), hash.into());
         serde_json::Value::Object(row).to_string()
@@ -132,7 +143,7 @@ impl Layout {
     fn insert_sql(&self) -> String {
         let cols: Vec<&str> = self.columns.iter().map(|(n, _)| *n).collect();
         format!(
-            "INSERT INTO {} (id, {}, prev_hash, hash) ",
+            "INSERT INTO {} (id, {}, key_id, prev_hash, hash) ",
             self.name(),
             cols.join(", ")
         )
@@ -189,23 +200,32 @@ const INSERT_CHUNK: usize = 1_000;
 /// Rows per page when verifying.
 const VERIFY_PAGE: i64 = 2_000;
 
-/// A row with its place in the chain: id, values, previous hash, own hash.
-type Chained<'a> = (i64, &'a [Value], String, String);
+/// A row with its place in the chain: id, values, signing key id, previous hash, own hash.
+type Chained<'a> = (i64, &'a [Value], Option<String>, String, String);
 
-/// Links `rows` after the row `id` whose hash is `prev`; the receipts go to `receipts`.
+/// Links `rows` after the row `id` whose hash is `prev` (under `key` when one is
+/// configured); the receipts go to `receipts`.
 fn chain_after<'a>(
     layout: &Layout,
     id: &mut i64,
     prev: &mut String,
     rows: &'a [Vec<Value>],
+    key: Option<&AuditKey>,
     receipts: &mut Vec<AuditReceipt>,
 ) -> Vec<Chained<'a>> {
     let mut chained = Vec::with_capacity(rows.len());
+    let key_id = key.map(|k| k.id().to_owned());
     for values in rows {
         *id += 1;
-        let hash = chain_hash(prev, &layout.canonical(*id, values));
+        let hash = link(key, prev, &layout.canonical(*id, values));
         let prev_hash = std::mem::replace(prev, hash.clone());
-        chained.push((*id, values.as_slice(), prev_hash, hash.clone()));
+        chained.push((
+            *id,
+            values.as_slice(),
+            key_id.clone(),
+            prev_hash,
+            hash.clone(),
+        ));
         receipts.push(AuditReceipt { id: *id, hash });
     }
     chained
@@ -217,7 +237,7 @@ macro_rules! insert_query {
         let mut insert = QueryBuilder::<$db>::new($layout.insert_sql());
         insert.push_values(
             $chained.iter(),
-            |mut b, (row_id, values, prev_hash, hash)| {
+            |mut b, (row_id, values, key_id, prev_hash, hash)| {
                 b.push_bind(*row_id);
                 for value in values.iter() {
                     match value {
@@ -227,6 +247,7 @@ macro_rules! insert_query {
                         Value::Time(v) => b.push_bind(*v),
                     };
                 }
+                b.push_bind(key_id.clone());
                 b.push_bind(prev_hash.clone());
                 b.push_bind(hash.clone());
             },
@@ -238,7 +259,7 @@ macro_rules! insert_query {
 /// Chains `rows` after the table's last row and inserts them on `$tx`. One body for both
 /// backends: the SQL is the same, only the driver types differ.
 macro_rules! append_on {
-    ($tx:expr, $layout:expr, $rows:expr, $db:ty, $outbox:expr) => {{
+    ($tx:expr, $layout:expr, $rows:expr, $db:ty, $outbox:expr, $key:expr) => {{
         let layout: &Layout = $layout;
         let last: Option<(i64, String)> = sqlx::query_as(&format!(
             "SELECT id, hash FROM {} ORDER BY id DESC LIMIT 1",
@@ -249,7 +270,7 @@ macro_rules! append_on {
         let (mut id, mut prev) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
         let mut receipts = Vec::with_capacity($rows.len());
         for chunk in $rows.chunks(INSERT_CHUNK) {
-            let chained = chain_after(layout, &mut id, &mut prev, chunk, &mut receipts);
+            let chained = chain_after(layout, &mut id, &mut prev, chunk, $key, &mut receipts);
             insert_query!(layout, chained, $db).build().execute(&mut *$tx).await?;
             if $outbox {
                 // Same transaction as the audit rows: an outbox row exists exactly when its
@@ -258,10 +279,10 @@ macro_rules! append_on {
                 let mut queue = QueryBuilder::<$db>::new(
                     "INSERT INTO audit_outbox (audit_table, audit_id, line, created_at, attempts, next_attempt_at) ",
                 );
-                queue.push_values(chained.iter(), |mut b, (row_id, values, prev_hash, hash)| {
+                queue.push_values(chained.iter(), |mut b, (row_id, values, key_id, prev_hash, hash)| {
                     b.push_bind(layout.name());
                     b.push_bind(*row_id);
-                    b.push_bind(layout.line(*row_id, values, prev_hash, hash));
+                    b.push_bind(layout.line(*row_id, values, key_id.as_deref(), prev_hash, hash));
                     b.push_bind(now);
                     b.push_bind(0_i32);
                     b.push_bind(now);
@@ -275,8 +296,10 @@ macro_rules! append_on {
 
 /// Walks the chain of `$layout` on `$pool` page by page.
 macro_rules! verify_on {
-    ($pool:expr, $layout:expr) => {{
+    ($pool:expr, $layout:expr, $keys:expr) => {{
         let layout: &Layout = $layout;
+        let keys: Option<&AuditKeys> = $keys;
+        let mut walk = KeyWalk::default();
         let sql = format!(
             "SELECT * FROM {} WHERE id > $1 ORDER BY id LIMIT $2",
             layout.name()
@@ -291,22 +314,33 @@ macro_rules! verify_on {
             .fetch_one($pool)
             .await?;
         if let Some(first) = first.filter(|f| *f > 1) {
-            let anchor: Option<String> = sqlx::query_scalar(
-                "SELECT last_hash FROM audit_archives WHERE audit_table = $1 AND last_id = $2 ORDER BY id DESC LIMIT 1",
+            let anchors: Vec<AuditArchive> = sqlx::query_as(
+                "SELECT audit_table, first_id, last_id, prev_hash, last_hash, location, sha256, verified_at, key_id, mac \
+                 FROM audit_archives WHERE audit_table = $1 AND last_id = $2 ORDER BY id DESC",
             )
             .bind(layout.name())
             .bind(first - 1)
-            .fetch_optional($pool)
+            .fetch_all($pool)
             .await?;
+            // With keys, only a signed archive record anchors the chain (anyone can insert
+            // an unsigned one), or an unsigned one before the first keyed row.
+            let first_unkeyed = {
+                let k: Option<Option<String>> = sqlx::query_scalar(&format!("SELECT key_id FROM {} WHERE id = $1", layout.name()))
+                    .bind(first)
+                    .fetch_optional($pool)
+                    .await?;
+                matches!(k, Some(None))
+            };
+            let anchor = anchors.into_iter().find(|a| a.trusted(keys, first_unkeyed));
             match anchor {
-                Some(hash) => {
+                Some(a) => {
                     expected_id = first;
-                    prev = hash;
+                    prev = a.last_hash;
                 }
                 None => {
                     broken = Some(BrokenRow {
                         id: first,
-                        reason: format!("rows 1..{} are missing and no verified archive ends at row {}", first - 1, first - 1),
+                        reason: format!("rows 1..{} are missing and no verified{} archive ends at row {}", first - 1, if keys.is_some() { " and signed" } else { "" }, first - 1),
                     })
                 }
             }
@@ -334,11 +368,18 @@ macro_rules! verify_on {
                         Kind::Time => Value::Time(row.try_get(*name)?),
                     });
                 }
+                let key_id: Option<String> = row.try_get("key_id")?;
                 let prev_hash: String = row.try_get("prev_hash")?;
                 let hash: String = row.try_get("hash")?;
-                if let Some(reason) =
-                    check_row(layout, expected_id, &prev, id, &values, &prev_hash, &hash)
-                {
+                if let Some(reason) = check_row(
+                    layout,
+                    (&mut walk, keys),
+                    expected_id,
+                    &prev,
+                    (id, &values, key_id.as_deref()),
+                    &prev_hash,
+                    &hash,
+                ) {
                     broken = Some(BrokenRow { id, reason });
                     break 'pages;
                 }
@@ -350,6 +391,7 @@ macro_rules! verify_on {
         VerifyReport {
             table: layout.table,
             rows_checked: checked,
+            unkeyed_rows: walk.unkeyed,
             broken,
         }
     }};
@@ -358,10 +400,10 @@ macro_rules! verify_on {
 /// Why row `id` breaks the chain, or `None` when it holds.
 fn check_row(
     layout: &Layout,
+    (walk, keys): (&mut KeyWalk, Option<&AuditKeys>),
     expected_id: i64,
     prev: &str,
-    id: i64,
-    values: &[Value],
+    (id, values, key_id): (i64, &[Value], Option<&str>),
     prev_hash: &str,
     hash: &str,
 ) -> Option<String> {
@@ -378,10 +420,7 @@ fn check_row(
     if prev_hash != prev {
         return Some("prev_hash does not match the previous row's hash".to_owned());
     }
-    if chain_hash(prev, &layout.canonical(id, values)) != hash {
-        return Some("hash does not match the row's contents: the row was changed".to_owned());
-    }
-    None
+    walk.check(keys, key_id, prev, &layout.canonical(id, values), hash)
 }
 
 /// The newest row of a chain as this process last wrote or read it: its id and hash.
@@ -402,12 +441,13 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tail = self.chain_locks[layout.lock_index()].lock().await;
+        let key = self.audit_keys.as_deref().map(AuditKeys::signing);
         let outbox = self.outbox && layout.table == AuditTable::Action;
         if !outbox
             && rows.len() <= INSERT_CHUNK
             && let Some(known) = tail.take()
         {
-            match self.append_after(layout, known, &rows).await {
+            match self.append_after(layout, known, &rows, key).await {
                 Ok(receipts) => {
                     *tail = tail_of(&receipts);
                     return Ok(receipts);
@@ -424,7 +464,7 @@ impl Store {
                 // IMMEDIATE takes the write lock up front, so reading the last hash and
                 // inserting after it cannot interleave with another writer.
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let receipts = append_on!(tx, layout, rows, sqlx::Sqlite, outbox);
+                let receipts = append_on!(tx, layout, rows, sqlx::Sqlite, outbox, key);
                 tx.commit().await?;
                 receipts
             }
@@ -436,7 +476,7 @@ impl Store {
                     .bind(layout.advisory_key())
                     .execute(&mut *tx)
                     .await?;
-                let receipts = append_on!(tx, layout, rows, sqlx::Postgres, outbox);
+                let receipts = append_on!(tx, layout, rows, sqlx::Postgres, outbox, key);
                 tx.commit().await?;
                 receipts
             }
@@ -455,9 +495,10 @@ impl Store {
         layout: &Layout,
         (mut id, mut prev): (i64, String),
         rows: &[Vec<Value>],
+        key: Option<&AuditKey>,
     ) -> std::result::Result<Vec<AuditReceipt>, sqlx::Error> {
         let mut receipts = Vec::with_capacity(rows.len());
-        let chained = chain_after(layout, &mut id, &mut prev, rows, &mut receipts);
+        let chained = chain_after(layout, &mut id, &mut prev, rows, key, &mut receipts);
         match self.pool() {
             Pool::Sqlite(pool) => {
                 insert_query!(layout, chained, sqlx::Sqlite)
@@ -489,9 +530,10 @@ impl AuditLog for Store {
 
     async fn verify_audit(&self, table: AuditTable) -> Result<VerifyReport> {
         let layout = Layout::of(table);
+        let keys = self.audit_keys.as_deref();
         Ok(match self.pool() {
-            Pool::Sqlite(pool) => verify_on!(pool, layout),
-            Pool::Postgres(pool) => verify_on!(pool, layout),
+            Pool::Sqlite(pool) => verify_on!(pool, layout, keys),
+            Pool::Postgres(pool) => verify_on!(pool, layout, keys),
         })
     }
 }
@@ -529,6 +571,8 @@ pub struct AuditRecord {
     pub id: i64,
     /// The hashed columns in [`audit_columns`] order.
     pub values: Vec<AuditValue>,
+    /// The audit key that signed the row (`None`: a plain SHA-256 link).
+    pub key_id: Option<String>,
     /// The previous row's hash.
     pub prev_hash: String,
     /// This row's hash.
@@ -565,13 +609,16 @@ fn to_value(v: &AuditValue) -> Value {
 
 /// Checks a contiguous run of exported rows on its own: ids follow each other from the
 /// first, each row links to the one before (the first to `prev_hash`), and every hash
-/// recomputes from the row's values. The first broken row, if any.
+/// recomputes from the row's values (under its key, for keyed rows). The first broken row,
+/// if any.
 pub fn verify_records(
     table: AuditTable,
     records: &[AuditRecord],
     prev_hash: &str,
+    keys: Option<&AuditKeys>,
 ) -> Option<BrokenRow> {
     let layout = Layout::of(table);
+    let mut walk = KeyWalk::default();
     let mut prev = prev_hash.to_owned();
     for (expected, r) in (records.first()?.id..).zip(records) {
         let values: Vec<Value> = r.values.iter().map(to_value).collect();
@@ -583,10 +630,10 @@ pub fn verify_records(
         }
         if let Some(reason) = check_row(
             layout,
+            (&mut walk, keys),
             expected,
             &prev,
-            r.id,
-            &values,
+            (r.id, &values, r.key_id.as_deref()),
             &r.prev_hash,
             &r.hash,
         ) {
@@ -595,6 +642,22 @@ pub fn verify_records(
         prev = r.hash.clone();
     }
     None
+}
+
+/// The link (`hash`) of `record` after `prev_hash`: under `key`, or plain SHA-256 without
+/// one. For tools that rebuild or inspect a chain (and tests that play the attacker).
+pub fn record_link(
+    table: AuditTable,
+    record: &AuditRecord,
+    prev_hash: &str,
+    key: Option<&AuditKey>,
+) -> String {
+    let values: Vec<Value> = record.values.iter().map(to_value).collect();
+    link(
+        key,
+        prev_hash,
+        &Layout::of(table).canonical(record.id, &values),
+    )
 }
 
 /// Reads rows `first_id..=last_id` of `$layout` as records.
@@ -624,6 +687,7 @@ macro_rules! records_on {
             out.push(AuditRecord {
                 id: row.try_get("id")?,
                 values,
+                key_id: row.try_get("key_id")?,
                 prev_hash: row.try_get("prev_hash")?,
                 hash: row.try_get("hash")?,
             });
@@ -633,6 +697,18 @@ macro_rules! records_on {
 }
 
 impl Store {
+    /// The key id of a chain's newest row: `None` for an empty chain, `Some(None)` when the
+    /// newest row is not keyed.
+    pub async fn audit_tail_key(&self, table: AuditTable) -> Result<Option<Option<String>>> {
+        let sql = format!(
+            "SELECT key_id FROM {} ORDER BY id DESC LIMIT 1",
+            table.table_name()
+        );
+        let tail: Option<Option<String>> =
+            with_pool!(self, pool => sqlx::query_scalar(&sql).fetch_optional(pool).await?);
+        Ok(tail)
+    }
+
     /// Audit rows with ids in `first_id..=last_id`, oldest first.
     pub async fn audit_records(
         &self,
@@ -690,21 +766,71 @@ pub struct AuditArchive {
     pub sha256: String,
     /// When it was read back and verified.
     pub verified_at: DateTime<Utc>,
+    /// The audit key that signed this record, when keys are configured.
+    pub key_id: Option<String>,
+    /// HMAC-SHA256 of the record under that key: only a signed record lets retention
+    /// delete rows and anchors `audit verify` once keys are configured.
+    pub mac: Option<String>,
+}
+
+impl AuditArchive {
+    /// The bytes the record's MAC covers: every field but the MAC and the time.
+    fn canonical(&self) -> Vec<u8> {
+        let mut c = Canonical::new();
+        c.str("table", "audit_archives")
+            .str("audit_table", &self.audit_table)
+            .i64("first_id", self.first_id)
+            .i64("last_id", self.last_id)
+            .str("prev_hash", &self.prev_hash)
+            .str("last_hash", &self.last_hash)
+            .str("location", &self.location)
+            .str("sha256", &self.sha256);
+        c.finish()
+    }
+
+    /// Signs the record with the signing key (no-op without keys).
+    pub fn sign(&mut self, keys: Option<&AuditKeys>) {
+        if let Some(keys) = keys {
+            let key = keys.signing();
+            self.key_id = Some(key.id().to_owned());
+            self.mac = Some(key.mac(&self.canonical()));
+        }
+    }
+
+    /// Whether the record may be trusted: always without keys; with keys, only when a
+    /// configured key signed it, or when it is unsigned because it predates the keys: it
+    /// covers unkeyed rows only (`unkeyed_boundary`: the row at its end, or the first row
+    /// after it, is unkeyed, so none before it is keyed) and `audit_keyed_only` is off.
+    /// Anyone with database access can insert an unsigned record; only then does it cover
+    /// nothing the keys protect.
+    pub fn trusted(&self, keys: Option<&AuditKeys>, unkeyed_boundary: bool) -> bool {
+        let Some(keys) = keys else { return true };
+        match (&self.key_id, &self.mac) {
+            (Some(id), Some(mac)) => keys
+                .get(id)
+                .is_some_and(|k| k.mac_matches(&self.canonical(), mac)),
+            (None, None) => !keys.keyed_only && unkeyed_boundary,
+            _ => false,
+        }
+    }
 }
 
 impl Store {
     /// Records a verified archive; from then on retention may delete its rows.
     pub async fn record_archive(&self, a: &AuditArchive) -> Result<()> {
-        const SQL: &str = "INSERT INTO audit_archives (audit_table, first_id, last_id, prev_hash, last_hash, location, sha256, verified_at) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        const SQL: &str = "INSERT INTO audit_archives (audit_table, first_id, last_id, prev_hash, last_hash, location, sha256, verified_at, key_id, mac) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        let mut a = a.clone();
+        a.sign(self.audit_keys.as_deref());
         with_pool!(self, pool => sqlx::query(SQL).bind(&a.audit_table).bind(a.first_id).bind(a.last_id).bind(&a.prev_hash)
-            .bind(&a.last_hash).bind(&a.location).bind(&a.sha256).bind(a.verified_at).execute(pool).await?.rows_affected());
+            .bind(&a.last_hash).bind(&a.location).bind(&a.sha256).bind(a.verified_at).bind(&a.key_id).bind(&a.mac)
+            .execute(pool).await?.rows_affected());
         Ok(())
     }
 
     /// Verified archives of `table`, by first id.
     pub async fn audit_archives(&self, table: AuditTable) -> Result<Vec<AuditArchive>> {
-        const SQL: &str = "SELECT audit_table, first_id, last_id, prev_hash, last_hash, location, sha256, verified_at \
+        const SQL: &str = "SELECT audit_table, first_id, last_id, prev_hash, last_hash, location, sha256, verified_at, key_id, mac \
             FROM audit_archives WHERE audit_table = $1 ORDER BY first_id, id";
         let rows: Vec<AuditArchive> = with_pool!(self, pool => sqlx::query_as(SQL).bind(table.table_name()).fetch_all(pool).await?);
         Ok(rows)
@@ -730,7 +856,21 @@ impl Store {
             .min(newest.unwrap_or(first) - 1);
         let mut covered = first - 1;
         let mut boundary = None;
-        for a in self.audit_archives(table).await? {
+        let keys = self.audit_keys.as_deref();
+        // With keys, an archive record nobody signed covers nothing: the database's own
+        // trigger trusts any record, so retention must not.
+        let archives = self.audit_archives(table).await?;
+        let key_sql = format!("SELECT key_id FROM {name} WHERE id = $1");
+        for a in archives {
+            if keys.is_some() && a.mac.is_none() {
+                let k: Option<Option<String>> = with_pool!(self, pool =>
+                    sqlx::query_scalar(&key_sql).bind(a.last_id).fetch_optional(pool).await?);
+                if !a.trusted(keys, matches!(k, Some(None))) {
+                    continue;
+                }
+            } else if !a.trusted(keys, false) {
+                continue;
+            }
             if a.first_id > covered + 1 {
                 break;
             }

@@ -2,12 +2,15 @@
 //!
 //! Every row carries `prev_hash` (the previous row's `hash`, or [`aegis_core::GENESIS_HASH`]
 //! for the first) and `hash` = SHA-256 over `prev_hash` and the canonical encoding of the row
-//! (table name, id and every column, see [`aegis_core::Canonical`]). Ids are assigned by the
+//! (table name, id and every column, see [`aegis_core::Canonical`]); with `audit_key`
+//! configured ([`AuditKeys`]) `hash` is an HMAC-SHA256 under the signing key instead and
+//! `key_id` names the key, so rewriting rows needs the key, not only the database. Ids are assigned by the
 //! writer as previous id + 1 under a lock, so a removed row shows as a gap. Database triggers
 //! refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL); [`AuditLog::verify_audit`] catches
 //! whoever disables them.
 
 mod chain;
+mod keys;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -20,7 +23,10 @@ use serde::Serialize;
 use crate::Result;
 
 pub(crate) use chain::ChainTail;
-pub use chain::{AuditArchive, AuditKind, AuditRecord, AuditValue, audit_columns, verify_records};
+pub use chain::{
+    AuditArchive, AuditKind, AuditRecord, AuditValue, audit_columns, record_link, verify_records,
+};
+pub use keys::{AuditKey, AuditKeys, MIN_AUDIT_KEY_BYTES};
 pub use writer::{
     AuditWriterHealth, AuditWriterOptions, AuditWriterStats, PolicyAuditSender, PolicyAuditWriter,
     WriterClosed,
@@ -130,6 +136,8 @@ pub struct VerifyReport {
     pub table: AuditTable,
     /// Rows checked before the walk ended.
     pub rows_checked: u64,
+    /// Of those, rows linked by plain SHA-256 (written before `audit_key` was set).
+    pub unkeyed_rows: u64,
     /// The first broken row, or `None` when the whole chain holds.
     pub broken: Option<BrokenRow>,
 }

@@ -444,3 +444,247 @@ async fn the_writer_reports_stalled_while_writes_fail() {
         db.cleanup().await;
     }
 }
+
+fn keys(ids: &[&str], keyed_only: bool) -> AuditKeys {
+    let keys = ids
+        .iter()
+        .map(|id| {
+            AuditKey::new(
+                id,
+                format!("{id}-secret-0123456789abcdef0123456789").as_bytes(),
+            )
+            .unwrap()
+        })
+        .collect();
+    AuditKeys::new(keys, keyed_only).unwrap()
+}
+
+/// Plays the database superuser who knows the (public) algorithm but not the key: edits
+/// row `from`'s reason, then recomputes plain SHA-256 links from there to the end, keeping
+/// or clearing `key_id`.
+async fn rewrite_from(db: &TestDb, from: i64, clear_key: bool) {
+    let last = count(&db.store, "policy_audit_logs").await;
+    let mut records = db
+        .store
+        .audit_records(AuditTable::Policy, 1, last)
+        .await
+        .unwrap();
+    let mut prev = if from == 1 {
+        aegis_core::GENESIS_HASH.to_owned()
+    } else {
+        records[(from - 2) as usize].hash.clone()
+    };
+    for r in records.iter_mut().skip((from - 1) as usize) {
+        if r.id == from {
+            r.values[10] = AuditValue::Text("nothing happened here".into());
+        }
+        let hash = record_link(AuditTable::Policy, r, &prev, None);
+        let key = if clear_key { "NULL" } else { "key_id" };
+        exec(
+            db,
+            &format!(
+                "UPDATE policy_audit_logs SET reason = 'nothing happened here', prev_hash = '{prev}', hash = '{hash}', key_id = {key} WHERE id = {} {}",
+                r.id,
+                if r.id == from { "" } else { "AND 1 = 1" }
+            ),
+        )
+        .await
+        .unwrap();
+        // Only row `from` had its reason changed; restore the others' reason.
+        if r.id != from {
+            let AuditValue::Text(reason) = &r.values[10] else {
+                unreachable!()
+            };
+            let sql = format!(
+                "UPDATE policy_audit_logs SET reason = '{}' WHERE id = {}",
+                reason.replace('\'', "''"),
+                r.id
+            );
+            exec(db, &sql).await.unwrap();
+        }
+        prev = hash;
+    }
+}
+
+/// Issue 27: the keyed chain. Rows signed under `audit_key` verify with it and only with
+/// it; a superuser who edits a row and recomputes plain SHA-256 links from there on is
+/// caught at that row whether the key id is kept or cleared; a rewrite of the whole chain
+/// is caught once `audit_keyed_only` is set.
+#[tokio::test]
+async fn the_keyed_chain_needs_the_key_to_rewrite() {
+    for db in TestDb::both().await {
+        let store = db.store.clone().with_audit_keys(keys(&["k1"], false));
+        let decisions: Vec<_> = (0..5).map(decision).collect();
+        store.append_policy_audit(&decisions).await.unwrap();
+        let report = store.verify_audit(AuditTable::Policy).await.unwrap();
+        assert_eq!(
+            (report.rows_checked, report.unkeyed_rows, report.broken),
+            (5, 0, None),
+            "{}",
+            db.name()
+        );
+        assert_eq!(
+            store.audit_tail_key(AuditTable::Policy).await.unwrap(),
+            Some(Some("k1".into()))
+        );
+        // Without the key, or with another one, a keyed chain does not verify.
+        let report = db.store.verify_audit(AuditTable::Policy).await.unwrap();
+        assert!(report.broken.unwrap().reason.contains("needs audit_key"));
+        let other = db.store.clone().with_audit_keys(keys(&["k2"], false));
+        let report = other.verify_audit(AuditTable::Policy).await.unwrap();
+        assert!(report.broken.unwrap().reason.contains("not configured"));
+        // Rotation: k2 signs, k1 still verifies the rows it signed.
+        let rotated = db.store.clone().with_audit_keys(keys(&["k2", "k1"], false));
+        rotated.append_policy_audit(&[decision(5)]).await.unwrap();
+        let report = rotated.verify_audit(AuditTable::Policy).await.unwrap();
+        assert_eq!(
+            (report.rows_checked, report.broken),
+            (6, None),
+            "{}",
+            db.name()
+        );
+
+        disable_guard(&db, "policy_audit_logs").await;
+        rewrite_from(&db, 3, false).await;
+        let report = rotated.verify_audit(AuditTable::Policy).await.unwrap();
+        let broken = report.broken.expect("a recomputed row must not verify");
+        assert_eq!(broken.id, 3, "{}: {}", db.name(), broken.reason);
+        assert!(
+            broken.reason.contains("under audit key `k1`"),
+            "{}",
+            broken.reason
+        );
+        rewrite_from(&db, 3, true).await;
+        let report = rotated.verify_audit(AuditTable::Policy).await.unwrap();
+        let broken = report.broken.expect("a downgraded row must not verify");
+        assert_eq!(broken.id, 3, "{}: {}", db.name(), broken.reason);
+        assert!(
+            broken.reason.contains("unkeyed rows after keyed ones"),
+            "{}",
+            broken.reason
+        );
+        // The whole chain rewritten unkeyed looks like a chain from before the keys...
+        rewrite_from(&db, 1, true).await;
+        let report = rotated.verify_audit(AuditTable::Policy).await.unwrap();
+        assert_eq!(
+            (report.broken, report.unkeyed_rows),
+            (None, 6),
+            "{}",
+            db.name()
+        );
+        // ...unless every row must be keyed.
+        let strict = db.store.clone().with_audit_keys(keys(&["k2", "k1"], true));
+        let report = strict.verify_audit(AuditTable::Policy).await.unwrap();
+        let broken = report.broken.expect("keyed_only refuses unkeyed rows");
+        assert_eq!(broken.id, 1);
+        assert!(
+            broken.reason.contains("audit_keyed_only"),
+            "{}",
+            broken.reason
+        );
+        db.cleanup().await;
+    }
+}
+
+/// An existing unkeyed chain keeps verifying once a key is set, and the first keyed row
+/// guards it: rewriting an unkeyed row breaks the keyed row after it.
+#[tokio::test]
+async fn an_unkeyed_prefix_keeps_verifying_and_is_guarded_by_the_first_keyed_row() {
+    for db in TestDb::both().await {
+        let decisions: Vec<_> = (0..3).map(decision).collect();
+        db.store.append_policy_audit(&decisions).await.unwrap();
+        let keyed = db.store.clone().with_audit_keys(keys(&["k1"], false));
+        keyed
+            .append_policy_audit(&[decision(3), decision(4)])
+            .await
+            .unwrap();
+        let report = keyed.verify_audit(AuditTable::Policy).await.unwrap();
+        assert_eq!(
+            (report.rows_checked, report.unkeyed_rows, report.broken),
+            (5, 3, None),
+            "{}",
+            db.name()
+        );
+        disable_guard(&db, "policy_audit_logs").await;
+        // Rewriting row 2 and relinking 2..3 by SHA-256: row 4's MAC covers row 3's old hash.
+        let records = db
+            .store
+            .audit_records(AuditTable::Policy, 1, 3)
+            .await
+            .unwrap();
+        let mut prev = records[0].hash.clone();
+        for r in &records[1..] {
+            let mut r = r.clone();
+            r.values[10] = AuditValue::Text("rewritten".into());
+            let hash = record_link(AuditTable::Policy, &r, &prev, None);
+            exec(&db, &format!("UPDATE policy_audit_logs SET reason = 'rewritten', prev_hash = '{prev}', hash = '{hash}' WHERE id = {}", r.id)).await.unwrap();
+            prev = hash;
+        }
+        let report = keyed.verify_audit(AuditTable::Policy).await.unwrap();
+        assert_eq!(report.broken.map(|b| b.id), Some(4), "{}", db.name());
+        db.cleanup().await;
+    }
+}
+
+/// Archive records are signed: with keys, an unsigned record (anyone with database access
+/// can insert one) neither lets retention delete rows nor anchors `audit verify`.
+#[tokio::test]
+async fn unsigned_archive_records_are_not_trusted_with_keys() {
+    for db in TestDb::both().await {
+        let keyed = db.store.clone().with_audit_keys(keys(&["k1"], false));
+        let decisions: Vec<_> = (0..4).map(decision).collect();
+        keyed.append_policy_audit(&decisions).await.unwrap();
+        let records = keyed.audit_records(AuditTable::Policy, 1, 2).await.unwrap();
+        let forged = AuditArchive {
+            audit_table: "policy_audit_logs".into(),
+            first_id: 1,
+            last_id: 2,
+            prev_hash: aegis_core::GENESIS_HASH.into(),
+            last_hash: records[1].hash.clone(),
+            location: "file:///nowhere".into(),
+            sha256: "0".repeat(64),
+            verified_at: chrono::Utc::now(),
+            key_id: None,
+            mac: None,
+        };
+        // Recorded through a store without keys: unsigned, as a forger would insert it.
+        db.store.record_archive(&forged).await.unwrap();
+        let future = chrono::Utc::now() + chrono::Duration::days(1);
+        assert_eq!(
+            keyed.prune_audit(AuditTable::Policy, future).await.unwrap(),
+            0,
+            "{}",
+            db.name()
+        );
+        // Signed by the keyed store: trusted.
+        keyed.record_archive(&forged).await.unwrap();
+        let archives = keyed.audit_archives(AuditTable::Policy).await.unwrap();
+        assert_eq!(
+            archives
+                .iter()
+                .filter(|a| a.trusted(keyed.audit_keys(), false))
+                .count(),
+            1
+        );
+        let keyed_only = db.store.clone().with_audit_keys(keys(&["k1"], true));
+        assert!(!archives[0].trusted(keyed_only.audit_keys(), true));
+        assert!(
+            archives[0].trusted(keyed.audit_keys(), true),
+            "an unsigned record over unkeyed rows"
+        );
+        assert_eq!(
+            keyed.prune_audit(AuditTable::Policy, future).await.unwrap(),
+            2,
+            "{}",
+            db.name()
+        );
+        let report = keyed.verify_audit(AuditTable::Policy).await.unwrap();
+        assert_eq!(
+            (report.rows_checked, report.broken),
+            (2, None),
+            "{}",
+            db.name()
+        );
+        db.cleanup().await;
+    }
+}
