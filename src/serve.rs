@@ -283,6 +283,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_detectors(detectors)
         .with_metrics(handle)
         .with_max_body_bytes(config.max_body_bytes)
+        .with_query_memory(
+            config.query_memory_mib.saturating_mul(1 << 20),
+            config.query_memory_total_mib.saturating_mul(1 << 20),
+        )
         .with_body_read_timeout(Duration::from_secs(config.body_read_timeout_secs))
         .with_policies(Arc::clone(&policies))
         .with_auth(auth)

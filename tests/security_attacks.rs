@@ -1072,3 +1072,121 @@ fn ended_sessions_end_their_access_tokens_on_both_backends() {
     let pg = FreshDb::new("sessions");
     ended_sessions_end_their_access_tokens(dir.path(), &pg.url, "PostgreSQL");
 }
+
+/// The server's resident memory in MiB (`VmRSS`).
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// Issue 27, attack 2: `SELECT repeat('a', 300000000)` (and `UNION ALL`s of it) took about
+/// 1 GB of server memory per query, kept. Now ten at once are each a 400 within the
+/// timeout, and a sort that needs more than its budget is a 400 too, while the server's
+/// RSS stays under the configured query budget + 200 MB.
+fn queries_stay_within_their_memory(dir: &Path, db: &str, backend: &str) {
+    const TOTAL_MIB: u64 = 128;
+    let port = free_port();
+    let (out, err) = common::server_log(dir);
+    let mut child = aegis(dir)
+        .arg("serve")
+        .env("AEGIS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AEGIS_DATABASE_URL", db)
+        .env("AEGIS_JWT_SECRET", JWT_SECRET)
+        .env("AEGIS_ADMIN_EMAIL", ADMIN)
+        .env("AEGIS_ADMIN_PASSWORD", PASSWORD)
+        .env("AEGIS_QUERY_MEMORY_MIB", "32")
+        .env("AEGIS_QUERY_MEMORY_TOTAL_MIB", TOTAL_MIB.to_string())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let (status, body) = wait_healthy(&mut child, port);
+    assert_eq!(status, 200, "{body}");
+    let pid = child.id();
+    let baseline = rss_mib(pid);
+    let body = json!({"email": ADMIN, "password": PASSWORD}).to_string();
+    let (status, answer) = post(port, "/api/v1/auth/login", None, &body);
+    assert_eq!(status, 200, "{answer}");
+    let admin = serde_json::from_str::<Value>(&answer).unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss_mib(pid)));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss_mib(pid), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let statements = [
+        "SELECT repeat('a', 300000000)",
+        "SELECT repeat('a', 300000000) UNION ALL SELECT repeat('b', 300000000) UNION ALL SELECT repeat('c', 300000000)",
+    ];
+    let started = Instant::now();
+    let answers: Vec<(u16, String, Duration)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..10)
+            .map(|i| {
+                let (admin, sql) = (admin.clone(), statements[i % 2]);
+                scope.spawn(move || {
+                    let t = Instant::now();
+                    let body = json!({"sql": sql}).to_string();
+                    let (status, answer) = post(port, "/api/v1/query", Some(&admin), &body);
+                    (status, answer, t.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, answer, took) in &answers {
+        assert_eq!(*status, 400, "{backend}: {answer}");
+        assert!(answer.contains("`repeat`"), "{backend}: {answer}");
+        assert!(*took < Duration::from_secs(10), "{backend}: {took:?}");
+    }
+    // Aggregates over cross joins (810,000 groups) that need more than the 32 MiB budget,
+    // one after another.
+    let values: Vec<String> = (0..30).map(|i| format!("({i})")).collect();
+    let sort = format!(
+        "WITH v AS (SELECT * FROM (VALUES {}) AS t(x)) \
+         SELECT concat('row ', a.x, ' ', b.x, ' ', c.x, ' ', d.x) AS s, count(*) AS n \
+         FROM v a CROSS JOIN v b CROSS JOIN v c CROSS JOIN v d GROUP BY s",
+        values.join(", ")
+    );
+    for _ in 0..3 {
+        let body = json!({"sql": sort}).to_string();
+        let (status, answer) = post(port, "/api/v1/query", Some(&admin), &body);
+        let head: String = answer.chars().take(300).collect();
+        assert_eq!(status, 400, "{backend}: {head}");
+        assert!(answer.contains("query_memory_mib"), "{backend}: {head}");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    watcher.join().unwrap();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    terminate(child);
+    println!(
+        "{backend}: ten repeat queries answered in {:?}; RSS {baseline} MiB at start, peak {peak} MiB",
+        started.elapsed()
+    );
+    assert!(
+        peak < TOTAL_MIB + 200,
+        "{backend}: RSS peaked at {peak} MiB, over the {TOTAL_MIB} MiB budget + 200"
+    );
+}
+
+#[test]
+fn queries_stay_within_their_memory_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("memory.db").display());
+    queries_stay_within_their_memory(dir.path(), &db, "SQLite");
+    let dir = tempfile::tempdir().unwrap();
+    let pg = FreshDb::new("memory");
+    queries_stay_within_their_memory(dir.path(), &pg.url, "PostgreSQL");
+}

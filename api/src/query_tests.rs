@@ -408,9 +408,11 @@ async fn a_query_over_its_time_is_a_408_and_frees_its_thread() {
         let name = db.name();
         let state = AppState::new(db.store.clone(), ExecutorMode::DryRun);
         let sql = "SELECT workload, count(*) FROM samples GROUP BY workload".to_owned();
-        let err = crate::routes::query::run_within(&state, sql, 10, std::time::Duration::ZERO)
-            .await
-            .expect_err("no time at all");
+        let keep = |s, b, t| Ok((s, b, t));
+        let err =
+            crate::routes::query::run_within(&state, sql, 10, std::time::Duration::ZERO, keep)
+                .await
+                .expect_err("no time at all");
         assert_eq!(err.status(), StatusCode::REQUEST_TIMEOUT, "{name}");
         assert_eq!(err.code(), crate::ErrorCode::Timeout, "{name}");
         let all = crate::routes::MAX_RUNNING_QUERIES as u32;
@@ -426,6 +428,7 @@ async fn a_query_over_its_time_is_a_408_and_frees_its_thread() {
             "SELECT 1 AS one".to_owned(),
             10,
             std::time::Duration::from_secs(60),
+            keep,
         )
         .await
         .unwrap();
@@ -491,4 +494,73 @@ async fn sql_tables_carry_the_access_rules_of_their_endpoints() {
         assert_eq!(status, StatusCode::OK, "{name}: {body}");
         db.cleanup().await;
     }
+}
+
+/// Issue 27, attack 2: statements that make data from nothing (`repeat`, `lpad`, table
+/// functions) are refused before they run, and what runs has a memory budget (a sort over
+/// it is a 400 naming `query_memory_mib`) and an answer budget.
+#[tokio::test]
+async fn statements_cannot_take_unbounded_memory() {
+    let db = TestDb::sqlite().await;
+    let policies = Arc::new(PolicyService::new(db.store.clone()));
+    policies.install_defaults_if_new().await.unwrap();
+    policies.reload_database().await.unwrap();
+    let state = AppState::new(db.store.clone(), ExecutorMode::DryRun)
+        .with_auth(test_auth())
+        .with_policies(Arc::clone(&policies))
+        .with_query_memory(4 << 20, 16 << 20);
+    let router = app(state);
+    for (sql, says) in [
+        (
+            "SELECT repeat('a', 300000000)",
+            "`repeat` is not one of the functions",
+        ),
+        (
+            "SELECT length(REPEAT('a', 300000000)) UNION ALL SELECT 1",
+            "`repeat`",
+        ),
+        ("SELECT lpad('a', 300000000)", "`lpad`"),
+        ("SELECT array_repeat(1, 300000000)", "`array_repeat`"),
+        ("SELECT * FROM range(1000000000)", "table functions"),
+        (
+            "SELECT count(*) FROM generate_series(1, 1000000000)",
+            "table functions",
+        ),
+        (
+            "SELECT unnest(range(1, 1000000000))",
+            "is not one of the functions",
+        ),
+    ] {
+        let (status, headers, body) = send(router.clone(), query(&json!({"sql": sql}), None)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{sql}: {body}");
+        assert_envelope(&body, "bad_request", &headers);
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(says),
+            "{sql}: {body}"
+        );
+    }
+    // An aggregate of 810,000 groups (four cross joins of 30 values) in a 4 MiB budget.
+    let values: Vec<String> = (0..30).map(|i| format!("({i})")).collect();
+    let sql = format!(
+        "WITH v AS (SELECT * FROM (VALUES {}) AS t(x)) \
+         SELECT concat('row ', a.x, ' ', b.x, ' ', c.x, ' ', d.x) AS s, count(*) AS n \
+         FROM v a CROSS JOIN v b CROSS JOIN v c CROSS JOIN v d GROUP BY s",
+        values.join(", ")
+    );
+    let (status, _, body) = send(router.clone(), query(&json!({"sql": sql}), None)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("query_memory_mib"),
+        "{body}"
+    );
+    // Everyday analytics still run.
+    let sql = "SELECT upper(concat('a', 'b')) AS x, round(avg(v), 2) AS m \
+               FROM (VALUES (1.0), (2.0), (4.0)) AS t(v)";
+    let (status, _, body) = send(router.clone(), query(&json!({"sql": sql}), None)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"][0]["x"], "AB", "{body}");
+    db.cleanup().await;
 }

@@ -39,12 +39,16 @@ struct Fields {
     healing: Option<Arc<crate::healing::HealingLoop>>,
     /// Permits for `POST /api/v1/query`'s blocking threads (at most `MAX_RUNNING_QUERIES`).
     queries: Arc<tokio::sync::Semaphore>,
+    /// Memory each query may take, in bytes (DataFusion's pool; no spilling to disk).
+    query_memory_bytes: usize,
 }
 
 impl AppState {
     /// Default limit on request bodies: 4 MiB, above any sane JSON call and remote-write
     /// batch (Prometheus sends at most a few hundred KiB compressed).
     pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
+    /// Default memory of one SQL query: 256 MiB (four at once: 1 GiB in all).
+    pub const DEFAULT_QUERY_MEMORY_BYTES: usize = 256 << 20;
     /// Default time a client has to send a whole request body once its headers are in.
     pub const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -63,6 +67,7 @@ impl AppState {
             queries: Arc::new(tokio::sync::Semaphore::new(
                 crate::routes::MAX_RUNNING_QUERIES,
             )),
+            query_memory_bytes: Self::DEFAULT_QUERY_MEMORY_BYTES,
             executor: Arc::new(ExecutorService::new(
                 aegis_executor::Executor::DryRun,
                 ExecutorSettings::default(),
@@ -215,6 +220,22 @@ impl AppState {
     /// The latest sample of every ingested series.
     pub fn latest_samples(&self) -> &Arc<std::sync::Mutex<aegis_ingest::LatestSamples>> {
         &self.0.latest
+    }
+
+    /// Memory each SQL query may take: the per-query budget, and the total budget shared
+    /// by the queries that may run at once.
+    #[must_use]
+    pub fn with_query_memory(mut self, per_query: usize, total: usize) -> Self {
+        self.fields_mut().query_memory_bytes = per_query
+            .min(total / crate::routes::MAX_RUNNING_QUERIES)
+            .max(1 << 20);
+        self
+    }
+
+    /// Memory each SQL query may take, in bytes.
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
+    pub(crate) fn query_memory_bytes(&self) -> usize {
+        self.0.query_memory_bytes
     }
 
     /// Sets the request body limit in bytes.

@@ -244,6 +244,12 @@ pub struct Config {
     /// Longest log line ingest takes, in bytes (Loki's `max_line_size`); longer ones are
     /// refused and counted `too_long`.
     pub max_log_line_bytes: usize,
+    /// Memory one SQL query (`POST /api/v1/query`) may take, in MiB: sorts, joins and
+    /// aggregates that need more are refused (400), nothing spills to disk.
+    pub query_memory_mib: usize,
+    /// Memory all SQL queries running at once may take, in MiB (each gets at most this
+    /// over the four that may run at once).
+    pub query_memory_total_mib: usize,
     /// How long shutdown waits for in-flight requests, in seconds.
     pub shutdown_timeout_secs: u64,
     /// How long a client may take to send a request's headers (or to start the next request
@@ -330,6 +336,8 @@ impl Default for Config {
             max_sample_age_secs: 7 * 24 * 3600,
             future_grace_secs: 600,
             max_log_line_bytes: 256 * 1024,
+            query_memory_mib: 256,
+            query_memory_total_mib: 1024,
             shutdown_timeout_secs: 25,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
@@ -687,6 +695,12 @@ impl Config {
         }
         if self.max_sample_age_secs == 0 {
             return Err(invalid("max_sample_age_secs", "must be at least 1".into()));
+        }
+        if self.query_memory_mib < 4 || self.query_memory_total_mib < 4 {
+            return Err(invalid(
+                "query_memory_mib",
+                "query_memory_mib and query_memory_total_mib must be at least 4".into(),
+            ));
         }
         if self.max_log_line_bytes < 1024 {
             return Err(invalid(

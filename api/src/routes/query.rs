@@ -62,6 +62,168 @@ pub const MAX_EXPRESSION_OPERATORS: usize = 64;
 const HISTORY_ROWS: i64 = 10_000;
 /// The media type of an Arrow IPC stream.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+/// Most bytes of Arrow data one answer may hold (before JSON encoding): a query that
+/// selects more is refused, not streamed out of memory.
+pub const MAX_ANSWER_BYTES: usize = 32 << 20;
+
+/// The functions a statement may call: aggregates, window functions, and scalar functions
+/// whose result is no larger than their arguments by more than a constant. Left out are
+/// those that make data from nothing (`repeat`, `lpad`, `rpad`, `array_repeat`, `range`,
+/// `generate_series`, ...): `SELECT repeat('a', 300000000)` is 300 MB that no memory pool
+/// sees, and ten of them took a gigabyte. Sorted, for the binary search.
+const ALLOWED_FUNCTIONS: &[&str] = &[
+    "abs",
+    "acos",
+    "acosh",
+    "approx_distinct",
+    "approx_median",
+    "approx_percentile_cont",
+    "approx_percentile_cont_with_weight",
+    "array_agg",
+    "arrow_typeof",
+    "ascii",
+    "asin",
+    "asinh",
+    "atan",
+    "atan2",
+    "atanh",
+    "avg",
+    "bit_and",
+    "bit_length",
+    "bit_or",
+    "bit_xor",
+    "bool_and",
+    "bool_or",
+    "btrim",
+    "cardinality",
+    "cbrt",
+    "ceil",
+    "char_length",
+    "character_length",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "corr",
+    "cos",
+    "cosh",
+    "cot",
+    "count",
+    "covar",
+    "covar_pop",
+    "covar_samp",
+    "cume_dist",
+    "current_date",
+    "current_time",
+    "date_bin",
+    "date_part",
+    "date_trunc",
+    "datepart",
+    "datetrunc",
+    "degrees",
+    "dense_rank",
+    "ends_with",
+    "exp",
+    "extract",
+    "factorial",
+    "first_value",
+    "floor",
+    "from_unixtime",
+    "gcd",
+    "greatest",
+    "ifnull",
+    "initcap",
+    "isnan",
+    "iszero",
+    "lag",
+    "last_value",
+    "lcm",
+    "lead",
+    "least",
+    "left",
+    "length",
+    "levenshtein",
+    "ln",
+    "log",
+    "log10",
+    "log2",
+    "lower",
+    "ltrim",
+    "make_date",
+    "max",
+    "md5",
+    "mean",
+    "median",
+    "min",
+    "nanvl",
+    "now",
+    "nth_value",
+    "ntile",
+    "nullif",
+    "nvl",
+    "nvl2",
+    "octet_length",
+    "percent_rank",
+    "percentile_cont",
+    "pi",
+    "position",
+    "pow",
+    "power",
+    "radians",
+    "random",
+    "rank",
+    "regexp_count",
+    "regexp_like",
+    "regexp_match",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_count",
+    "regr_intercept",
+    "regr_r2",
+    "regr_slope",
+    "regr_sxx",
+    "regr_sxy",
+    "regr_syy",
+    "reverse",
+    "right",
+    "round",
+    "row_number",
+    "rtrim",
+    "sha224",
+    "sha256",
+    "sha384",
+    "sha512",
+    "signum",
+    "sin",
+    "sinh",
+    "split_part",
+    "sqrt",
+    "starts_with",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "strpos",
+    "substr",
+    "substring",
+    "sum",
+    "tan",
+    "tanh",
+    "to_char",
+    "to_date",
+    "to_hex",
+    "to_timestamp",
+    "to_timestamp_micros",
+    "to_timestamp_millis",
+    "to_timestamp_nanos",
+    "to_timestamp_seconds",
+    "to_unixtime",
+    "trim",
+    "trunc",
+    "upper",
+    "uuid",
+    "var",
+    "var_pop",
+    "var_samp",
+];
 
 /// The request.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -648,7 +810,71 @@ fn parse_query(sql: &str) -> Result<DfStatement, ApiError> {
         )));
     }
     check_expressions(query)?;
+    check_functions(query)?;
     Ok(statement)
+}
+
+/// Finds a table function in a statement: a relation with arguments, `LATERAL f(...)` or
+/// `TABLE(...)`.
+struct TableFunctions;
+
+impl datafusion::sql::sqlparser::ast::Visitor for TableFunctions {
+    type Break = String;
+
+    fn pre_visit_table_factor(
+        &mut self,
+        factor: &datafusion::sql::sqlparser::ast::TableFactor,
+    ) -> std::ops::ControlFlow<String> {
+        use datafusion::sql::sqlparser::ast::TableFactor;
+        match factor {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            }
+            | TableFactor::Function { name, .. } => std::ops::ControlFlow::Break(name.to_string()),
+            TableFactor::TableFunction { .. } => std::ops::ControlFlow::Break("TABLE".into()),
+            _ => std::ops::ControlFlow::Continue(()),
+        }
+    }
+}
+
+/// Refuses a call of a function outside [`ALLOWED_FUNCTIONS`], and any table function
+/// (`FROM range(...)`): see there why.
+fn check_functions(statement: &datafusion::sql::sqlparser::ast::Statement) -> Result<(), ApiError> {
+    use datafusion::sql::sqlparser::ast::{Expr, visit_expressions};
+    use std::ops::ControlFlow;
+    let called = visit_expressions(statement, |expr| match expr {
+        Expr::Function(f) => {
+            let name = f
+                .name
+                .0
+                .last()
+                .map(|p| p.to_string().trim_matches('"').to_ascii_lowercase())
+                .unwrap_or_default();
+            if ALLOWED_FUNCTIONS.binary_search(&name.as_str()).is_ok() {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(name)
+            }
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    if let ControlFlow::Break(name) = called {
+        return Err(ApiError::bad_request(format!(
+            "sql: `{name}` is not one of the functions this endpoint offers (aggregates, window \
+             functions and scalar functions whose result cannot outgrow their arguments)"
+        )));
+    }
+    // `FROM range(10)` parses as a relation with arguments.
+    if let ControlFlow::Break(name) =
+        datafusion::sql::sqlparser::ast::Visit::visit(statement, &mut TableFunctions)
+    {
+        return Err(ApiError::bad_request(format!(
+            "sql: table functions such as `{name}(...)` are not offered; query the tables"
+        )));
+    }
+    Ok(())
 }
 
 /// Plans `sql` read-only on `ctx`, cut at `limit + 1` rows (one more than asked tells
@@ -727,6 +953,7 @@ fn planning_context() -> Result<&'static SessionContext, ApiError> {
         return Ok(ctx);
     }
     let ctx = SessionContext::new();
+    without_table_functions(&ctx);
     for (name, schema) in TABLES {
         let schema = Arc::new(schema());
         let empty =
@@ -743,7 +970,7 @@ async fn run(
     sql: &str,
     limit: usize,
 ) -> Result<(Arc<Schema>, Vec<RecordBatch>, bool), ApiError> {
-    let ctx = SessionContext::new();
+    let ctx = query_context(state.query_memory_bytes())?;
     let register = |name: &str, t: Arc<MemTable>| {
         ctx.register_table(name, t)
             .map(|_| ())
@@ -766,10 +993,31 @@ async fn run(
     }
     let df = plan(&ctx, sql, limit).await?;
     let schema = Arc::new(df.schema().as_arrow().clone());
-    let mut batches = df
-        .collect()
-        .await
-        .map_err(|e| ApiError::bad_request(format!("sql: {e}")))?;
+    let memory = state.query_memory_bytes();
+    let failed = |e: datafusion::error::DataFusionError| match e.find_root() {
+        datafusion::error::DataFusionError::ResourcesExhausted(_) => {
+            ApiError::bad_request(format!(
+                "sql: the query needs more than its {} MiB of memory (query_memory_mib); narrow it (WHERE, fewer columns, LIMIT before ORDER BY)",
+                memory >> 20
+            ))
+        }
+        _ => ApiError::bad_request(format!("sql: {e}")),
+    };
+    // Batch by batch, so an answer over its byte budget stops where it crosses it.
+    let mut stream = df.execute_stream().await.map_err(failed)?;
+    let mut batches = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(batch) = futures_util::StreamExt::next(&mut stream).await {
+        let batch = batch.map_err(failed)?;
+        bytes += batch.get_array_memory_size();
+        if bytes > MAX_ANSWER_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "sql: the answer is over {} MiB; select fewer rows or narrower columns",
+                MAX_ANSWER_BYTES >> 20
+            )));
+        }
+        batches.push(batch);
+    }
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let truncated = total > limit;
     if truncated {
@@ -786,18 +1034,47 @@ async fn run(
     Ok((schema, batches, truncated))
 }
 
+/// A context for one query: its own memory pool of `memory` bytes (sorts, joins and
+/// aggregates that need more fail with "resources exhausted" instead of growing the
+/// process), no spilling to disk, no table functions.
+fn query_context(memory: usize) -> Result<SessionContext, ApiError> {
+    use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(memory, 1.0)
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
+        .build_arc()
+        .map_err(ApiError::internal)?;
+    let ctx =
+        SessionContext::new_with_config_rt(datafusion::prelude::SessionConfig::new(), runtime);
+    without_table_functions(&ctx);
+    Ok(ctx)
+}
+
+/// Deregisters every table function (`range`, `generate_series`, ...): they make rows from
+/// nothing. The statement check refuses them first; this holds if a new one appears.
+fn without_table_functions(ctx: &SessionContext) {
+    let names: Vec<String> = ctx.state().table_functions().keys().cloned().collect();
+    for name in names {
+        ctx.deregister_udtf(&name);
+    }
+}
+
 /// Runs `sql` on a blocking thread, answering by `timeout` whatever the thread is doing.
 /// DataFusion plans synchronously inside its future: on a runtime worker a slow plan would
 /// hold that worker, and the timeout could not fire until the plan was done. On a blocking
 /// thread the timeout answers on time; the thread stops at the same deadline once execution
 /// yields (or finishes its plan first), and the permit it holds until then bounds how many
 /// such threads there are: one over [`super::MAX_RUNNING_QUERIES`] is a 503.
-pub(crate) async fn run_within(
+pub(crate) async fn run_within<T: Send + 'static>(
     state: &AppState,
     sql: String,
     limit: usize,
     timeout: Duration,
-) -> Result<(Arc<Schema>, Vec<RecordBatch>, bool), ApiError> {
+    encode: impl FnOnce(Arc<Schema>, Vec<RecordBatch>, bool) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     let permit = Arc::clone(state.running_queries())
         .try_acquire_owned()
         .map_err(|_| {
@@ -822,9 +1099,13 @@ pub(crate) async fn run_within(
     let deadline = tokio::time::Instant::now() + timeout;
     let runtime = tokio::runtime::Handle::current();
     let state = state.clone();
+    // Encoding the answer is work too: it runs under the same permit and deadline.
     let worker = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        runtime.block_on(tokio::time::timeout_at(deadline, run(&state, &sql, limit)))
+        runtime.block_on(tokio::time::timeout_at(deadline, async {
+            let (schema, batches, truncated) = run(&state, &sql, limit).await?;
+            encode(schema, batches, truncated)
+        }))
     });
     tokio::time::timeout_at(deadline, worker)
         .await
@@ -859,45 +1140,83 @@ pub(super) async fn query(
             .await?;
         }
     }
-    let (schema, batches, truncated) = run_within(&state, req.sql, limit, QUERY_TIMEOUT).await?;
+    // What can be refused from the text alone is refused before a permit is taken, so a
+    // burst of bad statements is answered 400, not 503.
+    if let Ok(tokens) = Tokenizer::new(&GenericDialect {}, &req.sql).tokenize() {
+        check_names(&tokens)?;
+        check_operator_tokens(&tokens)?;
+    }
+    let sql = req.sql.clone();
+    stacker::grow(PARSE_STACK, || parse_query(&sql))?;
     let wants_arrow = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains(ARROW_STREAM));
-    if wants_arrow {
-        let mut buf = Vec::new();
-        {
-            let mut writer =
-                datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &schema)
-                    .map_err(ApiError::internal)?;
-            for b in &batches {
-                writer.write(b).map_err(ApiError::internal)?;
+    let answer = run_within(
+        &state,
+        req.sql,
+        limit,
+        QUERY_TIMEOUT,
+        move |schema, batches, truncated| {
+            if wants_arrow {
+                let mut buf = Vec::new();
+                {
+                    let mut writer =
+                        datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &schema)
+                            .map_err(ApiError::internal)?;
+                    for b in &batches {
+                        writer.write(b).map_err(ApiError::internal)?;
+                    }
+                    writer.finish().map_err(ApiError::internal)?;
+                }
+                return Ok(Answer::Arrow(buf, truncated));
             }
-            writer.finish().map_err(ApiError::internal)?;
-        }
-        let mut response = (StatusCode::OK, buf).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_STREAM));
-        if truncated {
+            let rows = to_json(&batches, &schema)?;
+            let columns: Vec<Value> = schema
+                .fields()
+                .iter()
+                .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+                .collect();
+            let body = serde_json::to_vec(&json!({
+                "columns": columns,
+                "row_count": rows.len(),
+                "rows": rows,
+                "truncated": truncated,
+                "elapsed_ms": started.elapsed().as_millis() as u64,
+            }))
+            .map_err(ApiError::internal)?;
+            Ok(Answer::Json(body))
+        },
+    )
+    .await?;
+    Ok(match answer {
+        Answer::Arrow(buf, truncated) => {
+            let mut response = (StatusCode::OK, buf).into_response();
             response
                 .headers_mut()
-                .insert("x-aegis-truncated", HeaderValue::from_static("true"));
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_STREAM));
+            if truncated {
+                response
+                    .headers_mut()
+                    .insert("x-aegis-truncated", HeaderValue::from_static("true"));
+            }
+            response
         }
-        return Ok(response);
-    }
-    let rows = to_json(&batches, &schema)?;
-    let columns: Vec<Value> = schema
-        .fields()
-        .iter()
-        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
-        .collect();
-    Ok(Json(json!({
-        "columns": columns,
-        "row_count": rows.len(),
-        "rows": rows,
-        "truncated": truncated,
-        "elapsed_ms": started.elapsed().as_millis() as u64,
-    }))
-    .into_response())
+        Answer::Json(body) => {
+            let mut response = (StatusCode::OK, body).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+    })
+}
+
+/// An encoded answer.
+enum Answer {
+    /// An Arrow IPC stream, and whether the rows were cut at the limit.
+    Arrow(Vec<u8>, bool),
+    /// The JSON document.
+    Json(Vec<u8>),
 }
