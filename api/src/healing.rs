@@ -96,6 +96,9 @@ pub struct HealingSettings {
     pub verify_after: Duration,
     /// Ineffective actions in a row on one target that open its circuit breaker.
     pub breaker_threshold: u32,
+    /// Series and log streams nothing arrived for in this long are forgotten by ingest's
+    /// registries and the engine's routes (a cardinality burst is not kept for ever).
+    pub series_idle: Duration,
 }
 
 impl Default for HealingSettings {
@@ -121,6 +124,7 @@ impl Default for HealingSettings {
             trees: 50,
             verify_after: Duration::from_secs(300),
             breaker_threshold: 3,
+            series_idle: Duration::from_secs(3_600),
         }
     }
 }
@@ -1473,6 +1477,31 @@ impl HealingLoop {
         }
     }
 
+    /// Forgets the series and streams ingest evicted as idle (`series_idle`), and the state
+    /// the engine and the latest samples keep per id.
+    pub fn forget_idle_series(
+        &self,
+        ingest: &aegis_ingest::Ingest,
+        latest: &Mutex<aegis_ingest::LatestSamples>,
+    ) -> (usize, usize) {
+        let (series, streams) = ingest.evict_idle(self.settings.series_idle);
+        if series.is_empty() && streams.is_empty() {
+            return (0, 0);
+        }
+        self.engine().forget_series(&series, &streams);
+        latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(&series);
+        tracing::info!(
+            series = series.len(),
+            streams = streams.len(),
+            "forgot series and log streams idle for {} s",
+            self.settings.series_idle.as_secs()
+        );
+        (series.len(), streams.len())
+    }
+
     /// Runs the loop: drains `batches` into the windows and ticks every `tick`, until
     /// `stop` resolves.
     pub async fn run(
@@ -1484,6 +1513,8 @@ impl HealingLoop {
     ) {
         let mut ticker = tokio::time::interval(self.settings.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(60));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
         // A tick runs beside ingest, so a slow cluster call never stalls the queue; while
         // one is still running the next is skipped (and counted), never stacked.
@@ -1495,6 +1526,9 @@ impl HealingLoop {
                     let Some(batch) = batch else { break };
                     latest.lock().unwrap_or_else(|p| p.into_inner()).apply_batch(&batch);
                     self.apply(&batch, &ingest);
+                }
+                _ = housekeeping.tick() => {
+                    self.forget_idle_series(&ingest, &latest);
                 }
                 _ = ticker.tick() => {
                     if inflight.as_ref().is_some_and(|h| !h.is_finished()) {

@@ -460,3 +460,62 @@ async fn a_remediation_leaves_a_decision_record_linked_from_the_audit() {
         db.cleanup().await;
     }
 }
+
+/// Issue 27, attack 7: series nothing arrived for in `series_idle` are forgotten by ingest's
+/// registry, the engine's routes and the latest samples; one that comes back is taken again
+/// under a new id.
+#[tokio::test]
+async fn idle_series_are_forgotten_everywhere() {
+    let db = TestDb::sqlite().await;
+    let policies = Arc::new(PolicyService::new(db.store.clone()));
+    let executor = ExecutorSettings {
+        require_signature: false,
+        ..ExecutorSettings::default()
+    };
+    let h = build(
+        &db,
+        policies,
+        executor,
+        HealingSettings {
+            series_idle: Duration::ZERO,
+            ..settings()
+        },
+    )
+    .await;
+    let (ingest, mut rx) = aegis_ingest::Ingest::new(4, aegis_ingest::IngestLimits::default());
+    let latest = std::sync::Mutex::new(aegis_ingest::LatestSamples::default());
+    let now = chrono::Utc::now().timestamp_millis();
+    let series = vec![aegis_ingest::remote_write::SeriesData {
+        labels: vec![
+            ("__name__".into(), "cpu_usage".into()),
+            ("namespace".into(), "production".into()),
+            ("pod".into(), "api-7d9f-x1".into()),
+        ],
+        samples: vec![(now, 0.5)],
+    }];
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&aegis_ingest::remote_write::encode_v1(&series))
+        .unwrap();
+    let send = |ingest: &aegis_ingest::Ingest| {
+        ingest
+            .remote_write(&body, aegis_ingest::RemoteWriteVersion::V1)
+            .unwrap()
+    };
+    send(&ingest);
+    let batch = rx.recv().await.unwrap();
+    latest.lock().unwrap().apply_batch(&batch);
+    h.apply(&batch, &ingest);
+    assert_eq!(latest.lock().unwrap().len(), 1);
+    // The registry's clock is in seconds: wait for the next one.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(h.forget_idle_series(&ingest, &latest), (1, 0));
+    assert!(ingest.registry().lock().unwrap().labels(0).is_none());
+    assert_eq!(ingest.registry().lock().unwrap().live(), 0);
+    assert_eq!(latest.lock().unwrap().len(), 0);
+    // It comes back: a new id, taken by the engine like any new series.
+    send(&ingest);
+    let batch = rx.recv().await.unwrap();
+    h.apply(&batch, &ingest);
+    assert!(ingest.registry().lock().unwrap().labels(1).is_some());
+    db.cleanup().await;
+}

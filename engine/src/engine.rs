@@ -486,6 +486,17 @@ impl Engine {
         true
     }
 
+    /// Forgets the routes of series and log streams ingest no longer knows (their ids are
+    /// never handed out again), so the maps do not grow with every series ever seen.
+    pub fn forget_series(&mut self, series: &[u32], streams: &[u32]) {
+        for id in series {
+            self.routes.remove(id);
+        }
+        for id in streams {
+            self.stream_routes.remove(id);
+        }
+    }
+
     /// Drops entities without data since `now_ms - idle_ms`; returns how many.
     pub fn evict_idle(&mut self, now_ms: i64) -> usize {
         let cutoff = now_ms - self.config.idle_ms;

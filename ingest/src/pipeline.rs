@@ -155,6 +155,7 @@ impl Ingest {
                 &mut raw,
             )?;
             let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            registry.set_now(chrono::Utc::now().timestamp());
             let stats = match version {
                 RemoteWriteVersion::V1 => {
                     decode_v1(&raw, &mut registry, &self.limits.series, &mut samples)?
@@ -221,6 +222,7 @@ impl Ingest {
             crate::loki::LogLines::with_rules(crate::loki::LineRules::now(&self.limits.admission));
         let stats = {
             let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            streams.set_now(chrono::Utc::now().timestamp());
             match format {
                 LokiFormat::Protobuf => {
                     crate::loki::decode_proto(raw, &mut streams, &self.limits.series, &mut lines)?
@@ -264,6 +266,9 @@ impl Ingest {
     ) -> crate::kafka::KafkaDecoded {
         let mut series = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let now = chrono::Utc::now().timestamp();
+        series.set_now(now);
+        streams.set_now(now);
         crate::kafka::decode_kafka_messages(
             messages,
             &mut series,
@@ -280,6 +285,7 @@ impl Ingest {
         let mut samples = Samples::default();
         {
             let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            registry.set_now(chrono::Utc::now().timestamp());
             for (mut labels, points) in series {
                 labels.sort();
                 let borrowed: Vec<(&str, &str)> = labels
@@ -319,6 +325,7 @@ impl Ingest {
             crate::loki::LogLines::with_rules(crate::loki::LineRules::now(&self.limits.admission));
         let stats = {
             let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            streams.set_now(chrono::Utc::now().timestamp());
             crate::loki::decode_json(push_json, &mut streams, &self.limits.series, &mut lines)?
         };
         count_refused("loki_pull", &stats.refused);
@@ -340,6 +347,26 @@ impl Ingest {
     /// The stream registry of log lines.
     pub fn streams(&self) -> &Arc<Mutex<SeriesRegistry>> {
         &self.streams
+    }
+
+    /// Forgets series and log streams nothing was received for in `idle` (see
+    /// [`SeriesRegistry::evict_idle`]); returns the evicted series ids and stream ids, for
+    /// the state kept per id downstream.
+    pub fn evict_idle(&self, idle: std::time::Duration) -> (Vec<u32>, Vec<u32>) {
+        let cutoff = chrono::Utc::now()
+            .timestamp()
+            .saturating_sub(i64::try_from(idle.as_secs()).unwrap_or(i64::MAX));
+        let series = self
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .evict_idle(cutoff);
+        let streams = self
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .evict_idle(cutoff);
+        (series, streams)
     }
 
     /// The admission rules in force.
@@ -445,6 +472,18 @@ impl LatestSamples {
             .get(id as usize)
             .copied()
             .filter(|e| e.0 != i64::MIN)
+    }
+
+    /// Forgets the latest samples of series the registry evicted.
+    pub fn forget(&mut self, ids: &[u32]) {
+        for &id in ids {
+            if let Some(entry) = self.latest.get_mut(id as usize)
+                && entry.0 != i64::MIN
+            {
+                *entry = (i64::MIN, 0.0);
+                self.seen -= 1;
+            }
+        }
     }
 
     /// Series seen.

@@ -46,6 +46,14 @@ pub struct SeriesRegistry {
     /// A 2.0 series' label text (name, 0xff, value, 0xfe, ...) to its id: 0xff and 0xfe
     /// never occur in UTF-8, so the key is unambiguous, and a known key needs no parsing.
     by_text: HashMap<Box<[u8]>, u32, foldhash::fast::FixedState>,
+    /// Per id: the registry clock (seconds) when the series was last resolved.
+    seen: Vec<u32>,
+    /// Per id: the label hash (to find its `by_hash` entry when it is evicted).
+    hashes: Vec<u64>,
+    /// Series held (ids of evicted series stay unused: an id always means one label set).
+    live: usize,
+    /// The clock [`Self::set_now`] last set: seconds since the epoch, truncated to u32.
+    now: u32,
 }
 
 /// Most entries of the wire-bytes cache (about 0.5 KiB each); beyond it, series are still
@@ -58,19 +66,74 @@ impl SeriesRegistry {
         Self::default()
     }
 
-    /// How many series it holds.
+    /// Ids handed out so far (evicted ones included): ids are `0..len()`.
     pub fn len(&self) -> usize {
         self.series.len()
     }
 
-    /// True when it holds none.
+    /// True when no id was handed out.
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()
     }
 
-    /// The labels of series `id`.
+    /// Series held now (not evicted).
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    /// The labels of series `id`; `None` for an unknown or evicted id.
     pub fn labels(&self, id: u32) -> Option<&[(Arc<str>, Arc<str>)]> {
-        self.series.get(id as usize).map(|l| &**l)
+        self.series
+            .get(id as usize)
+            .filter(|l| !l.is_empty())
+            .map(|l| &**l)
+    }
+
+    /// Sets the clock resolutions are stamped with (seconds since the epoch); ingest sets
+    /// it once per request.
+    pub fn set_now(&mut self, secs: i64) {
+        self.now = u32::try_from(secs.max(0)).unwrap_or(u32::MAX);
+    }
+
+    #[inline]
+    fn touch(&mut self, id: u32) {
+        if let Some(seen) = self.seen.get_mut(id as usize) {
+            *seen = self.now;
+        }
+    }
+
+    /// Forgets every series not resolved since `cutoff_secs` (the registry clock): its
+    /// labels, caches and interned strings nobody else holds are freed, and its id is never
+    /// handed out again (a series that comes back gets a new one). Returns the evicted ids,
+    /// for whoever keeps state per id (the engine's routes). A cardinality burst is
+    /// otherwise kept for the life of the process.
+    pub fn evict_idle(&mut self, cutoff_secs: i64) -> Vec<u32> {
+        let cutoff = u32::try_from(cutoff_secs.max(0)).unwrap_or(u32::MAX);
+        let evicted: Vec<u32> = (0..self.series.len())
+            .filter(|&i| !self.series[i].is_empty() && self.seen[i] < cutoff)
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect();
+        if evicted.is_empty() {
+            return evicted;
+        }
+        let gone: std::collections::HashSet<u32> = evicted.iter().copied().collect();
+        for &id in &evicted {
+            let i = id as usize;
+            self.series[i] = Box::default();
+            self.live -= 1;
+            let hash = self.hashes[i];
+            if let Some(ids) = self.by_hash.get_mut(&hash) {
+                ids.retain(|x| *x != id);
+                if ids.is_empty() {
+                    self.by_hash.remove(&hash);
+                }
+            }
+        }
+        self.raw.retain(|_, id| !gone.contains(id));
+        self.by_text.retain(|_, id| !gone.contains(id));
+        // Strings only the intern set still holds belonged to evicted series alone.
+        self.strings.retain(|s| Arc::strong_count(s) > 1);
+        evicted
     }
 
     fn intern(&mut self, s: &str) -> Arc<str> {
@@ -84,8 +147,10 @@ impl SeriesRegistry {
 
     /// The series whose encoded labels are exactly `raw`, if it was seen before.
     #[inline]
-    pub fn resolve_raw(&self, raw: &[u8]) -> Option<u32> {
-        self.raw.get(raw).copied()
+    pub fn resolve_raw(&mut self, raw: &[u8]) -> Option<u32> {
+        let id = self.raw.get(raw).copied()?;
+        self.touch(id);
+        Some(id)
     }
 
     /// Remembers that the encoded labels `raw` belong to series `id` (already resolved and
@@ -98,8 +163,10 @@ impl SeriesRegistry {
 
     /// The series whose label text key (see the field's documentation) is `key`.
     #[inline]
-    pub fn resolve_text(&self, key: &[u8]) -> Option<u32> {
-        self.by_text.get(key).copied()
+    pub fn resolve_text(&mut self, key: &[u8]) -> Option<u32> {
+        let id = self.by_text.get(key).copied()?;
+        self.touch(id);
+        Some(id)
     }
 
     /// Remembers the label text key of `series` (already resolved and checked).
@@ -158,11 +225,12 @@ impl SeriesRegistry {
                         .zip(labels)
                         .all(|((n, v), (bn, bv))| **n == **bn && **v == **bv)
                 {
+                    self.touch(id);
                     return Ok(id);
                 }
             }
         }
-        if self.series.len() >= limits.max_series {
+        if self.live >= limits.max_series {
             return Err(DecodeError::Limit(format!(
                 "the registry holds {} series, its limit",
                 limits.max_series
@@ -175,6 +243,9 @@ impl SeriesRegistry {
             .map(|(n, v)| (self.intern(n), self.intern(v)))
             .collect();
         self.series.push(stored);
+        self.seen.push(self.now);
+        self.hashes.push(hash);
+        self.live += 1;
         self.by_hash.entry(hash).or_default().push(id);
         Ok(id)
     }
@@ -190,4 +261,64 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 27, attack 7: the registry forgets idle series, frees what only they held, and
+    /// never hands an evicted id to another label set.
+    #[test]
+    fn idle_series_are_evicted_and_their_ids_never_reused() {
+        let limits = SeriesLimits {
+            max_series: 3,
+            ..SeriesLimits::default()
+        };
+        let mut r = SeriesRegistry::new();
+        r.set_now(1_000);
+        let a = r
+            .resolve(&[("__name__", "cpu"), ("pod", "a")], &limits)
+            .unwrap();
+        let b = r
+            .resolve(&[("__name__", "cpu"), ("pod", "b")], &limits)
+            .unwrap();
+        r.remember_raw(b"raw-a", a);
+        r.remember_text(b"text-a", a);
+        let burst: Vec<u32> = (0..1)
+            .map(|i| {
+                r.resolve(
+                    &[("__name__", "cpu"), ("pod", &format!("burst-{i}"))],
+                    &limits,
+                )
+                .unwrap()
+            })
+            .collect();
+        assert!(
+            r.resolve(&[("__name__", "cpu"), ("pod", "c")], &limits)
+                .is_err(),
+            "full"
+        );
+        r.set_now(5_000);
+        assert_eq!(r.resolve_raw(b"raw-a"), Some(a));
+        let evicted = r.evict_idle(4_000);
+        assert_eq!(evicted, [vec![b], burst.clone()].concat());
+        assert_eq!((r.live(), r.len()), (1, 3));
+        assert!(r.labels(b).is_none());
+        assert!(!r.strings.iter().any(|s| &**s == "burst-0"), "freed");
+        assert!(r.strings.iter().any(|s| &**s == "cpu"), "still held by `a`");
+        // Room again; a series that comes back gets a new id.
+        let b2 = r
+            .resolve(&[("__name__", "cpu"), ("pod", "b")], &limits)
+            .unwrap();
+        assert!(b2 > b && b2 as usize == r.len() - 1);
+        assert_eq!(r.resolve_text(b"text-a"), Some(a));
+        // An evicted id's caches are gone with it.
+        r.set_now(9_000);
+        let evicted = r.evict_idle(8_000);
+        assert_eq!(evicted, [a, b2]);
+        assert_eq!(r.resolve_raw(b"raw-a"), None);
+        assert_eq!(r.resolve_text(b"text-a"), None);
+        assert_eq!(r.live(), 0);
+    }
 }

@@ -244,6 +244,9 @@ pub struct Config {
     /// Longest log line ingest takes, in bytes (Loki's `max_line_size`); longer ones are
     /// refused and counted `too_long`.
     pub max_log_line_bytes: usize,
+    /// Series and log streams nothing arrived for in this many seconds are forgotten (their
+    /// labels, caches and per-series state): a burst of cardinality is not kept for ever.
+    pub series_idle_secs: u64,
     /// Memory one SQL query (`POST /api/v1/query`) may take, in MiB: sorts, joins and
     /// aggregates that need more are refused (400), nothing spills to disk.
     pub query_memory_mib: usize,
@@ -336,6 +339,7 @@ impl Default for Config {
             max_sample_age_secs: 7 * 24 * 3600,
             future_grace_secs: 600,
             max_log_line_bytes: 256 * 1024,
+            series_idle_secs: 3_600,
             query_memory_mib: 256,
             query_memory_total_mib: 1024,
             shutdown_timeout_secs: 25,
@@ -701,6 +705,9 @@ impl Config {
                 "query_memory_mib",
                 "query_memory_mib and query_memory_total_mib must be at least 4".into(),
             ));
+        }
+        if self.series_idle_secs < 60 {
+            return Err(invalid("series_idle_secs", "must be at least 60".into()));
         }
         if self.max_log_line_bytes < 1024 {
             return Err(invalid(
