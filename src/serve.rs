@@ -127,7 +127,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("AEGIS_ACTION_SECRET is not set: signed executor requests will be refused");
     }
     let handle = install_metrics()?;
-    let audit_writer = PolicyAuditWriter::spawn(store.clone(), AuditWriterOptions::default());
+    let spool_dir = config.audit_spool_dir.clone().unwrap_or_else(|| {
+        aegis_store::sqlite_path(&config.database_url)
+            .ok()
+            .and_then(|db| db.parent().map(|d| d.join("audit-spool")))
+            .unwrap_or_else(|| std::path::PathBuf::from("audit-spool"))
+    });
+    let audit_writer = PolicyAuditWriter::spawn(
+        store.clone(),
+        AuditWriterOptions {
+            spool_dir: Some(spool_dir),
+            ..AuditWriterOptions::default()
+        },
+    );
     let policies = Arc::new(
         PolicyService::new(store.clone())
             .with_audit(audit_writer.sender())

@@ -18,6 +18,7 @@ pub const KEYS: &[&str] = &[
     "audit_key",
     "audit_previous_keys",
     "audit_keyed_only",
+    "audit_spool_dir",
     "jwt_issuer",
     "jwt_audience",
     "rate_limit_per_minute",
@@ -140,6 +141,7 @@ fn set(config: &mut Config, key: &str, raw: &str) -> Result<(), String> {
             config.audit_previous_keys = parse_list(raw).into_iter().map(Secret::new).collect();
         }
         "audit_keyed_only" => config.audit_keyed_only = parse_bool(raw)?,
+        "audit_spool_dir" => config.audit_spool_dir = optional(raw).map(Into::into),
         "jwt_previous_secrets" => {
             config.jwt_previous_secrets = parse_list(raw).into_iter().map(Secret::new).collect();
         }

@@ -87,6 +87,12 @@ pub struct Config {
     /// written before `audit_key` are archived and pruned): an unkeyed row anywhere is then
     /// a rewrite, even one of the whole chain.
     pub audit_keyed_only: bool,
+    /// Where policy decisions the database cannot take before the shutdown deadline are
+    /// spooled, and read back from at the next start (default: `audit-spool` beside the
+    /// SQLite database, or in the working folder with PostgreSQL). Put it on a persistent
+    /// volume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_spool_dir: Option<PathBuf>,
     /// `iss` of issued tokens, required on presented ones.
     pub jwt_issuer: String,
     /// `aud` of issued tokens, required on presented ones.
@@ -274,6 +280,7 @@ impl Default for Config {
             audit_key: None,
             audit_previous_keys: Vec::new(),
             audit_keyed_only: false,
+            audit_spool_dir: None,
             jwt_issuer: "aegis".to_owned(),
             jwt_audience: "aegis-api".to_owned(),
             rate_limit_per_minute: 600,

@@ -56,7 +56,7 @@ impl AuditTable {
 }
 
 /// A policy decision to record in `policy_audit_logs`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct NewPolicyAudit {
     /// When the decision was made; now when absent. Stored at microsecond precision.
     pub created_at: Option<DateTime<Utc>>,

@@ -293,6 +293,7 @@ async fn writer_flushes_100k_decisions_without_losing_one() {
             AuditWriterOptions {
                 capacity: 2_048,
                 batch: 1_000,
+                spool_dir: None,
             },
         );
         let mut producers = Vec::new();
@@ -685,6 +686,89 @@ async fn unsigned_archive_records_are_not_trusted_with_keys() {
             "{}",
             db.name()
         );
+        db.cleanup().await;
+    }
+}
+
+use crate::PolicyStore as _;
+
+/// Issue 27: a shutdown while the database cannot take writes drains or spools, never
+/// drops. The decisions still queued past the deadline go to a spool file; the next
+/// writer writes them first (with their own times) and removes the file.
+#[tokio::test]
+async fn a_shutdown_during_an_outage_spools_and_the_next_start_writes_the_spool() {
+    for db in TestDb::both().await {
+        let spool = tempfile::tempdir().unwrap();
+        let options = AuditWriterOptions {
+            spool_dir: Some(spool.path().to_path_buf()),
+            ..AuditWriterOptions::default()
+        };
+        let writer = PolicyAuditWriter::spawn(db.store.clone(), options.clone());
+        let sender = writer.sender();
+        sender.record(decision(0)).await.unwrap();
+        exec(
+            &db,
+            "ALTER TABLE policy_audit_logs RENAME TO policy_audit_logs_away",
+        )
+        .await
+        .unwrap();
+        for n in 1..=5 {
+            sender.record_queued(decision(n)).await.unwrap();
+        }
+        drop(sender);
+        let written = writer.shutdown(std::time::Duration::from_millis(500)).await;
+        assert_eq!(written, 1, "{}", db.name());
+        let files: Vec<_> = std::fs::read_dir(spool.path()).unwrap().collect();
+        assert_eq!(files.len(), 1, "{}: one spool file", db.name());
+        exec(
+            &db,
+            "ALTER TABLE policy_audit_logs_away RENAME TO policy_audit_logs",
+        )
+        .await
+        .unwrap();
+
+        let writer = PolicyAuditWriter::spawn(db.store.clone(), options);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while writer
+            .stats()
+            .recovered
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < 5
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: the spool was not written",
+                db.name()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        writer.shutdown(std::time::Duration::from_secs(10)).await;
+        assert_eq!(
+            count(&db.store, "policy_audit_logs").await,
+            6,
+            "{}",
+            db.name()
+        );
+        assert_eq!(
+            std::fs::read_dir(spool.path()).unwrap().count(),
+            0,
+            "the file is gone"
+        );
+        let rows = db
+            .store
+            .list_policy_audit(&crate::PolicyAuditQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let reasons: Vec<&str> = rows.iter().map(|r| r.reason.as_str()).collect();
+        assert!(
+            reasons.iter().any(|r| r.starts_with("decision 5")),
+            "{reasons:?}"
+        );
+        let report = db.store.verify_audit(AuditTable::Policy).await.unwrap();
+        assert_eq!((report.rows_checked, report.broken), (6, None));
         db.cleanup().await;
     }
 }

@@ -13,10 +13,14 @@
 //! found, the rest is written, and that row is stored with its text made storable and a
 //! note of the refusal in its reason — one row can never wedge the queue behind it.
 //! [`PolicyAuditSender::health`] says when the queue is not draining.
-//! [`PolicyAuditWriter::shutdown`] stops intake and flushes everything queued.
+//! [`PolicyAuditWriter::shutdown`] stops intake and flushes everything queued; when the
+//! database cannot take it before the deadline, what is left is spooled to a file in
+//! `spool_dir` (JSON Lines, fsynced) and written first at the next start, so a shutdown
+//! during an outage loses no decision.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -26,12 +30,15 @@ use super::{AuditLog, NewPolicyAudit};
 use crate::Store;
 
 /// Queue and batch sizes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AuditWriterOptions {
     /// Decisions the queue holds before callers wait.
     pub capacity: usize,
     /// Decisions written per transaction, at most.
     pub batch: usize,
+    /// Where decisions the database could not take by the shutdown deadline are spooled
+    /// (and read back from at start); without one they are logged as lost.
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl Default for AuditWriterOptions {
@@ -39,6 +46,7 @@ impl Default for AuditWriterOptions {
         Self {
             capacity: 16_384,
             batch: 1_000,
+            spool_dir: None,
         }
     }
 }
@@ -54,6 +62,10 @@ pub struct AuditWriterStats {
     pub refused: AtomicU64,
     /// Unix milliseconds since when writes have been failing (0: writes succeed).
     pub stalled_since_ms: AtomicI64,
+    /// Decisions spooled to disk at shutdown (the database could not take them in time).
+    pub spooled: AtomicU64,
+    /// Spooled decisions written at start.
+    pub recovered: AtomicU64,
 }
 
 /// How the writer is doing, for `/health`.
@@ -141,6 +153,9 @@ pub struct PolicyAuditWriter {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     stats: Arc<AuditWriterStats>,
+    /// Set past the shutdown deadline: stop retrying, spool what is left.
+    give_up: Arc<AtomicBool>,
+    spool_dir: Option<PathBuf>,
 }
 
 impl PolicyAuditWriter {
@@ -149,12 +164,14 @@ impl PolicyAuditWriter {
         let (queue, rx) = mpsc::channel(options.capacity.max(1));
         let (stop, stop_rx) = oneshot::channel();
         let stats = Arc::new(AuditWriterStats::default());
+        let give_up = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(run(
             store,
             rx,
             stop_rx,
             options.batch.max(1),
             Arc::clone(&stats),
+            (Arc::clone(&give_up), options.spool_dir.clone()),
         ));
         Self {
             sender: PolicyAuditSender {
@@ -164,6 +181,8 @@ impl PolicyAuditWriter {
             stop,
             task,
             stats,
+            give_up,
+            spool_dir: options.spool_dir,
         }
     }
 
@@ -182,11 +201,24 @@ impl PolicyAuditWriter {
     pub async fn shutdown(self, deadline: Duration) -> u64 {
         let _ = self.stop.send(());
         drop(self.sender);
-        if tokio::time::timeout(deadline, self.task).await.is_err() {
-            tracing::error!(
-                deadline_secs = deadline.as_secs_f64(),
-                "decision audit writer did not finish flushing before the deadline"
-            );
+        let mut task = self.task;
+        if tokio::time::timeout(deadline, &mut task).await.is_err() {
+            match &self.spool_dir {
+                Some(dir) => {
+                    // Stop retrying: what the database did not take goes to the spool.
+                    self.give_up.store(true, Ordering::Relaxed);
+                    if tokio::time::timeout(Duration::from_secs(10), &mut task)
+                        .await
+                        .is_err()
+                    {
+                        tracing::error!(dir = %dir.display(), "decision audit writer could not spool before exiting");
+                    }
+                }
+                None => tracing::error!(
+                    deadline_secs = deadline.as_secs_f64(),
+                    "decision audit writer did not finish flushing before the deadline, and no spool_dir is set: queued decisions are lost"
+                ),
+            }
         }
         self.stats.written.load(Ordering::Relaxed)
     }
@@ -198,7 +230,11 @@ async fn run(
     mut stop: oneshot::Receiver<()>,
     batch: usize,
     stats: Arc<AuditWriterStats>,
+    (give_up, spool_dir): (Arc<AtomicBool>, Option<PathBuf>),
 ) {
+    if let Some(dir) = &spool_dir {
+        recover(&store, dir, &stats, &give_up).await;
+    }
     let mut buffer = Vec::with_capacity(batch);
     let mut stopping = false;
     loop {
@@ -220,7 +256,20 @@ async fn run(
         }
         let (rows, waiting): (Vec<NewPolicyAudit>, Vec<Option<oneshot::Sender<()>>>) =
             buffer.drain(..).unzip();
-        write_with_retry(&store, &rows, &stats).await;
+        if let Err(left) = write_with_retry(&store, &rows, &stats, &give_up).await {
+            // Past the shutdown deadline with the database still refusing: this batch's
+            // rest and everything queued go to the spool (waiting callers learn it was not
+            // committed: their senders are dropped).
+            let mut left = left;
+            rx.close();
+            while let Ok((row, _)) = rx.try_recv() {
+                left.push(row);
+            }
+            if let Some(dir) = &spool_dir {
+                spool(dir, left, &stats);
+            }
+            return;
+        }
         for done in waiting.into_iter().flatten() {
             // A caller that gave up waiting is gone; its row is written all the same.
             let _ = done.send(());
@@ -228,7 +277,110 @@ async fn run(
     }
 }
 
-async fn write_with_retry(store: &Store, batch: &[NewPolicyAudit], stats: &AuditWriterStats) {
+/// Writes `rows` to a new spool file in `dir` (fsynced, then renamed into place, so a file
+/// is whole or absent). Every decision gets its time now, if it had none, so it keeps it.
+fn spool(dir: &Path, rows: Vec<NewPolicyAudit>, stats: &AuditWriterStats) {
+    use std::io::Write;
+    if rows.is_empty() {
+        return;
+    }
+    let now = chrono::Utc::now();
+    let name = format!(
+        "policy-audit-{}-{}.jsonl",
+        now.timestamp_millis(),
+        std::process::id()
+    );
+    let path = dir.join(&name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let written = (|| -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut file = std::fs::File::create(&tmp)?;
+        for mut row in rows.iter().cloned() {
+            row.created_at.get_or_insert(now);
+            let line = serde_json::to_string(&row).map_err(std::io::Error::other)?;
+            file.write_all(line.as_bytes())?;
+            file.write_all(b"\n")?;
+        }
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        // The rename is durable once the folder is.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    match written {
+        Ok(()) => {
+            stats
+                .spooled
+                .fetch_add(rows.len() as u64, Ordering::Relaxed);
+            tracing::warn!(decisions = rows.len(), file = %path.display(),
+                "the database could not take these policy decisions before shutdown: spooled; they are written at the next start");
+        }
+        Err(error) => {
+            tracing::error!(%error, decisions = rows.len(), dir = %dir.display(),
+                "spooling policy decisions failed: they are lost");
+        }
+    }
+}
+
+/// Writes the decisions of every spool file in `dir` (oldest first), removing each file
+/// once its rows are committed. A file that does not parse is kept (renamed `.bad`) and
+/// logged, never dropped.
+async fn recover(store: &Store, dir: &Path, stats: &AuditWriterStats, give_up: &AtomicBool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("policy-audit-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    for file in files {
+        let rows: Result<Vec<NewPolicyAudit>, String> = std::fs::read_to_string(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| serde_json::from_str(l).map_err(|e| e.to_string()))
+                    .collect()
+            });
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(error) => {
+                let bad = file.with_extension("jsonl.bad");
+                let _ = std::fs::rename(&file, &bad);
+                tracing::error!(%error, file = %bad.display(), "a policy decision spool file does not parse: kept aside, not written");
+                continue;
+            }
+        };
+        if write_with_retry(store, &rows, stats, give_up)
+            .await
+            .is_err()
+        {
+            // Shut down again before the database came back: the file stays for next time.
+            return;
+        }
+        stats
+            .recovered
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        if let Err(error) = std::fs::remove_file(&file) {
+            tracing::error!(%error, file = %file.display(), "a written spool file could not be removed: its decisions would be written again at the next start");
+        } else {
+            tracing::info!(decisions = rows.len(), file = %file.display(), "spooled policy decisions written");
+        }
+    }
+}
+
+/// Writes `batch`, retrying failures with backoff until it is written or `give_up` is set
+/// (then the rows not written come back).
+async fn write_with_retry(
+    store: &Store,
+    batch: &[NewPolicyAudit],
+    stats: &AuditWriterStats,
+    give_up: &AtomicBool,
+) -> Result<(), Vec<NewPolicyAudit>> {
     let mut backoff = Duration::from_millis(50);
     loop {
         let error = match store.append_policy_audit(batch).await {
@@ -237,17 +389,23 @@ async fn write_with_retry(store: &Store, batch: &[NewPolicyAudit], stats: &Audit
                     .written
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 stats.stalled_since_ms.store(0, Ordering::Relaxed);
-                return;
+                return Ok(());
             }
             Err(error) if error.is_refusal() => {
                 if batch.len() > 1 {
                     // Find the row: each half on its own, in order.
                     let (a, b) = batch.split_at(batch.len() / 2);
-                    Box::pin(write_with_retry(store, a, stats)).await;
-                    Box::pin(write_with_retry(store, b, stats)).await;
-                    return;
+                    if let Err(mut left) =
+                        Box::pin(write_with_retry(store, a, stats, give_up)).await
+                    {
+                        left.extend_from_slice(b);
+                        return Err(left);
+                    }
+                    return Box::pin(write_with_retry(store, b, stats, give_up)).await;
                 }
-                let Some(row) = batch.first() else { return };
+                let Some(row) = batch.first() else {
+                    return Ok(());
+                };
                 let fixed = storable(row, &error.to_string());
                 match store
                     .append_policy_audit(std::slice::from_ref(&fixed))
@@ -259,7 +417,7 @@ async fn write_with_retry(store: &Store, batch: &[NewPolicyAudit], stats: &Audit
                         stats.refused.fetch_add(1, Ordering::Relaxed);
                         stats.written.fetch_add(1, Ordering::Relaxed);
                         stats.stalled_since_ms.store(0, Ordering::Relaxed);
-                        return;
+                        return Ok(());
                     }
                     Err(again) => again,
                 }
@@ -267,6 +425,9 @@ async fn write_with_retry(store: &Store, batch: &[NewPolicyAudit], stats: &Audit
             Err(error) => error,
         };
         stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        if give_up.load(Ordering::Relaxed) {
+            return Err(batch.to_vec());
+        }
         let _ = stats.stalled_since_ms.compare_exchange(
             0,
             now_ms(),
@@ -275,7 +436,11 @@ async fn write_with_retry(store: &Store, batch: &[NewPolicyAudit], stats: &Audit
         );
         tracing::warn!(%error, rows = batch.len(), retry_in_ms = backoff.as_millis() as u64,
             "writing policy decisions failed; retrying");
-        tokio::time::sleep(backoff).await;
+        // Sleep in short steps so a shutdown past its deadline is seen at once.
+        let until = tokio::time::Instant::now() + backoff;
+        while tokio::time::Instant::now() < until && !give_up.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50).min(backoff)).await;
+        }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
