@@ -204,7 +204,7 @@ fn backup_to_and_restore_from_s3_and_file_urls() {
     let moto = Path::new(&python).with_file_name("moto_server");
     assert!(
         moto.exists(),
-        "{} is missing (pip install 'moto[server]'; .ci/run installs it)",
+        "{} is missing (pip install 'moto[server]'; scripts/test installs it)",
         moto.display()
     );
     let port = free_port();

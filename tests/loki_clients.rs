@@ -19,7 +19,7 @@ fn tool(var: &str, default: &str) -> String {
     let path = std::env::var(var).unwrap_or_else(|_| default.to_owned());
     assert!(
         std::path::Path::new(&path).exists(),
-        "{path} is missing (set {var}; .ci/run installs it)"
+        "{path} is missing (set {var}; scripts/test installs it)"
     );
     path
 }

@@ -20,7 +20,7 @@ const PASSWORD: &str = "correct horse battery staple";
 fn prometheus_remote_writes_into_aegis() {
     let prometheus = which("prometheus").unwrap_or_else(|| {
         panic!(
-            "the `prometheus` binary is missing: `apt-get install prometheus` (.ci/run does this)"
+            "the `prometheus` binary is missing: `apt-get install prometheus` (scripts/test does this)"
         )
     });
     let dir = tempfile::tempdir().unwrap();

@@ -79,7 +79,7 @@ async fn models_round_trip_through_an_s3_api() {
     let moto = std::path::Path::new(&python).with_file_name("moto_server");
     assert!(
         moto.exists(),
-        "{} is missing (pip install 'moto[server]'; .ci/run installs it)",
+        "{} is missing (pip install 'moto[server]'; scripts/test installs it)",
         moto.display()
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
