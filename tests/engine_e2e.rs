@@ -62,7 +62,7 @@ fn exporter(spike: Arc<AtomicBool>) -> u16 {
 fn a_sustained_cpu_spike_scales_production_once_and_kube_system_never() {
     let prometheus = which("prometheus").unwrap_or_else(|| {
         panic!(
-            "the `prometheus` binary is missing: `apt-get install prometheus` (.ci/run does this)"
+            "the `prometheus` binary is missing: `apt-get install prometheus` (scripts/test does this)"
         )
     });
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -1,6 +1,6 @@
 //! Real Loki clients push into Aegis: `python-logging-loki` (JSON) and `winston-loki`
 //! (protobuf + snappy, unsorted labels, no Content-Encoding header), both with HTTP Basic
-//! auth whose password is a service token. `.ci/run` installs them into
+//! auth whose password is a service token. `scripts/test` installs them into
 //! `/var/tmp/aegis-venv` and `/var/tmp/aegis-node`.
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]

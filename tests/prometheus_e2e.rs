@@ -1,4 +1,4 @@
-//! A real Prometheus (Debian's package; `.ci/run` installs it) scrapes itself and Aegis and
+//! A real Prometheus (Debian's package; `scripts/test` installs it) scrapes itself and Aegis and
 //! remote-writes into Aegis with a service token; within 30 s Aegis holds those series with
 //! the right labels and values.
 
