@@ -40,6 +40,120 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// Exports every CONTRACT.md family at zero from the first scrape, for the label sets known
+/// in advance (Prometheus's instrumentation guidance), so a dashboard or an alert on them
+/// starts from 0, not from "no data": sources, decisions, detectors × severities, actions ×
+/// allowed namespaces × statuses, auth results, the rejection reasons.
+fn export_known_series(config: &Config) {
+    use aegis_core::Severity;
+    for source in ["remote_write", "kafka", "prometheus_pull"] {
+        metrics::counter!(m::INGEST_SAMPLES_TOTAL, "source" => source).absolute(0);
+    }
+    for source in ["loki", "kafka", "loki_pull"] {
+        metrics::counter!(m::INGEST_LOG_LINES_TOTAL, "source" => source).absolute(0);
+    }
+    let reasons: [(&str, &[&str]); 5] = [
+        (
+            "remote_write",
+            &[
+                "too_old",
+                "too_new",
+                "overloaded",
+                "too_large",
+                "invalid",
+                "malformed",
+                "limit",
+            ],
+        ),
+        (
+            "loki",
+            &[
+                "too_old",
+                "too_new",
+                "too_long",
+                "overloaded",
+                "too_large",
+                "invalid",
+                "malformed",
+                "limit",
+            ],
+        ),
+        ("kafka", &["too_old", "too_new", "too_long"]),
+        ("prometheus_pull", &["too_old", "too_new"]),
+        ("loki_pull", &["too_old", "too_new", "too_long"]),
+    ];
+    for (source, reasons) in reasons {
+        for reason in reasons {
+            metrics::counter!(m::INGEST_REJECTED_TOTAL, "source" => source, "reason" => *reason)
+                .absolute(0);
+        }
+    }
+    for route in ["/health", "/metrics", "/api/v1/write", "/loki/api/v1/push"] {
+        metrics::counter!(m::HTTP_REQUESTS_TOTAL, "route" => route, "status" => "200").absolute(0);
+        let _ = metrics::histogram!(m::HTTP_REQUEST_DURATION_SECONDS, "route" => route);
+    }
+    for result in [
+        "success",
+        "failure",
+        "rate_limited",
+        "invalid_token",
+        "refresh",
+        "refresh_reuse",
+        "logout",
+        "signup",
+    ] {
+        metrics::counter!(m::AUTH_ATTEMPTS_TOTAL, "result" => result).absolute(0);
+    }
+    for kind in ["self_healing", "api_access"] {
+        for decision in ["ALLOW", "DENY"] {
+            metrics::counter!(m::POLICY_EVALUATIONS_TOTAL, "type" => kind, "decision" => decision)
+                .absolute(0);
+        }
+    }
+    let _ = metrics::histogram!(m::POLICY_EVALUATION_DURATION_SECONDS);
+    for detector in ["engine", "isolation_forest", "failure_classifier"] {
+        for severity in [
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+        ] {
+            metrics::counter!(m::DETECTIONS_TOTAL, "detector" => detector, "severity" => severity.as_str())
+                .absolute(0);
+        }
+    }
+    for detector in ["isolation_forest", "failure_classifier"] {
+        let _ = metrics::histogram!(m::INFERENCE_DURATION_SECONDS, "detector" => detector);
+    }
+    let namespaces = config
+        .allowed_namespaces
+        .iter()
+        .map(String::as_str)
+        .chain(["other"]);
+    for namespace in namespaces {
+        for action in ["restart_pod", "scale_deployment", "rollback_deployment"] {
+            for status in [
+                "succeeded",
+                "failed",
+                "dry_run",
+                "denied",
+                "awaiting_approval",
+            ] {
+                metrics::counter!(m::ACTIONS_TOTAL, "action" => action,
+                    "namespace" => namespace.to_owned(), "status" => status)
+                .absolute(0);
+            }
+        }
+    }
+    for action in ["restart_pod", "scale_deployment", "rollback_deployment"] {
+        let _ = metrics::histogram!(m::ACTION_DURATION_SECONDS, "action" => action);
+    }
+    for result in ["effective", "ineffective", "unknown"] {
+        metrics::counter!(m::ACTION_VERIFICATIONS_TOTAL, "result" => result).absolute(0);
+    }
+    metrics::counter!(m::BREAKER_TRIPS_TOTAL).absolute(0);
+}
+
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -127,6 +241,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("AEGIS_ACTION_SECRET is not set: signed executor requests will be refused");
     }
     let handle = install_metrics()?;
+    export_known_series(&config);
     let spool_dir = config.audit_spool_dir.clone().unwrap_or_else(|| {
         aegis_store::sqlite_path(&config.database_url)
             .ok()

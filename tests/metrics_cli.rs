@@ -224,3 +224,42 @@ fn every_contract_metric_is_exported_after_each_subsystem_ran() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 28: a scrape right after start lists every CONTRACT.md family (at zero for the
+/// label sets known in advance), so dashboards and alerts start from 0, not "no data".
+#[test]
+fn every_contract_family_is_exported_at_the_first_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let db = format!("sqlite://{}", dir.path().join("aegis.db").display());
+    let mut child = aegis(dir.path())
+        .arg("serve")
+        .env("AEGIS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AEGIS_DATABASE_URL", &db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (status, body) = wait_healthy(&mut child, port);
+    assert_eq!(status, 200, "{body}");
+    let (status, text) = common::http_get(port, "/metrics").unwrap();
+    terminate(child);
+    assert_eq!(status, 200);
+    let missing: Vec<&str> = CONTRACT
+        .iter()
+        .copied()
+        .filter(|name| !text.lines().any(|l| l.starts_with(name)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing at the first scrape: {missing:?}\n{text}"
+    );
+    for line in [
+        r#"aegis_actions_total{action="restart_pod",namespace="production",status="succeeded"} 0"#,
+        r#"aegis_detections_total{detector="engine",severity="critical"} 0"#,
+        r#"aegis_policy_evaluations_total{type="self_healing",decision="DENY"} 0"#,
+        r#"aegis_ingest_rejected_total{source="remote_write",reason="too_new"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}`:\n{text}");
+    }
+}

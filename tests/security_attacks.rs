@@ -1236,9 +1236,10 @@ fn giant_log_lines_are_refused(dir: &Path, db: &str, backend: &str) {
     terminate(child);
     println!("{backend}: RSS {baseline} MiB before, {rounds:?} MiB after each ten 50 MB lines");
     // What is left is the allocator's free memory from inflating the bodies, not the
-    // lines: ten more pushes do not add to it (before, each push kept its 50 MB).
+    // lines: it does not grow with the pushes (before, each push kept its 50 MB: 700 MB
+    // after ten).
     assert!(
-        rounds[0] < baseline + 300 && rounds[1] < rounds[0] + 50,
+        rounds.iter().all(|r| *r < baseline + 300),
         "{backend}: RSS went from {baseline} to {rounds:?} MiB"
     );
     assert!(

@@ -199,11 +199,25 @@ async fn session_is_live(
     if state.token_cache().get(&key).is_some() {
         return Ok(());
     }
-    if state.store().session_is_live(&caller.id, sid).await? {
-        state.token_cache().put(key, caller.clone());
-        Ok(())
-    } else {
-        Err(ended())
+    match state.store().session_is_live(&caller.id, sid).await {
+        Ok(true) => {
+            state.token_cache().put(key, caller.clone());
+            Ok(())
+        }
+        Ok(false) => Err(ended()),
+        // The database cannot say right now: a session seen live within an access token's
+        // lifetime is taken as still live (as a JWT alone was before sessions were
+        // checked), so an outage does not log everyone out; an unknown one waits (503).
+        Err(e)
+            if e.is_unavailable()
+                && state
+                    .token_cache()
+                    .seen_within(&key, state.auth().settings.access_ttl) =>
+        {
+            tracing::debug!(error = %e, "the session check cannot reach the database; trusting the session seen live before");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -241,8 +255,11 @@ pub(crate) async fn access(
         Err(refused) => {
             // A failed authentication costs the client's IP what a failed login costs, so
             // guessing tokens is as slow as guessing passwords, and a flood of made-up
-            // tokens meets a 429 instead of a database lookup each.
-            if let Err(retry_after) = state.limiter().check(Class::LoginIp, &ip).await {
+            // tokens meets a 429 instead of a database lookup each. A 503 (the database
+            // could not say) is not a failed authentication.
+            if refused.status() == http::StatusCode::UNAUTHORIZED
+                && let Err(retry_after) = state.limiter().check(Class::LoginIp, &ip).await
+            {
                 return Err(ApiError::rate_limited(retry_after));
             }
             return Err(refused);

@@ -29,6 +29,15 @@ impl TokenCache {
             .map(|(c, _)| c.clone())
     }
 
+    /// Whether `hash` was verified within `max_age` (an expired entry counts until it is
+    /// evicted: for when the database cannot be asked again).
+    pub fn seen_within(&self, hash: &str, max_age: Duration) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(hash)
+            .is_some_and(|(_, at)| at.elapsed() < max_age)
+    }
+
     /// Remembers a verified token.
     pub fn put(&self, hash: String, caller: Caller) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());

@@ -116,7 +116,15 @@ pub fn logs_to_batch(mut lines: LogLines, schema: SchemaRef) -> Result<RecordBat
 
 /// Inflates a gzip body, refusing more than `max` bytes.
 pub fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, DecodeError> {
-    let mut out = Vec::new();
+    // The gzip trailer holds the inflated size (mod 2^32): reserving it once avoids the
+    // doubling copies of a growing buffer (a 50 MB body would peak near 100 MB).
+    let declared = body
+        .len()
+        .checked_sub(4)
+        .and_then(|at| body.get(at..))
+        .and_then(|t| <[u8; 4]>::try_from(t).ok())
+        .map_or(0, |t| u32::from_le_bytes(t) as usize);
+    let mut out = Vec::with_capacity(declared.min(max.saturating_add(1)));
     flate2::read::GzDecoder::new(body)
         .take(max as u64 + 1)
         .read_to_end(&mut out)
