@@ -259,6 +259,12 @@ fn every_contract_family_is_exported_at_the_first_scrape() {
         r#"aegis_detections_total{detector="engine",severity="critical"} 0"#,
         r#"aegis_policy_evaluations_total{type="self_healing",decision="DENY"} 0"#,
         r#"aegis_ingest_rejected_total{source="remote_write",reason="too_new"} 0"#,
+        // What the alert rules of deploy/prometheus/aegis-rules.yaml read.
+        "aegis_engine_leader 1",
+        "aegis_audit_queue_depth 0",
+        "aegis_audit_writer_stalled_seconds 0",
+        "aegis_policy_emergency_stop 0",
+        "aegis_breaker_trips_total 0",
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}`:\n{text}");
     }

@@ -16,7 +16,21 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         let (ticks, rows_scored) = healing.progress();
         metrics::gauge!("aegis_engine_ticks_total").set(ticks as f64);
         metrics::gauge!("aegis_engine_rows_scored_total").set(rows_scored as f64);
+        // 1 on the replica that executes actions (the alert rules want exactly one).
+        let leader = healing
+            .leader_flag()
+            .load(std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("aegis_engine_leader").set(f64::from(u8::from(leader)));
     }
+    // The decision audit writer, for the alert on a queue that does not drain.
+    let policies = state.policies().health();
+    if let Some(writer) = &policies.audit_writer {
+        metrics::gauge!("aegis_audit_queue_depth").set(writer.queued as f64);
+        metrics::gauge!("aegis_audit_writer_stalled_seconds")
+            .set(writer.stalled_for_secs.unwrap_or(0) as f64);
+    }
+    metrics::gauge!("aegis_policy_emergency_stop")
+        .set(f64::from(u8::from(policies.emergency_stop)));
     match state.metrics() {
         Some(handle) => (
             [(
