@@ -195,3 +195,23 @@ fn unsigned_actions_in_kubernetes_mode_need_allow_unsigned_actions() {
     let dry = [("AEGIS_REQUIRE_ACTION_SIGNATURE", "false")];
     assert!(Config::load_from(None, env(&dry)).is_ok());
 }
+
+/// Issue 28: every configuration key is in the reference (docs/configuration.md) with its
+/// default and what it does; adding a key without a line there fails here.
+#[test]
+fn every_key_is_documented_in_the_configuration_reference() {
+    let reference = include_str!("../../docs/configuration.md");
+    let missing: Vec<&str> = env::KEYS
+        .iter()
+        .copied()
+        .filter(|key| {
+            !reference
+                .lines()
+                .any(|l| l.starts_with(&format!("| `{key}` |")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keys without a row in docs/configuration.md: {missing:?}"
+    );
+}
