@@ -64,6 +64,20 @@ fn serve(dir: &Path, db: &str) -> (Child, u16) {
     (child, port)
 }
 
+/// Runs `attack` against a fresh SQLite file and then a fresh PostgreSQL schema, each with
+/// its own folder for the server's log.
+fn on_both_backends(name: &str, attack: fn(&Path, &str, &str)) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!(
+        "sqlite://{}",
+        dir.path().join(format!("{name}.db")).display()
+    );
+    attack(dir.path(), &db, "SQLite");
+    let dir = tempfile::tempdir().unwrap();
+    let pg = FreshDb::new(name);
+    attack(dir.path(), &pg.url, "PostgreSQL");
+}
+
 /// One row of the table: what was tried, what came back, whether that is the right answer.
 struct Row {
     attack: String,
@@ -934,12 +948,7 @@ fn token_guessing_is_rate_limited(dir: &Path, db: &str, backend: &str) {
 
 #[test]
 fn token_guessing_is_rate_limited_on_both_backends() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("guess.db").display());
-    token_guessing_is_rate_limited(dir.path(), &db, "SQLite");
-    let dir = tempfile::tempdir().unwrap();
-    let pg = FreshDb::new("guess");
-    token_guessing_is_rate_limited(dir.path(), &pg.url, "PostgreSQL");
+    on_both_backends("guess", token_guessing_is_rate_limited);
 }
 
 /// Issue 27, attack 4: anonymous executor requests with bad signatures, each naming a new
@@ -979,12 +988,7 @@ fn anonymous_refusals_are_bounded(dir: &Path, db: &str, backend: &str) {
 
 #[test]
 fn anonymous_executor_refusals_are_bounded_on_both_backends() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("anon.db").display());
-    anonymous_refusals_are_bounded(dir.path(), &db, "SQLite");
-    let dir = tempfile::tempdir().unwrap();
-    let pg = FreshDb::new("anon");
-    anonymous_refusals_are_bounded(dir.path(), &pg.url, "PostgreSQL");
+    on_both_backends("anon", anonymous_refusals_are_bounded);
 }
 
 /// Issue 27, attack 5: an admin who is demoted and deactivated keeps using the access token
@@ -1065,12 +1069,7 @@ fn ended_sessions_end_their_access_tokens(dir: &Path, db: &str, backend: &str) {
 
 #[test]
 fn ended_sessions_end_their_access_tokens_on_both_backends() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("sessions.db").display());
-    ended_sessions_end_their_access_tokens(dir.path(), &db, "SQLite");
-    let dir = tempfile::tempdir().unwrap();
-    let pg = FreshDb::new("sessions");
-    ended_sessions_end_their_access_tokens(dir.path(), &pg.url, "PostgreSQL");
+    on_both_backends("sessions", ended_sessions_end_their_access_tokens);
 }
 
 /// The server's resident memory in MiB (`VmRSS`).
@@ -1183,12 +1182,7 @@ fn queries_stay_within_their_memory(dir: &Path, db: &str, backend: &str) {
 
 #[test]
 fn queries_stay_within_their_memory_on_both_backends() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("memory.db").display());
-    queries_stay_within_their_memory(dir.path(), &db, "SQLite");
-    let dir = tempfile::tempdir().unwrap();
-    let pg = FreshDb::new("memory");
-    queries_stay_within_their_memory(dir.path(), &pg.url, "PostgreSQL");
+    on_both_backends("memory", queries_stay_within_their_memory);
 }
 
 /// Issue 27, attack 7: ten gzip Loki pushes of about 50 KB, each one 50 MB line, took the
@@ -1255,10 +1249,5 @@ fn giant_log_lines_are_refused(dir: &Path, db: &str, backend: &str) {
 
 #[test]
 fn giant_log_lines_are_refused_on_both_backends() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("lines.db").display());
-    giant_log_lines_are_refused(dir.path(), &db, "SQLite");
-    let dir = tempfile::tempdir().unwrap();
-    let pg = FreshDb::new("lines");
-    giant_log_lines_are_refused(dir.path(), &pg.url, "PostgreSQL");
+    on_both_backends("lines", giant_log_lines_are_refused);
 }
