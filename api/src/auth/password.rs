@@ -98,7 +98,16 @@ fn cpu_permits() -> std::sync::Arc<tokio::sync::Semaphore> {
 impl PasswordHasher {
     /// [`Self::hash`] on the blocking pool, at most one per CPU at a time.
     pub async fn hash_async(&self, password: String) -> Result<String, String> {
-        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+        self.hash_with(&self.permits, password).await
+    }
+
+    /// [`Self::hash`] on the blocking pool, holding a permit of `permits` meanwhile.
+    async fn hash_with(
+        &self,
+        permits: &tokio::sync::Semaphore,
+        password: String,
+    ) -> Result<String, String> {
+        let _permit = permits.acquire().await.map_err(|e| e.to_string())?;
         let hasher = self.clone();
         tokio::task::spawn_blocking(move || hasher.hash(&password))
             .await
@@ -108,15 +117,7 @@ impl PasswordHasher {
     /// [`Self::hash`] for an anonymous signup: on the blocking pool, one signup at a time,
     /// never holding a permit a login needs.
     pub async fn hash_signup_async(&self, password: String) -> Result<String, String> {
-        let _permit = self
-            .signup_permits
-            .acquire()
-            .await
-            .map_err(|e| e.to_string())?;
-        let hasher = self.clone();
-        tokio::task::spawn_blocking(move || hasher.hash(&password))
-            .await
-            .map_err(|e| e.to_string())?
+        self.hash_with(&self.signup_permits, password).await
     }
 
     /// Holds every signup permit (a test's stand-in for a signup flood).

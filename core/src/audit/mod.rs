@@ -27,32 +27,36 @@ pub fn chain_hash(prev_hash: &str, canonical: &[u8]) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// HMAC-SHA256 under `key` over the same bytes as [`chain_hash`], as lowercase hex.
-pub fn chain_mac(key: &[u8], prev_hash: &str, canonical: &[u8]) -> String {
+/// The HMAC-SHA256 state over the bytes [`chain_hash`] hashes.
+fn keyed_link(key: &[u8], prev_hash: &str, canonical: &[u8]) -> hmac::Hmac<Sha256> {
     use hmac::Mac;
-    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-    let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(key) else {
-        return String::new();
-    };
+    // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
+    let mut mac = <hmac::Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
     mac.update(prev_hash.as_bytes());
     mac.update(b"\n");
     mac.update(canonical);
-    hex::encode(mac.finalize().into_bytes())
+    mac
+}
+
+/// HMAC-SHA256 under `key` over the same bytes as [`chain_hash`], as lowercase hex.
+pub fn chain_mac(key: &[u8], prev_hash: &str, canonical: &[u8]) -> String {
+    use hmac::Mac;
+    hex::encode(
+        keyed_link(key, prev_hash, canonical)
+            .finalize()
+            .into_bytes(),
+    )
 }
 
 /// Whether `hex_mac` is [`chain_mac`] of these bytes, compared in constant time.
 pub fn chain_mac_matches(key: &[u8], prev_hash: &str, canonical: &[u8], hex_mac: &str) -> bool {
     use hmac::Mac;
-    let (Ok(mut mac), Ok(expected)) = (
-        hmac::Hmac::<Sha256>::new_from_slice(key),
-        hex::decode(hex_mac),
-    ) else {
-        return false;
-    };
-    mac.update(prev_hash.as_bytes());
-    mac.update(b"\n");
-    mac.update(canonical);
-    mac.verify_slice(&expected).is_ok()
+    hex::decode(hex_mac).is_ok_and(|expected| {
+        keyed_link(key, prev_hash, canonical)
+            .verify_slice(&expected)
+            .is_ok()
+    })
 }
 
 #[cfg(test)]
