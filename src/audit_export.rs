@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use aegis_api::objects::Objects;
+use aegis_store::objects::Objects;
 use aegis_store::{
     AuditKeys, AuditKind, AuditRecord, AuditTable, AuditValue, audit_columns, verify_records,
 };

@@ -135,7 +135,7 @@ pub async fn backup_to(config: &Config, to: &str, force: bool) -> anyhow::Result
         return backup(config, Path::new(to), force).await;
     }
     let (store_url, name) = split_url(to)?;
-    let objects = aegis_api::objects::Objects::open(&store_url).map_err(anyhow::Error::msg)?;
+    let objects = aegis_store::objects::Objects::open(&store_url).map_err(anyhow::Error::msg)?;
     if !force
         && objects
             .get(&name)
@@ -170,7 +170,7 @@ pub async fn restore_from(config: &Config, from: &str, force: bool) -> anyhow::R
         return restore(config, Path::new(from), force).await;
     }
     let (store_url, name) = split_url(from)?;
-    let objects = aegis_api::objects::Objects::open(&store_url).map_err(anyhow::Error::msg)?;
+    let objects = aegis_store::objects::Objects::open(&store_url).map_err(anyhow::Error::msg)?;
     let dir = tempfile::tempdir()?;
     let local = dir.path().join(&name);
     let body = objects

@@ -367,7 +367,7 @@ pub async fn run(
         println!("   recommended       {}", e.recommended_action);
         println!(
             "   policy            {} by {}: {}",
-            e.decision.to_uppercase(),
+            e.decision.as_str(),
             e.policy.as_deref().unwrap_or("(no policy)"),
             e.decision_reason
         );

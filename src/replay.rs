@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use aegis_api::PolicyService;
-use aegis_api::executor_service::{ExecutorService, ExecutorSettings};
-use aegis_api::healing::{HealingLoop, HealingSettings, LoopEvent, LoopStats};
-use aegis_api::ratelimit::{Limiter, Limits};
+use aegis_runtime::PolicyService;
+use aegis_runtime::guards::{ExecutorService, ExecutorSettings};
+use aegis_runtime::healing::{HealingLoop, HealingSettings, LoopEvent, LoopStats};
+use aegis_runtime::ratelimit::{Limiter, Limits};
 use aegis_store::{
     ActionAuditQuery, AuditWriterOptions, ExecutorStore, PolicyAuditQuery, PolicyAuditWriter,
     PolicyStore, Store, StoreOptions,
@@ -299,7 +299,7 @@ pub async fn replay_with(
             .map_err(|e| anyhow::anyhow!("extra policies: {e}"))?;
     }
     let settings = &telemetry.settings;
-    let detectors = aegis_api::detector_service::DetectorService::start(
+    let detectors = aegis_runtime::detector_service::DetectorService::start(
         store.clone(),
         settings.anomaly_threshold,
     )
@@ -412,7 +412,7 @@ pub async fn replay_with(
                     Some("approved in the demo"),
                 )
                 .await
-                .map_err(|e| anyhow::anyhow!("approving {}: {}", a.id, e.message()))?;
+                .map_err(|e| anyhow::anyhow!("approving {}: {e}", a.id))?;
             action_status = response.map(|r| r.status.to_owned());
             a = decided;
         }
@@ -441,7 +441,7 @@ pub async fn replay_with(
         })
         .await?
         .into_iter()
-        .filter(|r| r.user_id.as_deref() == Some(aegis_api::healing::ENGINE_ACTOR))
+        .filter(|r| r.user_id.as_deref() == Some(aegis_runtime::healing::ENGINE_ACTOR))
         .map(|r| DecisionRow {
             action: r.action,
             resource: r.resource,

@@ -6,7 +6,7 @@
 //! database's own triggers refuse any other delete — so nothing leaves the database before
 //! it is archived and checked.
 
-use aegis_api::objects::Objects;
+use aegis_store::objects::Objects;
 use aegis_store::{AuditTable, Store};
 use chrono::{Duration, Utc};
 

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_api::auth::{Auth, AuthSettings, JwtKey, JwtKeys, PasswordHasher, derived_kid};
-use aegis_api::executor_service::{ExecutorService, ExecutorSettings};
-use aegis_api::ratelimit::{Limiter, Limits};
-use aegis_api::{AppState, PolicyService, app};
+use aegis_runtime::guards::{ExecutorService, ExecutorSettings};
+use aegis_runtime::ratelimit::{Limiter, Limits};
+use aegis_api::{AppState, app};
+use aegis_runtime::PolicyService;
 use aegis_core::metric_names as m;
 use aegis_store::{AuditWriterOptions, PolicyAuditWriter};
 use anyhow::Context;
@@ -348,10 +349,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             })
     });
     let objects = object_store_url
-        .map(|url| aegis_api::objects::Objects::open(&url))
+        .map(|url| aegis_store::objects::Objects::open(&url))
         .transpose()
         .map_err(|e| anyhow::anyhow!("opening the object store (AEGIS_OBJECT_STORE_URL): {e}"))?;
-    let detectors = aegis_api::detector_service::DetectorService::start_with(
+    let detectors = aegis_runtime::detector_service::DetectorService::start_with(
         store.clone(),
         objects,
         config.anomaly_threshold,
@@ -376,7 +377,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
     let executor = Arc::new(executor);
-    let healing = aegis_api::healing::HealingLoop::new(
+    let healing = aegis_runtime::healing::HealingLoop::new(
         healing_settings(&config),
         Arc::clone(&detectors),
         Arc::clone(&policies),
@@ -396,7 +397,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     Ok(n) => tracing::info!(expired = n, "approvals timed out: rejected"),
                     Err(error) => {
                         tracing::warn!(
-                            error = error.message(),
+                            %error,
                             "sweeping expired approvals failed"
                         );
                     }
@@ -471,7 +472,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let loki = match &config.loki_url {
         Some(url) => {
-            let pusher = aegis_api::loki_outbox::LokiPusher::new(store.clone(), url)
+            let pusher = aegis_store::loki_outbox::LokiPusher::new(store.clone(), url)
                 .map_err(|e| anyhow::anyhow!("AEGIS_LOKI_URL: {e}"))?;
             let mut stop_rx = stop_rx.clone();
             Some(tokio::spawn(pusher.run(async move {
@@ -503,7 +504,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }))
     };
     let pull = {
-        let settings = aegis_api::pull::PullSettings {
+        let settings = aegis_ingest::pull::PullSettings {
             prometheus: config
                 .prometheus_url
                 .clone()
@@ -517,7 +518,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             interval: Duration::from_secs(config.pull_interval_secs),
         };
         if settings.prometheus.is_some() || settings.loki.is_some() {
-            let puller = aegis_api::pull::Puller::new(settings, ingest_for_kafka.clone())
+            let puller = aegis_ingest::pull::Puller::new(settings, ingest_for_kafka.clone())
                 .map_err(|e| anyhow::anyhow!("pull mode: {e}"))?;
             let mut stop_rx = stop_rx.clone();
             Some(tokio::spawn(puller.run(async move {
@@ -668,11 +669,11 @@ async fn bootstrap_admin(
 }
 
 /// The loop's settings from the configuration.
-pub(crate) fn healing_settings(config: &Config) -> aegis_api::healing::HealingSettings {
+pub(crate) fn healing_settings(config: &Config) -> aegis_runtime::healing::HealingSettings {
     let secs = |s: u64| i64::try_from(s.saturating_mul(1_000)).unwrap_or(i64::MAX);
     let resolution = secs(config.engine_resolution_secs);
-    let defaults = aegis_api::healing::HealingSettings::default();
-    aegis_api::healing::HealingSettings {
+    let defaults = aegis_runtime::healing::HealingSettings::default();
+    aegis_runtime::healing::HealingSettings {
         engine: aegis_engine::EngineConfig {
             metrics: config.engine_metrics.clone(),
             window_ms: secs(config.engine_window_secs),

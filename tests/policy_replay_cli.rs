@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use aegis_api::PolicyService;
+use aegis_runtime::PolicyService;
 use aegis_policy::Request;
 use aegis_store::{AuditWriterOptions, PolicyAuditWriter, Store, StoreOptions};
 use serde_json::json;
@@ -62,7 +62,7 @@ async fn record_history(url: &str) -> Vec<String> {
         let at = req.context.time.unwrap();
         let d = live.engine().evaluate_at(req, at);
         decisions.push(format!("{} {}", req.action, d.decision()));
-        let engine = aegis_api::Asker {
+        let engine = aegis_runtime::Asker {
             id: "aegis-engine",
             role: Some("service".to_owned()),
         };

@@ -21,7 +21,7 @@ use axum::response::Response;
 use http::{Method, header};
 
 use crate::auth::{Caller, CallerKind, hash_token};
-use crate::ratelimit::Class;
+use aegis_runtime::ratelimit::Class;
 use crate::{ApiError, AppState, RequestId};
 
 /// Routes anyone may call. Everything else needs a caller and a policy ALLOW.
@@ -379,7 +379,7 @@ async fn authorize(
                 &policy_request,
                 &decision,
                 req.request_id.clone(),
-                Some(crate::policy_service::Asker::of(caller)),
+                Some(aegis_runtime::Asker::of(caller.principal())),
             )
             .await;
         // A change goes through only once its permission is on record; a refusal is a

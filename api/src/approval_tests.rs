@@ -15,10 +15,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::executor_service::{ExecutorService, ExecutorSettings, policy_request};
-use crate::ratelimit::{Limiter, Limits};
+use aegis_runtime::guards::{ExecutorService, ExecutorSettings, policy_request};
+use aegis_runtime::ratelimit::{Limiter, Limits};
 use crate::tests::{assert_envelope, bearer, send, test_auth};
-use crate::{AppState, PolicyService, app};
+use crate::{AppState, app};
+use aegis_runtime::PolicyService;
 
 fn policy(name: &str, v: Value) -> Policy {
     Policy {
@@ -97,7 +98,7 @@ async fn ask(
     policies: &PolicyService,
     name: &str,
     severity: &str,
-) -> crate::executor_service::ExecuteResponse {
+) -> aegis_runtime::guards::ExecuteResponse {
     ask_as(db, executor, policies, name, severity, "aegis-engine").await
 }
 
@@ -109,7 +110,7 @@ async fn ask_as(
     name: &str,
     severity: &str,
     actor: &str,
-) -> crate::executor_service::ExecuteResponse {
+) -> aegis_runtime::guards::ExecuteResponse {
     let req = scale(name);
     let mut question = policy_request(&req, None);
     question
@@ -321,6 +322,8 @@ async fn an_open_breaker_refuses_actions_until_an_operator_resets_it() {
             )
             .await
             .unwrap_err();
+        // The runtime's refusal as the API answers it.
+        let refused = crate::ApiError::from(refused);
         assert_eq!(refused.status(), StatusCode::CONFLICT, "{}", db.name());
         assert!(
             refused

@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 
 use aegis_store::DetectionStore;
 
-use crate::detector_service::DetectorService;
+use aegis_runtime::detector_service::DetectorService;
 use crate::tests::{assert_envelope, bearer, test_auth};
-use crate::{AppState, PolicyService, app};
+use crate::{AppState, app};
+use aegis_runtime::PolicyService;
 
 fn post(path: &str, body: &Value, role: &str) -> Request<Body> {
     Request::builder()

@@ -214,13 +214,43 @@ impl From<aegis_store::Error> for ApiError {
             other if other.is_unavailable() => {
                 // Once every 10 s at most: an outage under load is a few lines, not one per
                 // request.
-                static LOG: crate::throttle::Throttle = crate::throttle::Throttle::new();
+                static LOG: aegis_runtime::throttle::Throttle = aegis_runtime::throttle::Throttle::new();
                 if LOG.ready(std::time::Duration::from_secs(10)) {
                     tracing::warn!(error = %other, "the database is unavailable; answering 503 (logged every 10 s at most)");
                 }
                 Self::unavailable("the database is unavailable; retry shortly", 5)
             }
             other => Self::internal(other),
+        }
+    }
+}
+
+impl From<aegis_runtime::Refusal> for ApiError {
+    fn from(refusal: aegis_runtime::Refusal) -> Self {
+        use aegis_runtime::RefusalKind;
+        let (status, code) = match refusal.kind {
+            RefusalKind::Invalid => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            RefusalKind::Unauthenticated => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated),
+            RefusalKind::Forbidden => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            RefusalKind::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            RefusalKind::Conflict => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            RefusalKind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            RefusalKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+        };
+        let error = Self::new(status, code, refusal.reason);
+        match refusal.retry_after {
+            Some(secs) => error.with_retry_after(secs),
+            None => error,
+        }
+    }
+}
+
+impl From<aegis_runtime::Error> for ApiError {
+    fn from(error: aegis_runtime::Error) -> Self {
+        match error {
+            aegis_runtime::Error::Refused(r) => r.into(),
+            aegis_runtime::Error::Store(e) => e.into(),
+            aegis_runtime::Error::Internal(e) => Self::internal(e),
         }
     }
 }

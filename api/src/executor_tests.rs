@@ -14,10 +14,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::executor_service::{ExecutorService, ExecutorSettings};
-use crate::ratelimit::{Limiter, Limits};
+use aegis_runtime::guards::{ExecutorService, ExecutorSettings};
+use aegis_runtime::ratelimit::{Limiter, Limits};
 use crate::tests::{bearer, send, test_auth};
-use crate::{AppState, PolicyService, app};
+use crate::{AppState, app};
+use aegis_runtime::PolicyService;
 
 const SECRET: &[u8] = b"action-secret-action-secret-0123456789";
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 use aegis_store::testing::TestDb;
 use aegis_store::{ActionAuditQuery, DetectionStore, ExecutorStore, PredictionQuery};
 
-use crate::PolicyService;
-use crate::detector_service::DetectorService;
-use crate::executor_service::{ExecutorService, ExecutorSettings};
-use crate::healing::{HealingLoop, HealingSettings, LoopEvent};
-use crate::ratelimit::{Limiter, Limits};
+use aegis_runtime::PolicyService;
+use aegis_runtime::detector_service::DetectorService;
+use aegis_runtime::guards::{ExecutorService, ExecutorSettings};
+use aegis_runtime::healing::{HealingLoop, HealingSettings, LoopEvent};
+use aegis_runtime::ratelimit::{Limiter, Limits};
 
 pub(crate) async fn healing(db: &TestDb) -> Arc<HealingLoop> {
     let policies = Arc::new(PolicyService::new(db.store.clone()));

@@ -13,7 +13,8 @@ use axum::http::{Request, StatusCode, header};
 use serde_json::json;
 
 use crate::tests::{assert_envelope, bearer, send, test_auth};
-use crate::{AppState, PolicyService, app};
+use crate::{AppState, app};
+use aegis_runtime::PolicyService;
 
 type Batches = tokio::sync::mpsc::Receiver<aegis_ingest::SampleBatch>;
 
@@ -413,8 +414,8 @@ async fn pull_mode_reads_prometheus_and_loki_query_range() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let (ingest, mut rx) = Ingest::new(8, recorded());
-    let puller = crate::pull::Puller::new(
-        crate::pull::PullSettings {
+    let puller = aegis_ingest::pull::Puller::new(
+        aegis_ingest::pull::PullSettings {
             prometheus: Some((url.clone(), vec!["rate(http_requests_total[1m])".into()])),
             loki: Some((url, vec!["{app=\"api\"} |= \"error\"".into()])),
             interval: std::time::Duration::from_secs(15),

@@ -18,43 +18,31 @@ pub mod auth;
 mod auth_tests;
 #[cfg(test)]
 mod detect_tests;
-pub mod detector_service;
 mod error;
-pub mod executor_service;
 #[cfg(test)]
 mod executor_tests;
 mod extract;
-pub mod healing;
 #[cfg(test)]
 mod healing_tests;
-mod http_client;
 #[cfg(test)]
 mod ingest_tests;
-pub mod loki_outbox;
 mod middleware;
-pub mod objects;
 #[cfg(test)]
 mod objects_tests;
-mod policy_service;
 #[cfg(test)]
 mod policy_tests;
-pub mod pull;
 #[cfg(test)]
 #[cfg(feature = "sql")]
 mod query_tests;
-pub mod ratelimit;
 mod routes;
 pub mod server;
 mod state;
-pub mod telemetry;
 #[cfg(test)]
 mod tests;
-mod throttle;
 
 pub use error::{ApiError, ErrorCode};
 pub use extract::Json;
 pub use middleware::{REQUEST_ID_HEADER, RequestId};
-pub use policy_service::{Asker, POLICY_DIR_POLL, PolicyHealth, PolicyService};
 #[cfg(feature = "sql")]
 pub use routes::plan_query_request;
 pub use routes::{app, openapi_json};

@@ -64,13 +64,13 @@ pub(crate) async fn request_context(mut req: Request, next: Next) -> Response {
         http.response.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
-    crate::telemetry::set_remote_parent(
+    aegis_runtime::telemetry::set_remote_parent(
         &span,
         req.headers()
             .get("traceparent")
             .and_then(|v| v.to_str().ok()),
     );
-    crate::telemetry::record_trace_id(&span);
+    aegis_runtime::telemetry::record_trace_id(&span);
     let started = Instant::now();
     let mut response = REQUEST_ID
         .scope(id.clone(), next.run(req).instrument(span.clone()))

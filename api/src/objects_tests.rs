@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use aegis_store::testing::TestDb;
 
-use crate::detector_service::DetectorService;
-use crate::objects::Objects;
+use aegis_runtime::detector_service::DetectorService;
+use aegis_store::objects::Objects;
 
 #[tokio::test]
 async fn replicas_with_separate_databases_share_models_through_a_folder() {
@@ -117,8 +117,7 @@ async fn models_round_trip_through_an_s3_api() {
         keys.iter().any(|k| k.ends_with("isolation-forest/LATEST")),
         "{keys:?}"
     );
-    let loaded = objects
-        .latest_model("failure-classifier")
+    let loaded = aegis_runtime::detector_service::latest_model_object(&objects, "failure-classifier")
         .await
         .unwrap()
         .unwrap_or_else(|| panic!("{keys:?}"));

@@ -28,7 +28,8 @@ async fn send(
 fn get(path: &str) -> Request<Body> {
     crate::tests::get(path)
 }
-use crate::{AppState, PolicyService, app};
+use crate::{AppState, app};
+use aegis_runtime::PolicyService;
 
 fn json_request(method: &str, path: &str, body: &Value) -> Request<Body> {
     Request::builder()

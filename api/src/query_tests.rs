@@ -14,7 +14,8 @@ use tower::ServiceExt;
 
 use crate::healing_tests::{healing, run};
 use crate::tests::{assert_envelope, bearer, send, test_auth};
-use crate::{AppState, PolicyService, app};
+use crate::{AppState, app};
+use aegis_runtime::PolicyService;
 
 /// A query by a caller who is a `user` and an `auditor` (who may read the action audit).
 fn query(body: &Value, accept: Option<&str>) -> Request<Body> {

@@ -7,10 +7,10 @@ use aegis_core::ExecutorMode;
 use aegis_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::PolicyService;
+use aegis_runtime::PolicyService;
 use crate::auth::Auth;
-use crate::executor_service::{ExecutorService, ExecutorSettings};
-use crate::ratelimit::{Limiter, Limits};
+use aegis_runtime::guards::{ExecutorService, ExecutorSettings};
+use aegis_runtime::ratelimit::{Limiter, Limits};
 
 /// Shared state of the API. axum clones it for every extractor and middleware of every
 /// request, so it is one `Arc` (one atomic increment per clone): cloning the fields one by one
@@ -35,8 +35,8 @@ struct Fields {
     ingest: Option<aegis_ingest::Ingest>,
     token_cache: Arc<crate::auth::TokenCache>,
     latest: Arc<std::sync::Mutex<aegis_ingest::LatestSamples>>,
-    detectors: Option<Arc<crate::detector_service::DetectorService>>,
-    healing: Option<Arc<crate::healing::HealingLoop>>,
+    detectors: Option<Arc<aegis_runtime::detector_service::DetectorService>>,
+    healing: Option<Arc<aegis_runtime::healing::HealingLoop>>,
     /// Permits for `POST /api/v1/query`'s blocking threads (at most `MAX_RUNNING_QUERIES`).
     queries: Arc<tokio::sync::Semaphore>,
     /// Memory each query may take, in bytes (DataFusion's pool; no spilling to disk).
@@ -106,7 +106,7 @@ impl AppState {
     #[must_use]
     pub fn with_detectors(
         mut self,
-        detectors: Arc<crate::detector_service::DetectorService>,
+        detectors: Arc<aegis_runtime::detector_service::DetectorService>,
     ) -> Self {
         self.fields_mut().detectors = Some(detectors);
         self
@@ -114,18 +114,18 @@ impl AppState {
 
     /// Shows the self-healing loop's state in `/api/v1/metrics/stats`.
     #[must_use]
-    pub fn with_healing(mut self, healing: Arc<crate::healing::HealingLoop>) -> Self {
+    pub fn with_healing(mut self, healing: Arc<aegis_runtime::healing::HealingLoop>) -> Self {
         self.fields_mut().healing = Some(healing);
         self
     }
 
     /// The self-healing loop, when it runs.
-    pub fn healing(&self) -> Option<&Arc<crate::healing::HealingLoop>> {
+    pub fn healing(&self) -> Option<&Arc<aegis_runtime::healing::HealingLoop>> {
         self.0.healing.as_ref()
     }
 
     /// The detectors, once loaded.
-    pub fn detectors(&self) -> Option<&Arc<crate::detector_service::DetectorService>> {
+    pub fn detectors(&self) -> Option<&Arc<aegis_runtime::detector_service::DetectorService>> {
         self.0.detectors.as_ref()
     }
 

@@ -102,7 +102,7 @@ fn bench_loop(c: &mut Criterion) {
         let store = aegis_store::Store::connect(&url, &aegis_store::StoreOptions::default())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let policies = Arc::new(aegis_api::PolicyService::new(store.clone()));
+        let policies = Arc::new(aegis_runtime::PolicyService::new(store.clone()));
         policies
             .install_defaults_if_new()
             .await
@@ -111,16 +111,16 @@ fn bench_loop(c: &mut Criterion) {
             .reload_database()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let detectors = aegis_api::detector_service::DetectorService::start(store.clone(), 0.6)
+        let detectors = aegis_runtime::detector_service::DetectorService::start(store.clone(), 0.6)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let executor = Arc::new(aegis_api::executor_service::ExecutorService::new(
+        let executor = Arc::new(aegis_runtime::guards::ExecutorService::new(
             aegis_executor::Executor::DryRun,
-            aegis_api::executor_service::ExecutorSettings::default(),
-            aegis_api::ratelimit::Limiter::in_memory(aegis_api::ratelimit::Limits::default()),
+            aegis_runtime::guards::ExecutorSettings::default(),
+            aegis_runtime::ratelimit::Limiter::in_memory(aegis_runtime::ratelimit::Limits::default()),
         ));
-        let defaults = aegis_api::healing::HealingSettings::default();
-        let settings = aegis_api::healing::HealingSettings {
+        let defaults = aegis_runtime::healing::HealingSettings::default();
+        let settings = aegis_runtime::healing::HealingSettings {
             engine: aegis_engine::EngineConfig {
                 metrics: vec!["cpu_usage".into(), "memory_usage".into()],
                 warmup_ms: 0,
@@ -129,7 +129,7 @@ fn bench_loop(c: &mut Criterion) {
             warmup_rows: 4_096,
             ..defaults
         };
-        aegis_api::healing::HealingLoop::new(settings, detectors, policies, executor, store)
+        aegis_runtime::healing::HealingLoop::new(settings, detectors, policies, executor, store)
     });
     let labels: Vec<[Vec<(String, String)>; 2]> = (0..ENTITIES)
         .map(|e| {

@@ -19,9 +19,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aegis_api::PolicyService;
-use aegis_api::executor_service::{ExecutorService, ExecutorSettings, policy_request};
-use aegis_api::ratelimit::{Limiter, Limits};
+use aegis_runtime::PolicyService;
+use aegis_runtime::guards::{ExecutorService, ExecutorSettings, policy_request};
+use aegis_runtime::ratelimit::{Limiter, Limits};
 use aegis_executor::{ActionRequest, Executor, namespace_allowed, signature};
 use aegis_policy::{Origin, Policy, Snapshot, default_policies};
 use aegis_store::{NewActionAudit, Store, StoreOptions};
@@ -163,7 +163,7 @@ fn bench(c: &mut Criterion) {
                 .await;
             samples.push(started.elapsed().as_nanos() as u64);
             if let Err(e) = result {
-                panic!("guarded dry run refused: {}", e.message());
+                panic!("guarded dry run refused: {e}");
             }
         }
         percentiles("executor_guards/sqlite (whole path, dry run)", samples);

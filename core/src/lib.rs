@@ -3,6 +3,7 @@
 //! - [`audit`]: the tamper-evident hash chain ([`chain_hash`], [`GENESIS_HASH`]) and the
 //!   canonical encoding of audit rows ([`Canonical`]).
 //! - [`metric_names`]: every exported metric name, part of the interface.
+//! - `http_client` (feature `http-client`): the one outgoing HTTP(S) client.
 //! - [`Severity`] and [`ExecutorMode`]: enums that appear in configuration, detections and
 //!   actions alike.
 //!
@@ -10,6 +11,8 @@
 //! stays one-way.
 
 pub mod audit;
+#[cfg(feature = "http-client")]
+pub mod http_client;
 pub mod metric_names;
 mod types;
 

@@ -7,13 +7,18 @@
 //! - [`samples_to_batch`]: sample columns to an Arrow `RecordBatch` (`series_id`,
 //!   `timestamp_ms`, `value`).
 //!
-//! The HTTP endpoints, Loki push, Kafka and pull mode build on these (issue 5, in progress).
+//! - [`loki`]: Loki push bodies (JSON and protobuf + snappy).
+//! - [`kafka`]: the Kafka consumer feeding the same pipeline.
+//! - [`pipeline`]: [`Ingest`], decoded samples and lines through admission into batches.
+//! - [`admission`]: the time and size bounds every sample and line passes.
+//! - [`pull`]: pull mode, polling Prometheus and Loki `query_range` for setups that cannot push.
 
 pub mod admission;
 mod batch;
 pub mod kafka;
 pub mod loki;
 pub mod pipeline;
+pub mod pull;
 pub(crate) mod registry;
 pub mod remote_write;
 mod wire;

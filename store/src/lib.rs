@@ -8,6 +8,9 @@
 //! - [`Error`]: what can go wrong, with the user's mistakes (a bad URL) apart from runtime
 //!   faults (an unreachable database).
 //!
+//! - [`objects::Objects`]: object storage (a folder or S3) for models and archives.
+//! - [`loki_outbox::LokiPusher`]: delivers the action audit outbox to Loki.
+//!
 //! Both backends are covered by the same tests; `testing` (feature `testing`) gives other
 //! crates a fresh SQLite file and a fresh PostgreSQL schema per test.
 
@@ -30,6 +33,8 @@ mod detections;
 mod error;
 mod executor;
 pub mod leader;
+pub mod loki_outbox;
+pub mod objects;
 mod outbox;
 mod page;
 mod policies;

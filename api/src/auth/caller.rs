@@ -26,6 +26,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller as the runtime knows it: id and roles.
+    pub fn principal(&self) -> aegis_runtime::Principal<'_> {
+        aegis_runtime::Principal {
+            id: &self.id,
+            roles: &self.roles,
+        }
+    }
+
     /// True when the caller has `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)

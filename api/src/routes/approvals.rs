@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Caller;
-use crate::executor_service::ExecuteResponse;
+use aegis_runtime::guards::ExecuteResponse;
 use crate::{ApiError, AppState, Json};
 
 const STATUSES: [&str; 4] = ["pending", "approved", "rejected", "expired"];

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::ClientIp;
 use crate::auth::{check_password_rules, hash_token, normalise_email, random_token};
-use crate::ratelimit::Class;
+use aegis_runtime::ratelimit::Class;
 use crate::{ApiError, AppState, Json};
 
 /// What signup accepts. Unknown fields (`roles`, `role`, `is_admin`, ...) are refused, so a

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::paging;
-use crate::detector_service::{
+use aegis_runtime::detector_service::{
     DetectorService, FAILURE_CLASSIFIER, ISOLATION_FOREST, micros_since,
 };
 use crate::{ApiError, AppState, Json};

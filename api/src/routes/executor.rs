@@ -3,14 +3,14 @@
 use aegis_store::{ActionAuditQuery, ActionAuditRow, ExecutorStore};
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
 use crate::{ApiError, AppState, Json};
 
-/// `POST /executor/execute`: see [`crate::executor_service`] for the guards.
+/// `POST /executor/execute`: see [`aegis_runtime::guards`] for the guards.
 #[utoipa::path(post, operation_id = "executor_execute", path = "/executor/execute", tag = "executor",
     params(("X-Aegis-Signature" = String, Header, description = "hex HMAC-SHA256 of the exact body bytes")),
     request_body(content = Object, description = "`{action, namespace, target, params, reason, timestamp, nonce, idempotency_key?}`"),
@@ -34,22 +34,32 @@ pub(crate) async fn execute(
         && state.executor().check_signature(&body, signature).is_err()
         && let Err(retry_after) = state
             .limiter()
-            .check(crate::ratelimit::Class::LoginIp, &ip)
+            .check(aegis_runtime::ratelimit::Class::LoginIp, &ip)
             .await
     {
         return Err(ApiError::rate_limited(retry_after));
     }
-    let (status, response) = state
+    let response = state
         .executor()
         .execute(
             state.store(),
             state.policies(),
-            caller.as_ref(),
+            caller.as_ref().map(Caller::principal),
             &body,
             signature,
         )
         .await?;
-    Ok((status, Json(response)))
+    Ok((status_of(&response), Json(response)))
+}
+
+/// The status of an executed, held or refused action's answer.
+pub(crate) fn status_of(response: &aegis_runtime::guards::ExecuteResponse) -> StatusCode {
+    match response.status {
+        "awaiting_approval" => StatusCode::ACCEPTED,
+        "denied" => StatusCode::FORBIDDEN,
+        "failed" => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::OK,
+    }
 }
 
 #[derive(Serialize)]

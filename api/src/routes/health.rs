@@ -25,7 +25,7 @@ struct Health {
 struct Components {
     database: DatabaseHealth,
     executor: ExecutorHealth,
-    policies: crate::PolicyHealth,
+    policies: aegis_runtime::PolicyHealth,
 }
 
 #[derive(Serialize)]

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::auth::Caller;
-use crate::policy_service::{to_policy, to_write};
+use aegis_runtime::policy_service::{to_policy, to_write};
 use crate::{ApiError, AppState, Json};
 
 /// A policy as the API shows it: the document plus its identity and version.

@@ -26,10 +26,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aegis_api::PolicyService;
-use aegis_api::executor_service::{ExecutorService, ExecutorSettings};
-use aegis_api::healing::{HealingLoop, HealingSettings};
-use aegis_api::ratelimit::{Limiter, Limits};
+use aegis_runtime::PolicyService;
+use aegis_runtime::guards::{ExecutorService, ExecutorSettings};
+use aegis_runtime::healing::{HealingLoop, HealingSettings};
+use aegis_runtime::ratelimit::{Limiter, Limits};
 use aegis_ingest::{BatchKind, Ingest, IngestLimits, SampleBatch, SeriesLimits};
 use aegis_store::{AuditWriterOptions, PolicyAuditWriter, Store, StoreOptions};
 use arrow_array::{Float64Array, Int64Array, RecordBatch, UInt32Array};
@@ -74,7 +74,7 @@ async fn main() {
     let policies = Arc::new(PolicyService::new(store.clone()).with_audit(writer.sender()));
     policies.install_defaults_if_new().await.unwrap();
     policies.reload_database().await.unwrap();
-    let detectors = aegis_api::detector_service::DetectorService::start(store.clone(), 0.6)
+    let detectors = aegis_runtime::detector_service::DetectorService::start(store.clone(), 0.6)
         .await
         .unwrap();
     let executor = Arc::new(ExecutorService::new(

@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use aegis_store::{Outbox, Store};
-use axum::body::Bytes;
+use crate::{Outbox, Store};
+use bytes::Bytes;
 use chrono::Utc;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 
-use crate::http_client::Https;
+use aegis_core::http_client::Https;
 use serde_json::json;
 
 /// Rows per push.
@@ -44,7 +44,7 @@ impl LokiPusher {
         Ok(Self {
             store,
             push_url: format!("{}/loki/api/v1/push", base_url.trim_end_matches('/')),
-            client: crate::http_client::client()?,
+            client: aegis_core::http_client::client()?,
         })
     }
 
@@ -136,8 +136,8 @@ impl LokiPusher {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use aegis_store::testing::TestDb;
-    use aegis_store::{AuditLog, NewActionAudit};
+    use crate::testing::TestDb;
+    use crate::{AuditLog, NewActionAudit};
     use axum::http::StatusCode;
 
     use super::*;

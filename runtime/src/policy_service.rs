@@ -90,7 +90,7 @@ pub struct PolicyService {
 }
 
 /// Turns a stored policy into an engine policy.
-pub(crate) fn to_policy(record: &aegis_store::PolicyRecord) -> Result<Policy, String> {
+pub fn to_policy(record: &aegis_store::PolicyRecord) -> Result<Policy, String> {
     let spec = PolicySpec::from_json(record.body.clone()).map_err(|e| {
         format!(
             "stored policy `{}` ({}) is invalid: {e}",
@@ -107,7 +107,7 @@ pub(crate) fn to_policy(record: &aegis_store::PolicyRecord) -> Result<Policy, St
 }
 
 /// The columns a policy write denormalises from the document.
-pub(crate) fn to_write(spec: &PolicySpec) -> PolicyWrite {
+pub fn to_write(spec: &PolicySpec) -> PolicyWrite {
     PolicyWrite {
         name: spec.name.clone(),
         policy_type: spec.policy_type.as_str().to_owned(),
@@ -499,7 +499,7 @@ impl PolicyService {
         decision: &Decision,
         request_id: Option<String>,
         asked_by: Option<Asker<'_>>,
-    ) -> Result<(), crate::ApiError> {
+    ) -> Result<(), crate::Refusal> {
         self.write_record(req, decision, request_id, asked_by, true)
             .await
     }
@@ -527,7 +527,7 @@ impl PolicyService {
         request_id: Option<String>,
         asked_by: Option<Asker<'_>>,
         durable: bool,
-    ) -> Result<(), crate::ApiError> {
+    ) -> Result<(), crate::Refusal> {
         self.record_shadow(req, decision);
         let Some(audit) = &self.audit else {
             return Ok(());
@@ -577,10 +577,11 @@ impl PolicyService {
                         queued = audit.queued(),
                         "a decision was not committed in time (is the database down?); answered 503, it stays queued"
                     );
-                    return Err(crate::ApiError::unavailable(
+                    return Err(crate::Refusal::new(
+                        crate::RefusalKind::Unavailable,
                         "the decision could not be recorded yet (the database is unavailable); retry shortly",
-                        5,
-                    ));
+                    )
+                    .retry_after(5));
                 }
             }
         } else {
@@ -588,7 +589,10 @@ impl PolicyService {
         };
         if written.is_err() {
             tracing::error!("the decision audit writer has shut down; a decision went unrecorded");
-            return Err(crate::ApiError::unavailable("aegis is shutting down", 5));
+            return Err(
+                crate::Refusal::new(crate::RefusalKind::Unavailable, "aegis is shutting down")
+                    .retry_after(5),
+            );
         }
         Ok(())
     }
@@ -637,9 +641,9 @@ pub struct Asker<'a> {
 
 impl<'a> Asker<'a> {
     /// From an authenticated caller.
-    pub fn of(caller: &'a crate::auth::Caller) -> Self {
+    pub fn of(caller: crate::Principal<'a>) -> Self {
         Self {
-            id: &caller.id,
+            id: caller.id,
             role: (!caller.roles.is_empty()).then(|| caller.roles.join(",")),
         }
     }

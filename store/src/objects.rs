@@ -106,36 +106,4 @@ impl Objects {
             .map_err(|e| format!("listing `{prefix}` in {}: {e}", self.url))?;
         Ok(items.into_iter().map(|m| m.location.to_string()).collect())
     }
-
-    /// Saves a model file under its kind and version and points `LATEST` at it.
-    pub async fn save_model(&self, file: &aegis_detectors::ModelFile) -> Result<(), String> {
-        let kind = file.kind().as_str();
-        let body = file.to_bytes().map_err(|e| e.to_string())?;
-        self.put(&format!("models/{kind}/{}.json", file.version), body)
-            .await?;
-        self.put(
-            &format!("models/{kind}/LATEST"),
-            file.version.clone().into_bytes(),
-        )
-        .await
-    }
-
-    /// The current model of `kind` (`isolation-forest`, …), when one was saved.
-    pub async fn latest_model(
-        &self,
-        kind: &str,
-    ) -> Result<Option<aegis_detectors::ModelFile>, String> {
-        let Some(version) = self.get(&format!("models/{kind}/LATEST")).await? else {
-            return Ok(None);
-        };
-        let version = String::from_utf8_lossy(&version).trim().to_string();
-        let Some(body) = self.get(&format!("models/{kind}/{version}.json")).await? else {
-            return Err(format!(
-                "models/{kind}/LATEST names `{version}`, which is missing"
-            ));
-        };
-        aegis_detectors::ModelFile::from_bytes(&body)
-            .map(Some)
-            .map_err(|e| format!("model `{version}`: {e}"))
-    }
 }

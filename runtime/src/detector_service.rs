@@ -17,6 +17,7 @@ use aegis_detectors::{
     IsolationForestParams, Matrix, ModelFile, ModelKind, ModelPayload, RandomForestParams,
     Reservoir, synthetic,
 };
+use aegis_store::objects::Objects;
 use aegis_store::{DetectionStore, ModelMetricRow, ModelRow, NewPrediction, Store};
 use arc_swap::ArcSwap;
 use chrono::Utc;
@@ -55,7 +56,7 @@ pub struct ClassifierModel {
 #[derive(Debug)]
 pub struct DetectorService {
     store: Store,
-    objects: Option<crate::objects::Objects>,
+    objects: Option<Objects>,
     threshold: f64,
     anomaly: ArcSwap<AnomalyModel>,
     classifier: ArcSwap<ClassifierModel>,
@@ -106,7 +107,7 @@ impl DetectorService {
     /// object storage, which replicas share.
     pub async fn start_with(
         store: Store,
-        objects: Option<crate::objects::Objects>,
+        objects: Option<Objects>,
         threshold: f64,
     ) -> Result<Arc<Self>, String> {
         let places = Places {
@@ -394,7 +395,7 @@ async fn train_classifier(places: &Places<'_>) -> Result<ClassifierModel, String
 /// Where models are kept: the database always, object storage when configured.
 struct Places<'a> {
     store: &'a Store,
-    objects: Option<&'a crate::objects::Objects>,
+    objects: Option<&'a Objects>,
 }
 
 impl Places<'_> {
@@ -402,7 +403,7 @@ impl Places<'_> {
     /// database; `None` when neither has a usable one.
     async fn load(&self, kind: &str) -> Option<ModelFile> {
         if let Some(objects) = self.objects {
-            match objects.latest_model(kind).await {
+            match latest_model_object(objects, kind).await {
                 Ok(Some(f)) if f.feature_schema == schema_for(kind) => {
                     tracing::info!(version = %f.version, url = %objects.url(), "model loaded from object storage");
                     return Some(f);
@@ -424,7 +425,7 @@ impl Places<'_> {
     async fn save(&self, file: &ModelFile) -> Result<(), String> {
         save(self.store, file).await?;
         if let Some(objects) = self.objects
-            && let Err(error) = objects.save_model(file).await
+            && let Err(error) = save_model_object(objects, file).await
         {
             tracing::warn!(%error, version = %file.version, "could not save the model to object storage");
         }
@@ -474,3 +475,32 @@ async fn save(store: &Store, file: &ModelFile) -> Result<(), String> {
 pub fn micros_since(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
+
+/// Saves a model file to object storage under its kind and version and points `LATEST` at it.
+pub async fn save_model_object(objects: &Objects, file: &ModelFile) -> Result<(), String> {
+        let kind = file.kind().as_str();
+        let body = file.to_bytes().map_err(|e| e.to_string())?;
+        objects.put(&format!("models/{kind}/{}.json", file.version), body)
+            .await?;
+        objects.put(
+            &format!("models/{kind}/LATEST"),
+            file.version.clone().into_bytes(),
+        )
+        .await
+    }
+
+/// The current model of `kind` (`isolation-forest`, …) in object storage, when one was saved.
+pub async fn latest_model_object(objects: &Objects, kind: &str) -> Result<Option<ModelFile>, String> {
+        let Some(version) = objects.get(&format!("models/{kind}/LATEST")).await? else {
+            return Ok(None);
+        };
+        let version = String::from_utf8_lossy(&version).trim().to_string();
+        let Some(body) = objects.get(&format!("models/{kind}/{version}.json")).await? else {
+            return Err(format!(
+                "models/{kind}/LATEST names `{version}`, which is missing"
+            ));
+        };
+        ModelFile::from_bytes(&body)
+            .map(Some)
+            .map_err(|e| format!("model `{version}`: {e}"))
+    }

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 /// At most one pass per period, across threads; usable in a `static`.
 #[derive(Debug, Default)]
-pub(crate) struct Throttle {
+pub struct Throttle {
     /// Unix seconds of the last pass; 0 before the first.
     last: AtomicI64,
 }
 
 impl Throttle {
     /// A throttle that lets the first call through.
-    pub(crate) const fn new() -> Self {
+    pub const fn new() -> Self {
         Self {
             last: AtomicI64::new(0),
         }
@@ -21,7 +21,7 @@ impl Throttle {
 
     /// True when `every` has passed since the last `true` (or on the first call); only one
     /// of several racing callers gets it.
-    pub(crate) fn ready(&self, every: Duration) -> bool {
+    pub fn ready(&self, every: Duration) -> bool {
         let now = chrono::Utc::now().timestamp();
         let last = self.last.load(Ordering::Relaxed);
         now - last >= every.as_secs() as i64

@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use aegis_core::metric_names;
-use aegis_ingest::Ingest;
-use axum::body::Bytes;
+use crate::Ingest;
+use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 
-use crate::http_client::Https;
+use aegis_core::http_client::Https;
 use serde::Deserialize;
 
 /// What to poll.
@@ -91,7 +91,7 @@ impl Puller {
         Ok(Self {
             settings,
             ingest,
-            client: crate::http_client::client()?,
+            client: aegis_core::http_client::client()?,
         })
     }
 

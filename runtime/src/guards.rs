@@ -20,8 +20,8 @@ use chrono::Utc;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::ApiError;
-use crate::auth::Caller;
+use crate::Principal;
+use crate::error::{Error, Refusal, RefusalKind};
 use crate::policy_service::PolicyService;
 use crate::ratelimit::{Class, Limiter};
 
@@ -151,8 +151,8 @@ impl ExecutorService {
         store: &Store,
         req: Option<&ActionRequest>,
         actor: Option<&str>,
-        error: ApiError,
-    ) -> ApiError {
+        error: Refusal,
+    ) -> Error {
         let action_id = uuid::Uuid::now_v7().to_string();
         let entry = audit_entry(
             &action_id,
@@ -160,8 +160,8 @@ impl ExecutorService {
             req,
             "denied",
             actor,
-            error.message().to_owned(),
-            json!({"http_status": error.status().as_u16(), "code": error.code()}),
+            error.reason.clone(),
+            json!({"http_status": error.kind.http_status(), "code": error.kind.code()}),
         );
         if let Err(e) = store.append_action_audit(&[entry]).await {
             tracing::error!(error = %e, "writing the audit row of a refused action failed");
@@ -171,7 +171,7 @@ impl ExecutorService {
             "namespace" => req.map_or_else(String::new, |r| self.namespace_label(&r.namespace)),
             "status" => "denied")
         .increment(1);
-        error
+        Error::Refused(error)
     }
 
     /// The `namespace` label of a metric: an allowed namespace as it is, anything else
@@ -190,21 +190,21 @@ impl ExecutorService {
     }
 
     /// Checks the signature of the exact `body` bytes.
-    pub fn check_signature(&self, body: &[u8], header: Option<&str>) -> Result<(), ApiError> {
+    pub fn check_signature(&self, body: &[u8], header: Option<&str>) -> Result<(), Refusal> {
         if !self.settings.require_signature {
             return Ok(());
         }
         let Some(secret) = self.settings.secret.as_deref() else {
-            return Err(ApiError::unauthenticated(
+            return Err(Refusal::new(RefusalKind::Unauthenticated, 
                 "signed requests are refused: AEGIS_ACTION_SECRET is not set",
             ));
         };
         match header {
-            None => Err(ApiError::unauthenticated(
+            None => Err(Refusal::new(RefusalKind::Unauthenticated, 
                 "missing X-Aegis-Signature (hex HMAC-SHA256 of the body)",
             )),
             Some(sig) if signature::verify(secret, body, sig) => Ok(()),
-            Some(_) => Err(ApiError::unauthenticated(
+            Some(_) => Err(Refusal::new(RefusalKind::Unauthenticated, 
                 "X-Aegis-Signature does not match the body",
             )),
         }
@@ -215,11 +215,11 @@ impl ExecutorService {
         &self,
         store: &Store,
         policies: &PolicyService,
-        caller: Option<&Caller>,
+        caller: Option<Principal<'_>>,
         body: &[u8],
         signature_header: Option<&str>,
-    ) -> Result<(axum::http::StatusCode, ExecuteResponse), ApiError> {
-        let actor = caller.map(|c| c.id.as_str());
+    ) -> Result<ExecuteResponse, Error> {
+        let actor = caller.map(|c| c.id);
         let parsed = ActionRequest::parse(body);
         if let Err(e) = self.check_signature(body, signature_header) {
             return Err(self.refuse(store, parsed.as_ref().ok(), actor, e).await);
@@ -228,13 +228,13 @@ impl ExecutorService {
             Ok(r) => r,
             Err(e) => {
                 return Err(self
-                    .refuse(store, None, actor, ApiError::bad_request(e.0))
+                    .refuse(store, None, actor, Refusal::new(RefusalKind::Invalid, e.0))
                     .await);
             }
         };
         let skew = (Utc::now() - req.timestamp).abs();
         if skew > chrono::Duration::from_std(MAX_SKEW).unwrap_or_default() {
-            let e = ApiError::unauthenticated(format!(
+            let e = Refusal::new(RefusalKind::Unauthenticated, format!(
                 "`timestamp` is {}s away from the server's clock; at most {}s is accepted",
                 skew.num_seconds(),
                 MAX_SKEW.as_secs()
@@ -248,7 +248,7 @@ impl ExecutorService {
         }
         let expires = Utc::now() + chrono::Duration::from_std(NONCE_MEMORY).unwrap_or_default();
         if !store.remember_nonce(&req.nonce, expires).await? {
-            let e = ApiError::conflict(format!(
+            let e = Refusal::new(RefusalKind::Conflict, format!(
                 "nonce `{}` was already used: a replayed request",
                 req.nonce
             ));
@@ -270,14 +270,13 @@ impl ExecutorService {
         req: ActionRequest,
         actor: &str,
         policy: PolicyRequest,
-    ) -> Result<ExecuteResponse, ApiError> {
+    ) -> Result<ExecuteResponse, Error> {
         if let Err(e) = req.check() {
-            let e = ApiError::bad_request(e.0);
+            let e = Refusal::new(RefusalKind::Invalid, e.0);
             return Err(self.refuse(store, Some(&req), Some(actor), e).await);
         }
         self.guarded(store, policies, req, Some(actor), policy, None)
             .await
-            .map(|(_, r)| r)
     }
 
     /// Holds `req` for approval: queues it with the dry-run of what it would do and writes
@@ -289,7 +288,7 @@ impl ExecutorService {
         actor: Option<&str>,
         question: &PolicyRequest,
         policy: Option<&str>,
-    ) -> Result<(axum::http::StatusCode, ExecuteResponse), ApiError> {
+    ) -> Result<ExecuteResponse, Error> {
         let preview = Executor::DryRun.execute(req, self.settings.scale).await;
         let dry_run = json!({"message": preview.message, "details": preview.details});
         let expires_at = Utc::now()
@@ -300,8 +299,8 @@ impl ExecutorService {
                 action: req.action.as_str().to_owned(),
                 policy: policy.map(str::to_owned),
                 requested_by: actor.map(str::to_owned),
-                request: serde_json::to_string(req).map_err(ApiError::internal)?,
-                question: serde_json::to_string(question).map_err(ApiError::internal)?,
+                request: serde_json::to_string(req).map_err(Error::internal)?,
+                question: serde_json::to_string(question).map_err(Error::internal)?,
                 dry_run: dry_run.to_string(),
                 expires_at,
             })
@@ -327,18 +326,15 @@ impl ExecutorService {
         metrics::counter!(metric_names::ACTIONS_TOTAL, "action" => req.action.as_str(),
             "namespace" => self.namespace_label(&req.namespace), "status" => "awaiting_approval")
         .increment(1);
-        Ok((
-            axum::http::StatusCode::ACCEPTED,
-            ExecuteResponse {
-                id: approval.id.clone(),
-                status: "awaiting_approval",
-                audit_id: receipts.first().map_or(0, |r| r.id),
-                message,
-                details: json!({"approval_id": approval.id, "expires_at": expires_at,
-                                "dry_run": dry_run}),
-                called_at: None,
-            },
-        ))
+        Ok(ExecuteResponse {
+            id: approval.id.clone(),
+            status: "awaiting_approval",
+            audit_id: receipts.first().map_or(0, |r| r.id),
+            message,
+            details: json!({"approval_id": approval.id, "expires_at": expires_at,
+                            "dry_run": dry_run}),
+            called_at: None,
+        })
     }
 
     /// The guards' state for `req` right now: the rate budget, the cooldown and the last
@@ -376,7 +372,7 @@ impl ExecutorService {
 
     /// Turns pending approvals past their expiry into rejections (`expired`), each with an
     /// audit row; returns how many.
-    pub async fn expire_approvals(&self, store: &Store) -> Result<usize, ApiError> {
+    pub async fn expire_approvals(&self, store: &Store) -> Result<usize, Error> {
         let expired = store.expire_approvals(Utc::now()).await?;
         let entries: Vec<NewActionAudit> = expired
             .iter()
@@ -410,7 +406,7 @@ impl ExecutorService {
         approve: bool,
         by: &str,
         reason: Option<&str>,
-    ) -> Result<(aegis_store::Approval, Option<ExecuteResponse>), ApiError> {
+    ) -> Result<(aegis_store::Approval, Option<ExecuteResponse>), Error> {
         self.expire_approvals(store).await?;
         let status = if approve { "approved" } else { "rejected" };
         if approve && self.settings.four_eyes {
@@ -420,9 +416,9 @@ impl ExecutorService {
             .decide_approval(id, status, Some(by), reason, Utc::now())
             .await?
         else {
-            return Err(match store.get_approval(id).await? {
-                None => ApiError::not_found(format!("no approval with id `{id}`")),
-                Some(a) => ApiError::conflict(format!(
+            return Err(Error::Refused(match store.get_approval(id).await? {
+                None => Refusal::new(RefusalKind::NotFound, format!("no approval with id `{id}`")),
+                Some(a) => Refusal::new(RefusalKind::Conflict, format!(
                     "approval `{id}` is {} already{}",
                     a.status,
                     a.decided_by
@@ -430,12 +426,12 @@ impl ExecutorService {
                         .map(|b| format!(" (by {b})"))
                         .unwrap_or_default()
                 )),
-            });
+            }));
         };
         let req: ActionRequest =
-            serde_json::from_str(&approval.request).map_err(ApiError::internal)?;
+            serde_json::from_str(&approval.request).map_err(Error::internal)?;
         let question: PolicyRequest =
-            serde_json::from_str(&approval.question).map_err(ApiError::internal)?;
+            serde_json::from_str(&approval.question).map_err(Error::internal)?;
         let entry = audit_entry(
             &approval.id,
             "approval",
@@ -457,7 +453,7 @@ impl ExecutorService {
             ..req
         };
         let actor = approval.requested_by.clone();
-        let (_, response) = self
+        let response = self
             .guarded(
                 store,
                 policies,
@@ -476,7 +472,7 @@ impl ExecutorService {
 
     /// Four-eyes: the caller whose request was held cannot approve it (withdrawing it with a
     /// rejection stays open to them). The refused attempt is on record.
-    async fn refuse_own_approval(&self, store: &Store, id: &str, by: &str) -> Result<(), ApiError> {
+    async fn refuse_own_approval(&self, store: &Store, id: &str, by: &str) -> Result<(), Error> {
         let Some(approval) = store.get_approval(id).await? else {
             return Ok(());
         };
@@ -494,9 +490,9 @@ impl ExecutorService {
             json!({"approval_id": approval.id, "requested_by": approval.requested_by}),
         );
         store.append_action_audit(&[entry]).await?;
-        Err(ApiError::forbidden(format!(
+        Err(Refusal::new(RefusalKind::Forbidden, format!(
             "four-eyes: you asked for this action, so someone else must approve it (approval `{id}`; approval_four_eyes = false turns this off)"
-        )))
+        )).into())
     }
 
     async fn guarded(
@@ -507,9 +503,9 @@ impl ExecutorService {
         actor: Option<&str>,
         policy: PolicyRequest,
         approved: Option<&str>,
-    ) -> Result<(axum::http::StatusCode, ExecuteResponse), ApiError> {
+    ) -> Result<ExecuteResponse, Error> {
         if !namespace_allowed(&req.namespace, &self.settings.allowed_namespaces) {
-            let e = ApiError::forbidden(format!(
+            let e = Refusal::new(RefusalKind::Forbidden, format!(
                 "namespace `{}` is not in AEGIS_ALLOWED_NAMESPACES ({})",
                 req.namespace,
                 self.settings.allowed_namespaces.join(", ")
@@ -523,7 +519,7 @@ impl ExecutorService {
             None => policies.engine().evaluate(&policy),
         };
         if !decision.allowed() {
-            let e = ApiError::forbidden(format!("policy: {}", decision.reason()));
+            let e = Refusal::new(RefusalKind::Forbidden, format!("policy: {}", decision.reason()));
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
         // A target whose last actions did not help is left alone until an operator looks.
@@ -532,7 +528,7 @@ impl ExecutorService {
         if let Some(b) = store.breaker(&entity).await?
             && b.open
         {
-            let e = ApiError::conflict(format!(
+            let e = Refusal::new(RefusalKind::Conflict, format!(
                 "circuit breaker open on {entity}: {} ineffective actions in a row{}; \
                  check the target, then POST /api/v1/breakers/{entity}/reset",
                 b.ineffective,
@@ -550,7 +546,7 @@ impl ExecutorService {
         }
         let budget_key = format!("{} {}", req.action.as_str(), req.namespace);
         if let Err(retry) = self.limiter.check(Class::Action, &budget_key).await {
-            let e = ApiError::rate_limited(retry);
+            let e = Refusal::new(RefusalKind::RateLimited, "too many requests").retry_after(retry);
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
         let now = Utc::now();
@@ -560,15 +556,12 @@ impl ExecutorService {
             .await?
         {
             let wait = (last + cooldown - now).num_seconds().max(1) as u64;
-            let e = ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                crate::ErrorCode::RateLimited,
-                format!(
+            let e = Refusal::new(RefusalKind::RateLimited, format!(
                     "cooldown: {}/{} was acted on at {last}; next action in {wait}s",
                     req.namespace, req.target
                 ),
             )
-            .with_retry_after(wait);
+            .retry_after(wait);
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
         let window = chrono::Duration::from_std(self.settings.blast_window).unwrap_or_default();
@@ -576,17 +569,14 @@ impl ExecutorService {
             .intents_in_namespace_since(&req.namespace, now - window)
             .await?;
         if recent >= self.settings.blast_radius {
-            let e = ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                crate::ErrorCode::RateLimited,
-                format!(
+            let e = Refusal::new(RefusalKind::RateLimited, format!(
                     "blast radius: {recent} actions in `{}` within {}s (limit {})",
                     req.namespace,
                     self.settings.blast_window.as_secs(),
                     self.settings.blast_radius
                 ),
             )
-            .with_retry_after(60);
+            .retry_after(60);
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
 
@@ -641,12 +631,12 @@ impl ExecutorService {
             called_at: Some(started),
         };
         if let Some(key) = &req.idempotency_key {
-            let stored = serde_json::to_value(&response).map_err(ApiError::internal)?;
+            let stored = serde_json::to_value(&response).map_err(Error::internal)?;
             store
                 .save_idempotent_answer(key, &action_id, response.status, &stored)
                 .await?;
         }
-        Ok((http_status(&response), response))
+        Ok(response)
     }
 
     /// Marks intents that never got a result (a crash between the two) as `unknown`; returns
@@ -685,26 +675,19 @@ impl ExecutorService {
 fn stored_answer(
     key: &str,
     answer: Value,
-) -> Result<(axum::http::StatusCode, ExecuteResponse), ApiError> {
+) -> Result<ExecuteResponse, Error> {
     if answer["status"] == "pending" {
-        return Err(ApiError::conflict(format!(
+        return Err(Refusal::new(RefusalKind::Conflict, format!(
             "idempotency key `{key}`: action {} was started and has no result (still running, \
              or aegis stopped during it; see /audit/logs); it is not run again",
             answer["id"].as_str().unwrap_or("?")
-        )));
+        ))
+        .into());
     }
     let response: ExecuteResponse = serde_json::from_value::<StoredAnswer>(answer)
         .map(StoredAnswer::into_response)
-        .map_err(ApiError::internal)?;
-    Ok((http_status(&response), response))
-}
-
-fn http_status(response: &ExecuteResponse) -> axum::http::StatusCode {
-    match response.status {
-        "denied" => axum::http::StatusCode::FORBIDDEN,
-        "failed" => axum::http::StatusCode::BAD_GATEWAY,
-        _ => axum::http::StatusCode::OK,
-    }
+        .map_err(Error::internal)?;
+    Ok(response)
 }
 
 /// An idempotent answer as stored.
@@ -739,7 +722,7 @@ impl StoredAnswer {
 /// The `self_healing` question for a request: action as named, resource
 /// `cluster:NAMESPACE/KIND/NAME`, the caller's roles (a signed request without a token is the
 /// `service` role, as the self-healing loop is).
-pub fn policy_request(req: &ActionRequest, caller: Option<&Caller>) -> PolicyRequest {
+pub fn policy_request(req: &ActionRequest, caller: Option<Principal<'_>>) -> PolicyRequest {
     let (kind, name) = req.target_parts();
     let kind = match kind {
         aegis_executor::TargetKind::Deployment => "deployment",
@@ -760,9 +743,9 @@ pub fn policy_request(req: &ActionRequest, caller: Option<&Caller>) -> PolicyReq
         resource: format!("cluster:{}/{kind}/{name}", req.namespace),
         policy_type: PolicyType::SelfHealing,
         context: Context {
-            user_id: Some(caller.map_or_else(|| "ai-engine".to_owned(), |c| c.id.clone())),
+            user_id: Some(caller.map_or_else(|| "ai-engine".to_owned(), |c| c.id.to_owned())),
             role: None,
-            roles: caller.map_or_else(|| vec!["service".to_owned()], |c| c.roles.clone()),
+            roles: caller.map_or_else(|| vec!["service".to_owned()], |c| c.roles.to_vec()),
             metadata,
             time: None,
         },

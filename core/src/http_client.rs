@@ -5,12 +5,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 /// The connector: plain HTTP or TLS with the system's root certificates.
-pub(crate) type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+pub type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// A client sending bodies of type `B`.
-pub(crate) fn client<B>() -> Result<Client<Https, B>, String>
+pub fn client<B>() -> Result<Client<Https, B>, String>
 where
-    B: axum::body::HttpBody + Send + 'static,
+    B: http_body::Body + Send + 'static,
     B::Data: Send,
 {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
