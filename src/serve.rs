@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_api::auth::{Auth, AuthSettings, JwtKey, JwtKeys, PasswordHasher, derived_kid};
+use aegis_api::{AppState, app};
+use aegis_core::metric_names as m;
+use aegis_runtime::PolicyService;
 use aegis_runtime::guards::{ExecutorService, ExecutorSettings};
 use aegis_runtime::ratelimit::{Limiter, Limits};
-use aegis_api::{AppState, app};
-use aegis_runtime::PolicyService;
-use aegis_core::metric_names as m;
 use aegis_store::{AuditWriterOptions, PolicyAuditWriter};
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use aegis_runtime::PolicyService;
 use aegis_policy::Request;
+use aegis_runtime::PolicyService;
 use aegis_store::{AuditWriterOptions, PolicyAuditWriter, Store, StoreOptions};
 use serde_json::json;
 

@@ -21,8 +21,8 @@ use axum::response::Response;
 use http::{Method, header};
 
 use crate::auth::{Caller, CallerKind, hash_token};
-use aegis_runtime::ratelimit::Class;
 use crate::{ApiError, AppState, RequestId};
+use aegis_runtime::ratelimit::Class;
 
 /// Routes anyone may call. Everything else needs a caller and a policy ALLOW.
 const PUBLIC: &[&str] = &[

@@ -15,11 +15,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 
-use aegis_runtime::guards::{ExecutorService, ExecutorSettings, policy_request};
-use aegis_runtime::ratelimit::{Limiter, Limits};
 use crate::tests::{assert_envelope, bearer, send, test_auth};
 use crate::{AppState, app};
 use aegis_runtime::PolicyService;
+use aegis_runtime::guards::{ExecutorService, ExecutorSettings, policy_request};
+use aegis_runtime::ratelimit::{Limiter, Limits};
 
 fn policy(name: &str, v: Value) -> Policy {
     Policy {

@@ -13,10 +13,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use aegis_runtime::ratelimit::{Limiter, Limits};
 use crate::tests::{assert_envelope, send, test_auth_with_sessions};
 use crate::{AppState, app};
 use aegis_runtime::PolicyService;
+use aegis_runtime::ratelimit::{Limiter, Limits};
 
 const PASSWORD: &str = "correct horse battery staple";
 

@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 
 use aegis_store::DetectionStore;
 
-use aegis_runtime::detector_service::DetectorService;
 use crate::tests::{assert_envelope, bearer, test_auth};
 use crate::{AppState, app};
 use aegis_runtime::PolicyService;
+use aegis_runtime::detector_service::DetectorService;
 
 fn post(path: &str, body: &Value, role: &str) -> Request<Body> {
     Request::builder()

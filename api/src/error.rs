@@ -214,7 +214,8 @@ impl From<aegis_store::Error> for ApiError {
             other if other.is_unavailable() => {
                 // Once every 10 s at most: an outage under load is a few lines, not one per
                 // request.
-                static LOG: aegis_runtime::throttle::Throttle = aegis_runtime::throttle::Throttle::new();
+                static LOG: aegis_runtime::throttle::Throttle =
+                    aegis_runtime::throttle::Throttle::new();
                 if LOG.ready(std::time::Duration::from_secs(10)) {
                     tracing::warn!(error = %other, "the database is unavailable; answering 503 (logged every 10 s at most)");
                 }

@@ -14,11 +14,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 
-use aegis_runtime::guards::{ExecutorService, ExecutorSettings};
-use aegis_runtime::ratelimit::{Limiter, Limits};
 use crate::tests::{bearer, send, test_auth};
 use crate::{AppState, app};
 use aegis_runtime::PolicyService;
+use aegis_runtime::guards::{ExecutorService, ExecutorSettings};
+use aegis_runtime::ratelimit::{Limiter, Limits};
 
 const SECRET: &[u8] = b"action-secret-action-secret-0123456789";
 

@@ -43,7 +43,5 @@ mod tests;
 pub use error::{ApiError, ErrorCode};
 pub use extract::Json;
 pub use middleware::{REQUEST_ID_HEADER, RequestId};
-#[cfg(feature = "sql")]
-pub use routes::plan_query_request;
 pub use routes::{app, openapi_json};
 pub use state::AppState;

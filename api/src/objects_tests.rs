@@ -117,10 +117,11 @@ async fn models_round_trip_through_an_s3_api() {
         keys.iter().any(|k| k.ends_with("isolation-forest/LATEST")),
         "{keys:?}"
     );
-    let loaded = aegis_runtime::detector_service::latest_model_object(&objects, "failure-classifier")
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("{keys:?}"));
+    let loaded =
+        aegis_runtime::detector_service::latest_model_object(&objects, "failure-classifier")
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{keys:?}"));
     assert_eq!(loaded.version, first.classifier().file.version);
     let other_db = TestDb::sqlite().await;
     let second = DetectorService::start_with(other_db.store.clone(), Some(objects), 0.6)

@@ -7,8 +7,8 @@ use aegis_core::ExecutorMode;
 use aegis_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use aegis_runtime::PolicyService;
 use crate::auth::Auth;
+use aegis_runtime::PolicyService;
 use aegis_runtime::guards::{ExecutorService, ExecutorSettings};
 use aegis_runtime::ratelimit::{Limiter, Limits};
 

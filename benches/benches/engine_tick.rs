@@ -117,7 +117,9 @@ fn bench_loop(c: &mut Criterion) {
         let executor = Arc::new(aegis_runtime::guards::ExecutorService::new(
             aegis_executor::Executor::DryRun,
             aegis_runtime::guards::ExecutorSettings::default(),
-            aegis_runtime::ratelimit::Limiter::in_memory(aegis_runtime::ratelimit::Limits::default()),
+            aegis_runtime::ratelimit::Limiter::in_memory(
+                aegis_runtime::ratelimit::Limits::default(),
+            ),
         ));
         let defaults = aegis_runtime::healing::HealingSettings::default();
         let settings = aegis_runtime::healing::HealingSettings {

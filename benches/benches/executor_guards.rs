@@ -19,11 +19,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aegis_executor::{ActionRequest, Executor, namespace_allowed, signature};
+use aegis_policy::{Origin, Policy, Snapshot, default_policies};
 use aegis_runtime::PolicyService;
 use aegis_runtime::guards::{ExecutorService, ExecutorSettings, policy_request};
 use aegis_runtime::ratelimit::{Limiter, Limits};
-use aegis_executor::{ActionRequest, Executor, namespace_allowed, signature};
-use aegis_policy::{Origin, Policy, Snapshot, default_policies};
 use aegis_store::{NewActionAudit, Store, StoreOptions};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use aegis_core::metric_names;
 use crate::Ingest;
+use aegis_core::metric_names;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;

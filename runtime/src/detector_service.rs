@@ -478,29 +478,37 @@ pub fn micros_since(started: Instant) -> u64 {
 
 /// Saves a model file to object storage under its kind and version and points `LATEST` at it.
 pub async fn save_model_object(objects: &Objects, file: &ModelFile) -> Result<(), String> {
-        let kind = file.kind().as_str();
-        let body = file.to_bytes().map_err(|e| e.to_string())?;
-        objects.put(&format!("models/{kind}/{}.json", file.version), body)
-            .await?;
-        objects.put(
+    let kind = file.kind().as_str();
+    let body = file.to_bytes().map_err(|e| e.to_string())?;
+    objects
+        .put(&format!("models/{kind}/{}.json", file.version), body)
+        .await?;
+    objects
+        .put(
             &format!("models/{kind}/LATEST"),
             file.version.clone().into_bytes(),
         )
         .await
-    }
+}
 
 /// The current model of `kind` (`isolation-forest`, …) in object storage, when one was saved.
-pub async fn latest_model_object(objects: &Objects, kind: &str) -> Result<Option<ModelFile>, String> {
-        let Some(version) = objects.get(&format!("models/{kind}/LATEST")).await? else {
-            return Ok(None);
-        };
-        let version = String::from_utf8_lossy(&version).trim().to_string();
-        let Some(body) = objects.get(&format!("models/{kind}/{version}.json")).await? else {
-            return Err(format!(
-                "models/{kind}/LATEST names `{version}`, which is missing"
-            ));
-        };
-        ModelFile::from_bytes(&body)
-            .map(Some)
-            .map_err(|e| format!("model `{version}`: {e}"))
-    }
+pub async fn latest_model_object(
+    objects: &Objects,
+    kind: &str,
+) -> Result<Option<ModelFile>, String> {
+    let Some(version) = objects.get(&format!("models/{kind}/LATEST")).await? else {
+        return Ok(None);
+    };
+    let version = String::from_utf8_lossy(&version).trim().to_string();
+    let Some(body) = objects
+        .get(&format!("models/{kind}/{version}.json"))
+        .await?
+    else {
+        return Err(format!(
+            "models/{kind}/LATEST names `{version}`, which is missing"
+        ));
+    };
+    ModelFile::from_bytes(&body)
+        .map(Some)
+        .map_err(|e| format!("model `{version}`: {e}"))
+}

@@ -195,16 +195,19 @@ impl ExecutorService {
             return Ok(());
         }
         let Some(secret) = self.settings.secret.as_deref() else {
-            return Err(Refusal::new(RefusalKind::Unauthenticated, 
+            return Err(Refusal::new(
+                RefusalKind::Unauthenticated,
                 "signed requests are refused: AEGIS_ACTION_SECRET is not set",
             ));
         };
         match header {
-            None => Err(Refusal::new(RefusalKind::Unauthenticated, 
+            None => Err(Refusal::new(
+                RefusalKind::Unauthenticated,
                 "missing X-Aegis-Signature (hex HMAC-SHA256 of the body)",
             )),
             Some(sig) if signature::verify(secret, body, sig) => Ok(()),
-            Some(_) => Err(Refusal::new(RefusalKind::Unauthenticated, 
+            Some(_) => Err(Refusal::new(
+                RefusalKind::Unauthenticated,
                 "X-Aegis-Signature does not match the body",
             )),
         }
@@ -234,11 +237,14 @@ impl ExecutorService {
         };
         let skew = (Utc::now() - req.timestamp).abs();
         if skew > chrono::Duration::from_std(MAX_SKEW).unwrap_or_default() {
-            let e = Refusal::new(RefusalKind::Unauthenticated, format!(
-                "`timestamp` is {}s away from the server's clock; at most {}s is accepted",
-                skew.num_seconds(),
-                MAX_SKEW.as_secs()
-            ));
+            let e = Refusal::new(
+                RefusalKind::Unauthenticated,
+                format!(
+                    "`timestamp` is {}s away from the server's clock; at most {}s is accepted",
+                    skew.num_seconds(),
+                    MAX_SKEW.as_secs()
+                ),
+            );
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
         if let Some(key) = &req.idempotency_key
@@ -248,10 +254,10 @@ impl ExecutorService {
         }
         let expires = Utc::now() + chrono::Duration::from_std(NONCE_MEMORY).unwrap_or_default();
         if !store.remember_nonce(&req.nonce, expires).await? {
-            let e = Refusal::new(RefusalKind::Conflict, format!(
-                "nonce `{}` was already used: a replayed request",
-                req.nonce
-            ));
+            let e = Refusal::new(
+                RefusalKind::Conflict,
+                format!("nonce `{}` was already used: a replayed request", req.nonce),
+            );
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
         let policy = policy_request(&req, caller);
@@ -418,14 +424,17 @@ impl ExecutorService {
         else {
             return Err(Error::Refused(match store.get_approval(id).await? {
                 None => Refusal::new(RefusalKind::NotFound, format!("no approval with id `{id}`")),
-                Some(a) => Refusal::new(RefusalKind::Conflict, format!(
-                    "approval `{id}` is {} already{}",
-                    a.status,
-                    a.decided_by
-                        .as_deref()
-                        .map(|b| format!(" (by {b})"))
-                        .unwrap_or_default()
-                )),
+                Some(a) => Refusal::new(
+                    RefusalKind::Conflict,
+                    format!(
+                        "approval `{id}` is {} already{}",
+                        a.status,
+                        a.decided_by
+                            .as_deref()
+                            .map(|b| format!(" (by {b})"))
+                            .unwrap_or_default()
+                    ),
+                ),
             }));
         };
         let req: ActionRequest =
@@ -505,11 +514,14 @@ impl ExecutorService {
         approved: Option<&str>,
     ) -> Result<ExecuteResponse, Error> {
         if !namespace_allowed(&req.namespace, &self.settings.allowed_namespaces) {
-            let e = Refusal::new(RefusalKind::Forbidden, format!(
-                "namespace `{}` is not in AEGIS_ALLOWED_NAMESPACES ({})",
-                req.namespace,
-                self.settings.allowed_namespaces.join(", ")
-            ));
+            let e = Refusal::new(
+                RefusalKind::Forbidden,
+                format!(
+                    "namespace `{}` is not in AEGIS_ALLOWED_NAMESPACES ({})",
+                    req.namespace,
+                    self.settings.allowed_namespaces.join(", ")
+                ),
+            );
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
         // Only in-process callers (replays of recorded telemetry) set a time; HTTP
@@ -519,7 +531,10 @@ impl ExecutorService {
             None => policies.engine().evaluate(&policy),
         };
         if !decision.allowed() {
-            let e = Refusal::new(RefusalKind::Forbidden, format!("policy: {}", decision.reason()));
+            let e = Refusal::new(
+                RefusalKind::Forbidden,
+                format!("policy: {}", decision.reason()),
+            );
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
         // A target whose last actions did not help is left alone until an operator looks.
@@ -528,14 +543,17 @@ impl ExecutorService {
         if let Some(b) = store.breaker(&entity).await?
             && b.open
         {
-            let e = Refusal::new(RefusalKind::Conflict, format!(
-                "circuit breaker open on {entity}: {} ineffective actions in a row{}; \
+            let e = Refusal::new(
+                RefusalKind::Conflict,
+                format!(
+                    "circuit breaker open on {entity}: {} ineffective actions in a row{}; \
                  check the target, then POST /api/v1/breakers/{entity}/reset",
-                b.ineffective,
-                b.opened_at
-                    .map(|t| format!(" (open since {})", t.to_rfc3339()))
-                    .unwrap_or_default()
-            ));
+                    b.ineffective,
+                    b.opened_at
+                        .map(|t| format!(" (open since {})", t.to_rfc3339()))
+                        .unwrap_or_default()
+                ),
+            );
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
         if approved.is_none() && decision.needs_approval(&policy) {
@@ -556,7 +574,9 @@ impl ExecutorService {
             .await?
         {
             let wait = (last + cooldown - now).num_seconds().max(1) as u64;
-            let e = Refusal::new(RefusalKind::RateLimited, format!(
+            let e = Refusal::new(
+                RefusalKind::RateLimited,
+                format!(
                     "cooldown: {}/{} was acted on at {last}; next action in {wait}s",
                     req.namespace, req.target
                 ),
@@ -569,7 +589,9 @@ impl ExecutorService {
             .intents_in_namespace_since(&req.namespace, now - window)
             .await?;
         if recent >= self.settings.blast_radius {
-            let e = Refusal::new(RefusalKind::RateLimited, format!(
+            let e = Refusal::new(
+                RefusalKind::RateLimited,
+                format!(
                     "blast radius: {recent} actions in `{}` within {}s (limit {})",
                     req.namespace,
                     self.settings.blast_window.as_secs(),
@@ -672,16 +694,16 @@ impl ExecutorService {
 
 /// The answer to a retry with an idempotency key already used: the first answer, or 409
 /// when the first action has no result (still running, or aegis stopped during it).
-fn stored_answer(
-    key: &str,
-    answer: Value,
-) -> Result<ExecuteResponse, Error> {
+fn stored_answer(key: &str, answer: Value) -> Result<ExecuteResponse, Error> {
     if answer["status"] == "pending" {
-        return Err(Refusal::new(RefusalKind::Conflict, format!(
-            "idempotency key `{key}`: action {} was started and has no result (still running, \
+        return Err(Refusal::new(
+            RefusalKind::Conflict,
+            format!(
+                "idempotency key `{key}`: action {} was started and has no result (still running, \
              or aegis stopped during it; see /audit/logs); it is not run again",
-            answer["id"].as_str().unwrap_or("?")
-        ))
+                answer["id"].as_str().unwrap_or("?")
+            ),
+        )
         .into());
     }
     let response: ExecuteResponse = serde_json::from_value::<StoredAnswer>(answer)

@@ -9,6 +9,7 @@
 //!   and the decision audit ([`PolicyService`]).
 //! - [`detector_service`]: the fitted detectors behind the detection endpoints and the loop.
 //! - [`ratelimit`]: budgets per caller, login IP and action (in memory or Redis).
+//! - [`tables`]: the rows behind SQL's tables ([`tables::Tables`]).
 //! - [`telemetry`]: trace context on spans.
 //! - [`error`]: [`Refusal`] and [`Error`].
 //!
@@ -20,6 +21,7 @@ pub mod guards;
 pub mod healing;
 pub mod policy_service;
 pub mod ratelimit;
+pub mod tables;
 pub mod telemetry;
 pub mod throttle;
 

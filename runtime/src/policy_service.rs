@@ -589,10 +589,11 @@ impl PolicyService {
         };
         if written.is_err() {
             tracing::error!("the decision audit writer has shut down; a decision went unrecorded");
-            return Err(
-                crate::Refusal::new(crate::RefusalKind::Unavailable, "aegis is shutting down")
-                    .retry_after(5),
-            );
+            return Err(crate::Refusal::new(
+                crate::RefusalKind::Unavailable,
+                "aegis is shutting down",
+            )
+            .retry_after(5));
         }
         Ok(())
     }

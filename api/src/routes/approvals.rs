@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Caller;
-use aegis_runtime::guards::ExecuteResponse;
 use crate::{ApiError, AppState, Json};
+use aegis_runtime::guards::ExecuteResponse;
 
 const STATUSES: [&str; 4] = ["pending", "approved", "rejected", "expired"];
 

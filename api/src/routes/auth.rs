@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::ClientIp;
 use crate::auth::{check_password_rules, hash_token, normalise_email, random_token};
-use aegis_runtime::ratelimit::Class;
 use crate::{ApiError, AppState, Json};
+use aegis_runtime::ratelimit::Class;
 
 /// What signup accepts. Unknown fields (`roles`, `role`, `is_admin`, ...) are refused, so a
 /// signup body cannot ask for more than the `user` role.

@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::paging;
+use crate::{ApiError, AppState, Json};
 use aegis_runtime::detector_service::{
     DetectorService, FAILURE_CLASSIFIER, ISOLATION_FOREST, micros_since,
 };
-use crate::{ApiError, AppState, Json};
 
 /// Most samples in one series request.
 const MAX_SAMPLES: usize = 100_000;

@@ -22,8 +22,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 pub use openapi::openapi_json;
-#[cfg(feature = "sql")]
-pub use query::plan_request as plan_query_request;
 
 use crate::AppState;
 use crate::access::access;
@@ -31,7 +29,7 @@ use crate::middleware::{read_body_in_time, record_metrics, request_context, secu
 
 /// Most queries one server plans or runs at once (`POST /api/v1/query`), each on its own
 /// blocking thread; one more is a 503.
-pub const MAX_RUNNING_QUERIES: usize = 4;
+pub const MAX_RUNNING_QUERIES: usize = aegis_sql::MAX_RUNNING_QUERIES;
 
 /// Builds the whole HTTP API over `state`.
 pub fn app(state: AppState) -> Router {

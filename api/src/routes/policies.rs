@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::auth::Caller;
-use aegis_runtime::policy_service::{to_policy, to_write};
 use crate::{ApiError, AppState, Json};
+use aegis_runtime::policy_service::{to_policy, to_write};
 
 /// A policy as the API shows it: the document plus its identity and version.
 fn view(record: &PolicyRecord) -> Value {

@@ -94,7 +94,9 @@ pub(super) async fn evaluate(
             &req,
             &decision,
             request_id.map(|r| r.0.0.clone()),
-            caller.as_ref().map(|c| aegis_runtime::Asker::of(c.principal())),
+            caller
+                .as_ref()
+                .map(|c| aegis_runtime::Asker::of(c.principal())),
         )
         .await?;
     let elapsed = decision.elapsed();

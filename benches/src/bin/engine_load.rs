@@ -26,11 +26,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aegis_ingest::{BatchKind, Ingest, IngestLimits, SampleBatch, SeriesLimits};
 use aegis_runtime::PolicyService;
 use aegis_runtime::guards::{ExecutorService, ExecutorSettings};
 use aegis_runtime::healing::{HealingLoop, HealingSettings};
 use aegis_runtime::ratelimit::{Limiter, Limits};
-use aegis_ingest::{BatchKind, Ingest, IngestLimits, SampleBatch, SeriesLimits};
 use aegis_store::{AuditWriterOptions, PolicyAuditWriter, Store, StoreOptions};
 use arrow_array::{Float64Array, Int64Array, RecordBatch, UInt32Array};
 use hdrhistogram::Histogram;

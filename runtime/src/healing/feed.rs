@@ -3,7 +3,10 @@
 use super::*;
 
 /// The rows of a log batch (`stream_id`, `timestamp_ns`, `line`, `level`).
-pub(super) fn for_each_line(b: &arrow_array::RecordBatch, mut f: impl FnMut(u32, i64, &str, Option<&str>)) {
+pub(super) fn for_each_line(
+    b: &arrow_array::RecordBatch,
+    mut f: impl FnMut(u32, i64, &str, Option<&str>),
+) {
     let (Some(ids), Some(ts), Some(lines)) = (
         b.column(0).as_any().downcast_ref::<UInt32Array>(),
         b.column(1).as_any().downcast_ref::<Int64Array>(),

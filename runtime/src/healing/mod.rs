@@ -16,7 +16,6 @@
 //! reservoir; once it holds `warmup_rows` the forest is fitted, and refitted every
 //! `retrain_every` on rows that scored normal, swapped atomically.
 
-
 mod decide;
 mod feed;
 mod model;
@@ -423,4 +422,3 @@ impl HealingLoop {
         }
     }
 }
-

@@ -149,7 +149,11 @@ impl HealingLoop {
     /// restarting, crashing, logging or answering errors. Everything else is healthy enough
     /// that the forest of a hundred deep trees would only confirm it (and at ten thousand
     /// rows a tick it would be most of the tick).
-    pub(super) fn suspicious(failure_row: &[f32; 16], anomaly: Option<f64>, threshold: f64) -> bool {
+    pub(super) fn suspicious(
+        failure_row: &[f32; 16],
+        anomaly: Option<f64>,
+        threshold: f64,
+    ) -> bool {
         anomaly.is_some_and(|s| s >= threshold)
             || failure_row[8] > 0.0
             || failure_row[13] + failure_row[14] + failure_row[15] > 0.0
