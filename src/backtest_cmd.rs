@@ -30,8 +30,16 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn load_scoring(labels: &Path, profiles: Option<&Path>) -> Result<(Labels, Vec<Profile>), String> {
-    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+fn load_scoring(
+    labels: &Path,
+    profiles: Option<&Path>,
+) -> Result<(Labels, Vec<Profile>), backtest::BacktestError> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| backtest::BacktestError::Io {
+            path: p.display().to_string(),
+            source,
+        })
+    };
     let labels = nab::parse_labels(&read(labels)?)?;
     let profiles = match profiles {
         Some(p) => nab::parse_profiles(&read(p)?)?,

@@ -251,7 +251,10 @@ impl From<aegis_runtime::Error> for ApiError {
         match error {
             aegis_runtime::Error::Refused(r) => r.into(),
             aegis_runtime::Error::Store(e) => e.into(),
-            aegis_runtime::Error::Internal(e) => Self::internal(e),
+            aegis_runtime::Error::Internal(e)
+            | aegis_runtime::Error::Policy(e)
+            | aegis_runtime::Error::Model(e)
+            | aegis_runtime::Error::Setup(e) => Self::internal(e),
         }
     }
 }

@@ -538,7 +538,7 @@ async fn a_broken_policy_folder_keeps_the_working_snapshot_and_shows_in_health()
         "name: files allow\ntype: self_healing\neffect: allow\nactions: []\n",
     )
     .unwrap();
-    let error = service.reload_files(false).unwrap_err();
+    let error = service.reload_files(false).unwrap_err().to_string();
     assert!(
         error.contains("p.yaml:5") || error.contains("p.yaml:4"),
         "{error}"
@@ -672,7 +672,7 @@ async fn a_change_that_breaks_a_guard_rail_is_refused_over_the_api_and_from_the_
 
         // The folder: dropping the deny would open kube-system; the old set stays.
         std::fs::remove_file(dir.path().join("protect.yaml")).unwrap();
-        let error = service.reload_files(false).unwrap_err();
+        let error = service.reload_files(false).unwrap_err().to_string();
         assert!(error.contains("nothing in kube-system"), "{error}");
         assert_eq!(service.health().status, "degraded");
         db.cleanup().await;

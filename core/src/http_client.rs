@@ -7,15 +7,21 @@ use hyper_util::rt::TokioExecutor;
 /// The connector: plain HTTP or TLS with the system's root certificates.
 pub type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// A client sending bodies of type `B`.
-pub fn client<B>() -> Result<Client<Https, B>, String>
+/// A client sending bodies of type `B`; an error when the system's root certificates
+/// cannot be loaded.
+pub fn client<B>() -> Result<Client<Https, B>, std::io::Error>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
 {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
-        .map_err(|e| format!("loading the system's root certificates: {e}"))?
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("loading the system's root certificates: {e}"),
+            )
+        })?
         .https_or_http()
         .enable_http1()
         .build();

@@ -36,6 +36,10 @@ pub enum BacktestError {
         /// What is wrong.
         message: String,
     },
+    /// A labels or profiles file (NAB's `combined_windows.json`, `profiles.json`) does
+    /// not parse.
+    #[error("{0}")]
+    Labels(String),
 }
 
 /// One input row.

@@ -9,6 +9,7 @@
 //! the one with the highest total; the total is normalised between "no detection at all"
 //! (0) and "every window at its first row" (100).
 
+use crate::backtest::BacktestError;
 use std::collections::BTreeMap;
 
 /// One scoring profile: the weights of a true positive, a false positive and a miss.
@@ -40,7 +41,12 @@ pub fn standard_profiles() -> Vec<Profile> {
 }
 
 /// Reads profiles in NAB's `profiles.json` layout (`{name: {CostMatrix: {tpWeight, ...}}}`).
-pub fn parse_profiles(json: &str) -> Result<Vec<Profile>, String> {
+pub fn parse_profiles(json: &str) -> Result<Vec<Profile>, BacktestError> {
+    profiles_of(json).map_err(BacktestError::Labels)
+}
+
+/// [`parse_profiles`], its message naming what is wrong.
+fn profiles_of(json: &str) -> Result<Vec<Profile>, String> {
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("profiles: not JSON: {e}"))?;
     let obj = v
@@ -69,7 +75,12 @@ pub fn parse_profiles(json: &str) -> Result<Vec<Profile>, String> {
 pub type Labels = BTreeMap<String, Vec<(i64, i64)>>;
 
 /// Reads NAB's `combined_windows.json` (`{"dir/file.csv": [["start", "end"], ...]}`).
-pub fn parse_labels(json: &str) -> Result<Labels, String> {
+pub fn parse_labels(json: &str) -> Result<Labels, BacktestError> {
+    labels_of(json).map_err(BacktestError::Labels)
+}
+
+/// [`parse_labels`], its message naming what is wrong.
+fn labels_of(json: &str) -> Result<Labels, String> {
     let raw: BTreeMap<String, Vec<Vec<String>>> =
         serde_json::from_str(json).map_err(|e| format!("labels: {e}"))?;
     let mut out = Labels::new();

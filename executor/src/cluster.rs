@@ -566,21 +566,29 @@ async fn rollout_undo(
 impl Executor {
     /// A client for the cluster of `kubeconfig`, or the in-cluster service account (and the
     /// usual kubeconfig lookup) when `None`.
-    pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<Self, String> {
+    pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<Self, crate::Error> {
         let config = match kubeconfig {
             Some(path) => {
-                let file = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| format!("cannot read kubeconfig `{}`: {e}", path.display()))?;
+                let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                    crate::Error::Connect(format!(
+                        "cannot read kubeconfig `{}`: {e}",
+                        path.display()
+                    ))
+                })?;
                 kube::Config::from_custom_kubeconfig(
                     file,
                     &kube::config::KubeConfigOptions::default(),
                 )
                 .await
-                .map_err(|e| format!("kubeconfig `{}`: {e}", path.display()))?
+                .map_err(|e| {
+                    crate::Error::Connect(format!("kubeconfig `{}`: {e}", path.display()))
+                })?
             }
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| format!("no kubeconfig and no in-cluster service account: {e}"))?,
+            None => kube::Config::infer().await.map_err(|e| {
+                crate::Error::Connect(format!(
+                    "no kubeconfig and no in-cluster service account: {e}"
+                ))
+            })?,
         };
         Self::with_timeouts(config)
     }
@@ -588,12 +596,12 @@ impl Executor {
     /// A client for `config` with bounded calls: [`API_CONNECT_TIMEOUT`] to connect and
     /// [`API_READ_TIMEOUT`] for an answer (kube's defaults wait almost five minutes, which
     /// would hold an action, its target and the engine's decision that long).
-    pub fn with_timeouts(mut config: kube::Config) -> Result<Self, String> {
+    pub fn with_timeouts(mut config: kube::Config) -> Result<Self, crate::Error> {
         config.connect_timeout = Some(API_CONNECT_TIMEOUT);
         config.read_timeout = Some(API_READ_TIMEOUT);
         config.write_timeout = Some(API_READ_TIMEOUT);
         kube::Client::try_from(config)
             .map(Self::Kubernetes)
-            .map_err(|e| format!("kubernetes client: {e}"))
+            .map_err(|e| crate::Error::Connect(format!("kubernetes client: {e}")))
     }
 }

@@ -12,10 +12,12 @@
 //! this crate only talks to the cluster.
 
 mod cluster;
+mod error;
 mod request;
 pub mod signature;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use cluster::{Executor, Outcome, ScaleLimits, Status};
+pub use error::Error;
 pub use request::{Action, ActionRequest, InvalidRequest, Params, TargetKind, namespace_allowed};

@@ -77,6 +77,9 @@ pub enum IngestError {
     /// The engine is gone (shutting down).
     #[error("ingest is shutting down")]
     Closed,
+    /// Pull mode could not ask its source (unreachable, an error answer, a body it cannot read).
+    #[error("{0}")]
+    Pull(String),
 }
 
 /// Limits of the ingest path.

@@ -87,40 +87,45 @@ impl std::fmt::Debug for Puller {
 
 impl Puller {
     /// A poller feeding `ingest`.
-    pub fn new(settings: PullSettings, ingest: Ingest) -> Result<Self, String> {
+    pub fn new(settings: PullSettings, ingest: Ingest) -> Result<Self, crate::IngestError> {
         Ok(Self {
             settings,
             ingest,
-            client: aegis_core::http_client::client()?,
+            client: aegis_core::http_client::client()
+                .map_err(|e| crate::IngestError::Pull(e.to_string()))?,
         })
     }
 
-    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+    async fn get(&self, url: &str) -> Result<Vec<u8>, crate::IngestError> {
         let request = http::Request::get(url)
             .body(Empty::new())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| crate::IngestError::Pull(e.to_string()))?;
         let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
             .await
-            .map_err(|_| format!("{url}: no answer within 30 s"))?
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|_| crate::IngestError::Pull(format!("{url}: no answer within 30 s")))?
+            .map_err(|e| crate::IngestError::Pull(format!("{url}: {e}")))?;
         let status = response.status();
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| crate::IngestError::Pull(e.to_string()))?
             .to_bytes();
         if !status.is_success() {
-            return Err(format!(
+            return Err(crate::IngestError::Pull(format!(
                 "{url}: {status}: {}",
                 String::from_utf8_lossy(&body).trim()
-            ));
+            )));
         }
         Ok(body.to_vec())
     }
 
     /// Polls every query once for the window `[start_ms, end_ms)`; returns samples and lines.
-    pub async fn poll_once(&self, start_ms: i64, end_ms: i64) -> Result<(u64, u64), String> {
+    pub async fn poll_once(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<(u64, u64), crate::IngestError> {
         let (mut samples, mut lines) = (0, 0);
         if let Some((base, queries)) = &self.settings.prometheus {
             let step = self.settings.interval.as_secs().max(1);
@@ -133,9 +138,12 @@ impl Puller {
                     (end_ms - 1) as f64 / 1000.0
                 );
                 let body: PromResponse = serde_json::from_slice(&self.get(&url).await?)
-                    .map_err(|e| format!("{url}: {e}"))?;
+                    .map_err(|e| crate::IngestError::Pull(format!("{url}: {e}")))?;
                 if body.status != "success" {
-                    return Err(format!("{url}: {}", body.error.unwrap_or(body.status)));
+                    return Err(crate::IngestError::Pull(format!(
+                        "{url}: {}",
+                        body.error.unwrap_or(body.status)
+                    )));
                 }
                 let series = body
                     .data
@@ -159,7 +167,7 @@ impl Puller {
                     .ingest
                     .pulled_samples(series)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| crate::IngestError::Pull(e.to_string()))?;
                 metrics::counter!(metric_names::INGEST_SAMPLES_TOTAL, "source" => "prometheus_pull").increment(n);
                 samples += n;
             }
@@ -174,13 +182,13 @@ impl Puller {
                     end_ms as i128 * 1_000_000
                 );
                 let body: LokiResponse = serde_json::from_slice(&self.get(&url).await?)
-                    .map_err(|e| format!("{url}: {e}"))?;
+                    .map_err(|e| crate::IngestError::Pull(format!("{url}: {e}")))?;
                 let push = serde_json::json!({"streams": body.data.result}).to_string();
                 let n = self
                     .ingest
                     .pulled_logs(push.as_bytes())
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| crate::IngestError::Pull(e.to_string()))?;
                 metrics::counter!(metric_names::INGEST_LOG_LINES_TOTAL, "source" => "loki_pull")
                     .increment(n);
                 lines += n;

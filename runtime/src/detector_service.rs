@@ -84,7 +84,7 @@ fn model_file(
     payload: ModelPayload,
     threshold: Option<f64>,
     rows: usize,
-) -> Result<ModelFile, String> {
+) -> Result<ModelFile, crate::Error> {
     let now = Utc::now();
     ModelFile::new(
         payload,
@@ -94,12 +94,12 @@ fn model_file(
         now.to_rfc3339(),
         now.timestamp(),
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| crate::Error::Model(e.to_string()))
 }
 
 impl DetectorService {
     /// Loads the newest models from `store`, or fits and saves them.
-    pub async fn start(store: Store, threshold: f64) -> Result<Arc<Self>, String> {
+    pub async fn start(store: Store, threshold: f64) -> Result<Arc<Self>, crate::Error> {
         Self::start_with(store, None, threshold).await
     }
 
@@ -109,7 +109,7 @@ impl DetectorService {
         store: Store,
         objects: Option<Objects>,
         threshold: f64,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, crate::Error> {
         let places = Places {
             store: &store,
             objects: objects.as_ref(),
@@ -120,7 +120,11 @@ impl DetectorService {
                     let forest = f.clone();
                     AnomalyModel { file, forest }
                 }
-                _ => return Err("stored isolation-forest model holds another kind".into()),
+                _ => {
+                    return Err(crate::Error::Model(
+                        "stored isolation-forest model holds another kind".into(),
+                    ));
+                }
             },
             None => {
                 let rows = synthetic::healthy_rows(1, 4_096);
@@ -135,7 +139,11 @@ impl DetectorService {
                     let classifier = c.clone();
                     ClassifierModel { file, classifier }
                 }
-                _ => return Err("stored failure-classifier model holds another kind".into()),
+                _ => {
+                    return Err(crate::Error::Model(
+                        "stored failure-classifier model holds another kind".into(),
+                    ));
+                }
             },
             None => train_classifier(&places).await?,
         };
@@ -259,7 +267,7 @@ impl DetectorService {
 
     /// Retrains the failure classifier on the bundled set and every labelled row, stores it
     /// with its per-class figures, and swaps it in; returns the new version.
-    pub async fn retrain_classifier(&self) -> Result<String, String> {
+    pub async fn retrain_classifier(&self) -> Result<String, crate::Error> {
         let model = train_classifier(&self.places()).await?;
         let version = model.file.version.clone();
         self.classifier.store(Arc::new(model));
@@ -269,7 +277,7 @@ impl DetectorService {
 
     /// Saves the template miner's state (a `drain-templates` model) to the database and
     /// object storage; returns its version.
-    pub async fn save_templates(&self) -> Result<String, String> {
+    pub async fn save_templates(&self) -> Result<String, crate::Error> {
         let drain = self.with_drain(|d| d.clone());
         let templates = drain.len();
         let now = Utc::now();
@@ -281,14 +289,14 @@ impl DetectorService {
             now.to_rfc3339(),
             now.timestamp(),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::Error::Model(e.to_string()))?;
         self.places().save(&file).await?;
         Ok(file.version)
     }
 
     /// Refits the anomaly model on the reservoir when it holds enough rows; returns the
     /// new version. The fit runs on the blocking pool; the swap is atomic.
-    pub async fn retrain(self: &Arc<Self>) -> Result<Option<String>, String> {
+    pub async fn retrain(self: &Arc<Self>) -> Result<Option<String>, crate::Error> {
         let rows = {
             let r = self
                 .reservoir
@@ -302,7 +310,7 @@ impl DetectorService {
         let threshold = self.threshold;
         let model = tokio::task::spawn_blocking(move || fit_anomaly(&rows, threshold))
             .await
-            .map_err(|e| e.to_string())??;
+            .map_err(|e| crate::Error::Model(e.to_string()))??;
         self.places().save(&model.file).await?;
         let version = model.file.version.clone();
         self.anomaly.store(Arc::new(model));
@@ -315,12 +323,13 @@ impl DetectorService {
     }
 }
 
-fn fit_anomaly(rows: &Matrix, threshold: f64) -> Result<AnomalyModel, String> {
+fn fit_anomaly(rows: &Matrix, threshold: f64) -> Result<AnomalyModel, crate::Error> {
     let params = IsolationForestParams {
         seed: 1,
         ..Default::default()
     };
-    let forest = IsolationForest::fit(rows.view(), &params).map_err(|e| e.to_string())?;
+    let forest = IsolationForest::fit(rows.view(), &params)
+        .map_err(|e| crate::Error::Model(e.to_string()))?;
     let file = model_file(
         ModelPayload::IsolationForest(forest.clone()),
         Some(threshold),
@@ -331,11 +340,15 @@ fn fit_anomaly(rows: &Matrix, threshold: f64) -> Result<AnomalyModel, String> {
 
 /// Trains on the bundled synthetic set plus every labelled row in `training_data`, and
 /// stores the model and its per-class figures.
-async fn train_classifier(places: &Places<'_>) -> Result<ClassifierModel, String> {
+async fn train_classifier(places: &Places<'_>) -> Result<ClassifierModel, crate::Error> {
     let store = places.store;
     let (rows, mut labels) = synthetic::failure_training_set(1, 300);
     let mut data = rows.as_slice().to_vec();
-    for r in store.training_rows().await.map_err(|e| e.to_string())? {
+    for r in store
+        .training_rows()
+        .await
+        .map_err(|e| crate::Error::Model(e.to_string()))?
+    {
         let (Some(label), Ok(values)) = (
             FailureType::parse(&r.label),
             serde_json::from_str::<Vec<f32>>(&r.features),
@@ -348,7 +361,8 @@ async fn train_classifier(places: &Places<'_>) -> Result<ClassifierModel, String
             labels.push(label);
         }
     }
-    let all = Matrix::new(data, FAILURE_FEATURES.len()).map_err(|e| e.to_string())?;
+    let all = Matrix::new(data, FAILURE_FEATURES.len())
+        .map_err(|e| crate::Error::Model(e.to_string()))?;
     let classifier = tokio::task::spawn_blocking(move || {
         FailureClassifier::train(
             &all,
@@ -361,8 +375,8 @@ async fn train_classifier(places: &Places<'_>) -> Result<ClassifierModel, String
         )
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| crate::Error::Model(e.to_string()))?
+    .map_err(|e| crate::Error::Model(e.to_string()))?;
     let rows = classifier.training_rows;
     let file = model_file(
         ModelPayload::FailureClassifier(classifier.clone()),
@@ -388,7 +402,7 @@ async fn train_classifier(places: &Places<'_>) -> Result<ClassifierModel, String
     store
         .insert_model_metrics(&metrics)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::Error::Model(e.to_string()))?;
     Ok(ClassifierModel { file, classifier })
 }
 
@@ -422,7 +436,7 @@ impl Places<'_> {
 
     /// Saves to the database, and to object storage when configured (a failure there is
     /// logged: the database copy still serves this replica).
-    async fn save(&self, file: &ModelFile) -> Result<(), String> {
+    async fn save(&self, file: &ModelFile) -> Result<(), crate::Error> {
         save(self.store, file).await?;
         if let Some(objects) = self.objects
             && let Err(error) = save_model_object(objects, file).await
@@ -454,8 +468,10 @@ async fn load(store: &Store, kind: &str) -> Option<ModelFile> {
     }
 }
 
-async fn save(store: &Store, file: &ModelFile) -> Result<(), String> {
-    let body = file.to_bytes().map_err(|e| e.to_string())?;
+async fn save(store: &Store, file: &ModelFile) -> Result<(), crate::Error> {
+    let body = file
+        .to_bytes()
+        .map_err(|e| crate::Error::Model(e.to_string()))?;
     let created_at = chrono::DateTime::parse_from_rfc3339(&file.created_at)
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_else(|_| Utc::now());
@@ -468,7 +484,7 @@ async fn save(store: &Store, file: &ModelFile) -> Result<(), String> {
             body: String::from_utf8_lossy(&body).into_owned(),
         })
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| crate::Error::Model(e.to_string()))
 }
 
 /// Time since `started` in whole microseconds.
@@ -477,9 +493,11 @@ pub fn micros_since(started: Instant) -> u64 {
 }
 
 /// Saves a model file to object storage under its kind and version and points `LATEST` at it.
-pub async fn save_model_object(objects: &Objects, file: &ModelFile) -> Result<(), String> {
+pub async fn save_model_object(objects: &Objects, file: &ModelFile) -> Result<(), crate::Error> {
     let kind = file.kind().as_str();
-    let body = file.to_bytes().map_err(|e| e.to_string())?;
+    let body = file
+        .to_bytes()
+        .map_err(|e| crate::Error::Model(e.to_string()))?;
     objects
         .put(&format!("models/{kind}/{}.json", file.version), body)
         .await?;
@@ -489,13 +507,14 @@ pub async fn save_model_object(objects: &Objects, file: &ModelFile) -> Result<()
             file.version.clone().into_bytes(),
         )
         .await
+        .map_err(|e| crate::Error::Model(e.to_string()))
 }
 
 /// The current model of `kind` (`isolation-forest`, …) in object storage, when one was saved.
 pub async fn latest_model_object(
     objects: &Objects,
     kind: &str,
-) -> Result<Option<ModelFile>, String> {
+) -> Result<Option<ModelFile>, crate::Error> {
     let Some(version) = objects.get(&format!("models/{kind}/LATEST")).await? else {
         return Ok(None);
     };
@@ -504,11 +523,11 @@ pub async fn latest_model_object(
         .get(&format!("models/{kind}/{version}.json"))
         .await?
     else {
-        return Err(format!(
+        return Err(crate::Error::Model(format!(
             "models/{kind}/LATEST names `{version}`, which is missing"
-        ));
+        )));
     };
     ModelFile::from_bytes(&body)
         .map(Some)
-        .map_err(|e| format!("model `{version}`: {e}"))
+        .map_err(|e| crate::Error::Model(format!("model `{version}`: {e}")))
 }

@@ -87,6 +87,15 @@ pub enum Error {
     /// The database failed (the store tells an outage from a fault).
     #[error(transparent)]
     Store(#[from] aegis_store::Error),
+    /// A policy source could not be read or proved: a file, the database, the shadow set.
+    #[error("{0}")]
+    Policy(String),
+    /// A model could not be fitted, loaded or saved.
+    #[error("{0}")]
+    Model(String),
+    /// A dependency the runtime is set up with could not be reached (Redis).
+    #[error("{0}")]
+    Setup(String),
     /// A fault on our side (a stored record that does not parse, say); logged by the caller.
     #[error("{0}")]
     Internal(String),
@@ -104,5 +113,14 @@ impl Error {
             Self::Refused(r) => Some(r),
             _ => None,
         }
+    }
+}
+
+/// Equal when of the same kind with the same message (the store's errors carry driver
+/// errors that do not compare), so results can be compared in tests and callers.
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+            && self.to_string() == other.to_string()
     }
 }

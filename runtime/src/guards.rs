@@ -14,7 +14,7 @@ use aegis_core::metric_names;
 use aegis_executor::{
     ActionRequest, Executor, Outcome, ScaleLimits, Status, namespace_allowed, signature,
 };
-use aegis_policy::{Context, PolicyType, Request as PolicyRequest};
+use aegis_policy::{Context, Decision, PolicyType, Request as PolicyRequest};
 use aegis_store::{AuditLog, ExecutorStore, NewActionAudit, Store};
 use chrono::Utc;
 use serde::Serialize;
@@ -261,7 +261,7 @@ impl ExecutorService {
             return Err(self.refuse(store, Some(&req), actor, e).await);
         }
         let policy = policy_request(&req, caller);
-        self.guarded(store, policies, req, actor, policy, None)
+        self.guarded(store, policies, req, actor, policy, None, None)
             .await
     }
 
@@ -281,8 +281,36 @@ impl ExecutorService {
             let e = Refusal::new(RefusalKind::Invalid, e.0);
             return Err(self.refuse(store, Some(&req), Some(actor), e).await);
         }
-        self.guarded(store, policies, req, Some(actor), policy, None)
+        self.guarded(store, policies, req, Some(actor), policy, None, None)
             .await
+    }
+
+    /// The self-healing loop's entry when it has decided already: `decision` is the loop's
+    /// answer to its own `self_healing` question, so the policy is evaluated once per action;
+    /// `policy` is kept with a held approval, which is decided again when a person approves.
+    pub async fn execute_decided(
+        &self,
+        store: &Store,
+        policies: &PolicyService,
+        req: ActionRequest,
+        actor: &str,
+        policy: PolicyRequest,
+        decision: Decision,
+    ) -> Result<ExecuteResponse, Error> {
+        if let Err(e) = req.check() {
+            let e = Refusal::new(RefusalKind::Invalid, e.0);
+            return Err(self.refuse(store, Some(&req), Some(actor), e).await);
+        }
+        self.guarded(
+            store,
+            policies,
+            req,
+            Some(actor),
+            policy,
+            None,
+            Some(decision),
+        )
+        .await
     }
 
     /// Holds `req` for approval: queues it with the dry-run of what it would do and writes
@@ -470,6 +498,7 @@ impl ExecutorService {
                 actor.as_deref(),
                 question,
                 Some(&approval.id),
+                None,
             )
             .await?;
         store
@@ -512,6 +541,7 @@ impl ExecutorService {
         actor: Option<&str>,
         policy: PolicyRequest,
         approved: Option<&str>,
+        decided: Option<Decision>,
     ) -> Result<ExecuteResponse, Error> {
         if !namespace_allowed(&req.namespace, &self.settings.allowed_namespaces) {
             let e = Refusal::new(
@@ -526,9 +556,10 @@ impl ExecutorService {
         }
         // Only in-process callers (replays of recorded telemetry) set a time; HTTP
         // requests are always judged by the clock.
-        let decision = match policy.context.time {
-            Some(at) => policies.engine().evaluate_at(&policy, at),
-            None => policies.engine().evaluate(&policy),
+        let decision = match (decided, policy.context.time) {
+            (Some(decision), _) => decision,
+            (None, Some(at)) => policies.engine().evaluate_at(&policy, at),
+            (None, None) => policies.engine().evaluate(&policy),
         };
         if !decision.allowed() {
             let e = Refusal::new(

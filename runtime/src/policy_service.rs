@@ -90,12 +90,12 @@ pub struct PolicyService {
 }
 
 /// Turns a stored policy into an engine policy.
-pub fn to_policy(record: &aegis_store::PolicyRecord) -> Result<Policy, String> {
+pub fn to_policy(record: &aegis_store::PolicyRecord) -> Result<Policy, crate::Error> {
     let spec = PolicySpec::from_json(record.body.clone()).map_err(|e| {
-        format!(
+        crate::Error::Policy(format!(
             "stored policy `{}` ({}) is invalid: {e}",
             record.name, record.id
-        )
+        ))
     })?;
     Ok(Policy {
         id: record.id.clone(),
@@ -155,7 +155,7 @@ impl PolicyService {
 
     /// Reloads the shadow folder when it changed (or when `force`); a folder that fails to
     /// load leaves the previous shadow set. Returns whether it reloaded.
-    pub fn reload_shadow(&self, force: bool) -> Result<bool, String> {
+    pub fn reload_shadow(&self, force: bool) -> Result<bool, crate::Error> {
         let Some((dir, engine)) = &self.shadow else {
             return Ok(false);
         };
@@ -167,12 +167,12 @@ impl PolicyService {
             Ok(set) => engine
                 .set_file_policies(set.policies)
                 .map(|_| ())
-                .map_err(|e| format!("{}: {e}", dir.display())),
-            Err(errors) => Err(joined(&errors)),
+                .map_err(|e| crate::Error::Policy(format!("{}: {e}", dir.display()))),
+            Err(errors) => Err(crate::Error::Policy(joined(&errors))),
         };
         let mut state = self.state();
         state.shadow_fingerprint = Some(fingerprint);
-        state.shadow_error = result.as_ref().err().cloned();
+        state.shadow_error = result.as_ref().err().map(ToString::to_string);
         match result {
             Ok(()) => {
                 tracing::info!(dir = %dir.display(), policies = engine.snapshot().len(), "loaded the shadow policy set");
@@ -195,60 +195,49 @@ impl PolicyService {
     }
 
     /// On a database that never held a policy, installs the default policies.
-    pub async fn install_defaults_if_new(&self) -> Result<usize, String> {
-        let ever = self
-            .store
-            .policies_ever_created()
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn install_defaults_if_new(&self) -> Result<usize, crate::Error> {
+        let ever = self.store.policies_ever_created().await?;
         if ever > 0 {
             return Ok(0);
         }
-        let specs = aegis_policy::default_policies().map_err(|d| d.to_string())?;
+        let specs =
+            aegis_policy::default_policies().map_err(|d| crate::Error::Policy(d.to_string()))?;
         for spec in &specs {
             self.store
                 .create_policy(&to_write(spec), "default", Some("aegis"))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| crate::Error::Policy(e.to_string()))?;
         }
         tracing::info!(policies = specs.len(), "installed the default policies");
         Ok(specs.len())
     }
 
     /// Reloads the database's policies into the engine. On error the snapshot in force stays.
-    pub async fn reload_database(&self) -> Result<(), String> {
+    pub async fn reload_database(&self) -> Result<(), crate::Error> {
         let result = async {
-            let fingerprint = self
-                .store
-                .policies_fingerprint()
-                .await
-                .map_err(|e| e.to_string())?;
-            let records = self
-                .store
-                .list_policies()
-                .await
-                .map_err(|e| e.to_string())?;
+            let fingerprint = self.store.policies_fingerprint().await?;
+            let records = self.store.list_policies().await?;
             let policies = records
                 .iter()
                 .map(to_policy)
                 .collect::<Result<Vec<_>, _>>()?;
             self.engine
                 .set_database_policies(policies)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| crate::Error::Policy(e.to_string()))?;
             self.state().database_fingerprint = Some(fingerprint);
-            Ok::<_, String>(())
+            Ok::<_, crate::Error>(())
         }
         .await;
         if let Err(error) = &result {
             tracing::error!(%error, "loading policies from the database failed; the previous policies stay in force");
         }
-        self.state().database_error = result.as_ref().err().cloned();
+        self.state().database_error = result.as_ref().err().map(ToString::to_string);
         result
     }
 
     /// Reloads the policy folder when its files changed (or when `force`). A folder that fails
     /// to load leaves the previous file policies in force. Returns whether it reloaded.
-    pub fn reload_files(&self, force: bool) -> Result<bool, String> {
+    pub fn reload_files(&self, force: bool) -> Result<bool, crate::Error> {
         let Some(dir) = &self.policy_dir else {
             return Ok(false);
         };
@@ -269,11 +258,11 @@ impl PolicyService {
                         .engine
                         .set_file_policies(set.policies)
                         .map(|_| count)
-                        .map_err(|e| format!("{}: {e}", dir.display())),
-                    Err(e) => Err(format!("{}: {e}", dir.display())),
+                        .map_err(|e| crate::Error::Policy(format!("{}: {e}", dir.display()))),
+                    Err(e) => Err(crate::Error::Policy(format!("{}: {e}", dir.display()))),
                 }
             }
-            Err(errors) => Err(joined(&errors)),
+            Err(errors) => Err(crate::Error::Policy(joined(&errors))),
         };
         let mut state = self.state();
         state.file_fingerprint = Some(fingerprint);
@@ -285,7 +274,7 @@ impl PolicyService {
             }
             Err(error) => {
                 tracing::error!(dir = %dir.display(), %error, "the policy folder does not load; the previous policies stay in force");
-                state.file_error = Some(error.clone());
+                state.file_error = Some(error.to_string());
                 Err(error)
             }
         }
@@ -298,39 +287,39 @@ impl PolicyService {
     pub fn check_invariants(
         &self,
         change: impl FnOnce(&mut Vec<aegis_policy::Policy>),
-    ) -> Result<(), String> {
+    ) -> Result<(), crate::Error> {
         let (mut database, files) = self.engine.sources();
         change(&mut database);
         database.extend(files);
         self.prove_invariants(&database)
     }
 
-    fn prove_invariants(&self, policies: &[aegis_policy::Policy]) -> Result<(), String> {
+    fn prove_invariants(&self, policies: &[aegis_policy::Policy]) -> Result<(), crate::Error> {
         use aegis_policy::invariants::{Verdict, prove};
         let Some(dir) = &self.policy_dir else {
             return Ok(());
         };
         // Invariants that do not read refuse every change: fail closed.
-        let invariants =
-            aegis_policy::files::load_invariants(dir).map_err(|errors| joined(&errors))?;
+        let invariants = aegis_policy::files::load_invariants(dir)
+            .map_err(|errors| crate::Error::Policy(joined(&errors)))?;
         for (_, inv) in &invariants {
             match prove(inv, policies) {
                 Verdict::Holds => {}
                 Verdict::Broken {
                     name, request, at, ..
                 } => {
-                    return Err(format!(
+                    return Err(crate::Error::Policy(format!(
                         "invariant `{}` would be broken by policy `{name}`: it would allow {} at {}",
                         inv.name,
                         serde_json::to_string(&request).unwrap_or_default(),
                         at.to_rfc3339()
-                    ));
+                    )));
                 }
                 Verdict::Undecided { policy, reason } => {
-                    return Err(format!(
+                    return Err(crate::Error::Policy(format!(
                         "invariant `{}` cannot be proved for policy {policy}: {reason}",
                         inv.name
-                    ));
+                    )));
                 }
             }
         }
@@ -338,12 +327,8 @@ impl PolicyService {
     }
 
     /// Reloads the database's policies when another replica changed them.
-    pub async fn reload_database_if_changed(&self) -> Result<bool, String> {
-        let now = self
-            .store
-            .policies_fingerprint()
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn reload_database_if_changed(&self) -> Result<bool, crate::Error> {
+        let now = self.store.policies_fingerprint().await?;
         if self.state().database_fingerprint == Some(now) {
             return Ok(false);
         }
@@ -375,7 +360,7 @@ impl PolicyService {
     }
 
     /// Restores the emergency stop as the audit trail last recorded it (it survives restarts).
-    pub async fn restore_emergency_stop(&self) -> Result<(), String> {
+    pub async fn restore_emergency_stop(&self) -> Result<(), crate::Error> {
         let mut latest = None;
         for action in [STOP_ACTION, RESUME_ACTION] {
             let rows = self
@@ -386,7 +371,7 @@ impl PolicyService {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| crate::Error::Policy(e.to_string()))?;
             if let Some(row) = rows.into_iter().next()
                 && latest.as_ref().is_none_or(|(id, _, _)| row.id > *id)
             {

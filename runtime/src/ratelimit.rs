@@ -113,7 +113,7 @@ impl std::fmt::Debug for Limiter {
 /// Longest a connection attempt (handshake included) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn connect(client: redis::Client) -> Result<redis::aio::ConnectionManager, String> {
+async fn connect(client: redis::Client) -> Result<redis::aio::ConnectionManager, crate::Error> {
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(CONNECT_TIMEOUT)
         .set_response_timeout(REDIS_TIMEOUT)
@@ -127,8 +127,11 @@ async fn connect(client: redis::Client) -> Result<redis::aio::ConnectionManager,
     .await
     {
         Ok(Ok(manager)) => Ok(manager),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())),
+        Ok(Err(error)) => Err(crate::Error::Setup(error.to_string())),
+        Err(_) => Err(crate::Error::Setup(format!(
+            "no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
     }
 }
 
@@ -161,8 +164,9 @@ impl Limiter {
     /// A limiter that shares its budgets through Redis at `url`. A Redis that cannot be
     /// reached now is logged and tried again every few seconds; until then, and whenever it
     /// fails later, budgets are kept in memory. Only a malformed URL is an error.
-    pub async fn with_redis(limits: Limits, url: &str) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
+    pub async fn with_redis(limits: Limits, url: &str) -> Result<Self, crate::Error> {
+        let client =
+            redis::Client::open(url).map_err(|e| crate::Error::Setup(format!("redis url: {e}")))?;
         let shared = Arc::new(Shared {
             conn: OnceLock::new(),
             failing: AtomicBool::new(false),

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::check::check_text;
 use crate::{Error, MAX_ANSWER_BYTES, MAX_ROWS, MAX_RUNNING_QUERIES, MAX_SQL_BYTES, Source, Table};
 
-/// The request of `POST /api/v1/query`.
+/// The request.
 #[derive(Debug, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]

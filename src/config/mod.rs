@@ -380,7 +380,7 @@ impl Loaded {
 
 impl Config {
     /// The audit keys (`audit_key` first, then `audit_previous_keys`), when configured.
-    pub fn audit_keys(&self) -> Result<Option<aegis_store::AuditKeys>, String> {
+    pub fn audit_keys(&self) -> Result<Option<aegis_store::AuditKeys>, aegis_store::Error> {
         let Some(signing) = &self.audit_key else {
             return Ok(None);
         };
@@ -570,7 +570,7 @@ impl Config {
             ));
         }
         if let Err(e) = self.audit_keys() {
-            return Err(invalid("audit_key", e));
+            return Err(invalid("audit_key", e.to_string()));
         }
         if self.audit_key.is_none()
             && (!self.audit_previous_keys.is_empty() || self.audit_keyed_only)

@@ -45,6 +45,15 @@ pub enum Error {
     /// The operation does not exist for this backend.
     #[error("{0}")]
     Unsupported(String),
+    /// Object storage (a folder or S3) could not be opened, read or written.
+    #[error("{0}")]
+    ObjectStore(String),
+    /// An audit key is malformed or the key set is inconsistent (the user's configuration).
+    #[error("{0}")]
+    AuditKey(String),
+    /// Loki did not take the outbox's rows (unreachable, or it answered with an error).
+    #[error("{0}")]
+    Delivery(String),
     /// Stored data does not have the shape Aegis wrote (a bug or tampering).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -89,5 +98,14 @@ impl Error {
             ),
             _ => false,
         }
+    }
+}
+
+/// Equal when of the same kind with the same message: driver errors do not compare, and
+/// results are compared in tests.
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+            && self.to_string() == other.to_string()
     }
 }

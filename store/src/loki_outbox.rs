@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::{Outbox, Store};
+use crate::{Error, Outbox, Store};
 use bytes::Bytes;
 use chrono::Utc;
 use http_body_util::{BodyExt, Full};
@@ -40,21 +40,18 @@ fn backoff(attempts: i32) -> Duration {
 
 impl LokiPusher {
     /// A pusher to the Loki at `base_url` (`http(s)://HOST:3100`).
-    pub fn new(store: Store, base_url: &str) -> Result<Self, String> {
+    pub fn new(store: Store, base_url: &str) -> Result<Self, Error> {
         Ok(Self {
             store,
             push_url: format!("{}/loki/api/v1/push", base_url.trim_end_matches('/')),
-            client: aegis_core::http_client::client()?,
+            client: aegis_core::http_client::client()
+                .map_err(|e| Error::Delivery(e.to_string()))?,
         })
     }
 
     /// Pushes one batch of due rows; returns how many were delivered.
-    pub async fn push_once(&self) -> Result<usize, String> {
-        let rows = self
-            .store
-            .outbox_due(BATCH)
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn push_once(&self) -> Result<usize, Error> {
+        let rows = self.store.outbox_due(BATCH).await?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -69,7 +66,7 @@ impl LokiPusher {
         let request = http::Request::post(&self.push_url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::Delivery(e.to_string()))?;
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let outcome =
             match tokio::time::timeout(Duration::from_secs(10), self.client.request(request)).await
@@ -83,30 +80,24 @@ impl LokiPusher {
                         .await
                         .map(|b| b.to_bytes())
                         .unwrap_or_default();
-                    Err(format!(
+                    Err(Error::Delivery(format!(
                         "Loki answered {status}: {}",
                         String::from_utf8_lossy(&text).trim()
-                    ))
+                    )))
                 }
-                Ok(Err(e)) => Err(format!("cannot reach Loki: {e}")),
-                Err(_) => Err("Loki did not answer within 10s".to_owned()),
+                Ok(Err(e)) => Err(Error::Delivery(format!("cannot reach Loki: {e}"))),
+                Err(_) => Err(Error::Delivery("Loki did not answer within 10s".to_owned())),
             };
         match outcome {
             Ok(()) => {
-                self.store
-                    .outbox_sent(&ids)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.store.outbox_sent(&ids).await?;
                 Ok(ids.len())
             }
             Err(error) => {
                 let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(0);
                 let next =
                     Utc::now() + chrono::Duration::from_std(backoff(attempts)).unwrap_or_default();
-                self.store
-                    .outbox_retry(&ids, next)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.store.outbox_retry(&ids, next).await?;
                 Err(error)
             }
         }

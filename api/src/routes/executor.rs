@@ -11,7 +11,10 @@ use crate::auth::Caller;
 use crate::{ApiError, AppState, Json};
 
 /// `POST /executor/execute`: see [`aegis_runtime::guards`] for the guards.
+// The summary is the one published before the guards moved to the runtime crate: the
+// document clients generate from stays byte for byte the same.
 #[utoipa::path(post, operation_id = "executor_execute", path = "/executor/execute", tag = "executor",
+    summary = "`POST /executor/execute`: see [`crate::executor_service`] for the guards.",
     params(("X-Aegis-Signature" = String, Header, description = "hex HMAC-SHA256 of the exact body bytes")),
     request_body(content = Object, description = "`{action, namespace, target, params, reason, timestamp, nonce, idempotency_key?}`"),
     responses((status = 200, body = Object, description = "succeeded or dry_run"), (status = 400), (status = 401),

@@ -30,6 +30,8 @@ fn refused(source: &'static str, error: IngestError) -> ApiError {
             ApiError::unavailable("the ingest queue is full; retry shortly", 1)
         }
         IngestError::Closed => ApiError::unavailable("ingest is shutting down", 5),
+        // Pull mode's own failure; a pushed body never ends here.
+        IngestError::Pull(e) => ApiError::internal(e),
         IngestError::Decode(DecodeError::TooLarge { size, max }) => {
             rejected(source, "too_large");
             ApiError::payload_too_large(format!(

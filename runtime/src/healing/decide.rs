@@ -295,12 +295,13 @@ impl HealingLoop {
         }
         let answer = self
             .executor
-            .execute_internal(
+            .execute_decided(
                 &self.store,
                 &self.policies,
                 req,
                 ENGINE_ACTOR,
                 guard_question,
+                decision.clone(),
             )
             .await;
         event.tick_to_action_us = crate::detector_service::micros_since(tick_started);

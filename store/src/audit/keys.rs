@@ -5,6 +5,7 @@
 //! keep the old one among the previous keys for as long as rows it signed are kept). Each
 //! row names the key id that signed it.
 
+use crate::Error;
 use aegis_core::{chain_hash, chain_mac, chain_mac_matches};
 
 /// Shortest accepted key, in bytes.
@@ -27,22 +28,22 @@ impl std::fmt::Debug for AuditKey {
 
 impl AuditKey {
     /// A key from its id (1 to 32 of `A-Za-z0-9_-`) and secret (at least 32 bytes).
-    pub fn new(id: &str, secret: &[u8]) -> Result<Self, String> {
+    pub fn new(id: &str, secret: &[u8]) -> Result<Self, Error> {
         if id.is_empty()
             || id.len() > 32
             || !id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
-            return Err(format!(
+            return Err(Error::AuditKey(format!(
                 "audit key id `{id}` must be 1 to 32 letters, digits, `_` or `-`"
-            ));
+            )));
         }
         if secret.len() < MIN_AUDIT_KEY_BYTES {
-            return Err(format!(
+            return Err(Error::AuditKey(format!(
                 "audit key `{id}` has {} bytes; at least {MIN_AUDIT_KEY_BYTES} are needed",
                 secret.len()
-            ));
+            )));
         }
         Ok(Self {
             id: id.to_owned(),
@@ -51,7 +52,7 @@ impl AuditKey {
     }
 
     /// `ID:SECRET` (as configured); a bare secret gets the id `k1`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Error> {
         match text.split_once(':') {
             Some((id, secret)) => Self::new(id, secret.as_bytes()),
             None => Self::new("k1", text.as_bytes()),
@@ -97,13 +98,18 @@ pub struct AuditKeys {
 
 impl AuditKeys {
     /// The signing key first, then the previous ones; ids must differ.
-    pub fn new(keys: Vec<AuditKey>, keyed_only: bool) -> Result<Self, String> {
+    pub fn new(keys: Vec<AuditKey>, keyed_only: bool) -> Result<Self, Error> {
         if keys.is_empty() {
-            return Err("at least one audit key is needed".to_owned());
+            return Err(Error::AuditKey(
+                "at least one audit key is needed".to_owned(),
+            ));
         }
         for (i, k) in keys.iter().enumerate() {
             if keys[..i].iter().any(|o| o.id == k.id) {
-                return Err(format!("audit key id `{}` is configured twice", k.id));
+                return Err(Error::AuditKey(format!(
+                    "audit key id `{}` is configured twice",
+                    k.id
+                )));
             }
         }
         Ok(Self { keys, keyed_only })
