@@ -1,4 +1,7 @@
 //! The command line (clap) and the small commands that need no server.
+//!
+//! Long because clap's command tree is declared here in full, so `aegis --help` and this file
+//! say the same; the commands themselves live in their own modules.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -349,15 +352,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit {
             command: AuditCommand::VerifyArchive { from },
         } => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime() {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             // The archive may be checked away from the server: the keys come from the
             // environment (AEGIS_AUDIT_KEY, AEGIS_AUDIT_PREVIOUS_KEYS) when set.
@@ -509,15 +506,9 @@ pub fn run(cli: Cli) -> ExitCode {
     for name in &loaded.unknown_env {
         tracing::warn!(variable = %name, "environment variable names no Aegis setting; ignored");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         match cli.command {
@@ -743,17 +734,23 @@ async fn user_create(
     }
 }
 
-/// Runs `fut` on a fresh runtime; errors print and exit 1.
-fn in_runtime(fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// The one async runtime every command runs on: multi-threaded, I/O and timers on; a
+/// failure to start it is printed and exits 1.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        })
+}
+
+/// Runs `fut` on [`runtime`]; errors print and exit 1.
+fn in_runtime(fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
     };
     match runtime.block_on(fut) {
         Ok(code) => code,

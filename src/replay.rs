@@ -7,6 +7,9 @@
 //! (`{"at", "labels", "line", "level"?}`) per line, `at` in RFC 3339 or epoch
 //! milliseconds; an optional first line `{"settings": {...}}` sets the engine (the
 //! `engine_*` configuration keys and `anomaly_threshold`).
+//!
+//! Long because a replay drives the whole real pipeline in event time and reports it; the
+//! reading, the clock and the report belong together.
 
 use std::collections::BTreeMap;
 use std::path::Path;

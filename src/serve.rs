@@ -1,4 +1,7 @@
 //! `aegis serve`: wiring, the listener and graceful shutdown.
+//!
+//! Long because it is the wiring of every part of a running server in start order, and the
+//! shutdown in reverse; reading it top to bottom is the point.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,7 +8,10 @@
 //! - Every response carries `x-request-id`; every request is counted in
 //!   `aegis_http_requests_total` and timed in `aegis_http_request_duration_seconds`.
 //!
-//! The layer is thin: parse, authorize, call the domain crate, map errors to JSON.
+//! - [`auth`]: users, tokens, passwords and the caller extractor.
+//!
+//! The layer is thin: parse, authorize, call `aegis-runtime` or a stage crate, map the
+//! answer and its errors (a runtime `Refusal`, a store error) to HTTP.
 
 mod access;
 #[cfg(test)]

@@ -1,6 +1,9 @@
 //! The engine's state between ticks: samples and log lines routed to their entity's
 //! windows, and a tick that builds the feature matrix of the entities with new data, lets
 //! the caller score it, and turns scores into detections through per-entity incidents.
+//!
+//! Long because it is one state machine (routing, windows, eviction, the phased tick) whose
+//! invariants hold across those steps; it is easier to check whole than split.
 
 use std::collections::HashMap;
 

@@ -1,7 +1,6 @@
 //! Aegis engine: per-series windows, per-entity features, the tick's incidents, and the
 //! streaming detector with its backtest and scoring.
 //!
-//! Built so far:
 //! - [`Engine`]: samples routed to their workload's windows; a tick scores the entities
 //!   with new data and reports newly opened incidents as [`Detection`]s.
 //! - [`Entity`]: the workload a series or stream describes, from Kubernetes labels
@@ -19,7 +18,8 @@
 //! - [`backtest`]: recorded CSV series (files or folders) through the detector in event
 //!   time; [`nab`]: NAB v1.1's scoring of the results; [`time`]: the timestamp forms read.
 //!
-//! It depends on `aegis-core` and `aegis-detectors`, not on ingest, store or API.
+//! It depends on `aegis-core` and on `aegis-detectors` (the forest it scores with), not on
+//! ingest, store or API; the self-healing loop that drives it is in `aegis-runtime`.
 
 pub mod backtest;
 mod engine;

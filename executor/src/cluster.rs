@@ -1,4 +1,7 @@
 //! The actions against the Kubernetes API, reproducing what kubectl sends.
+//!
+//! Long because each action is written out as the exact requests kubectl sends, with the
+//! reasons for each field beside it; the three actions share the request helpers.
 
 use std::collections::BTreeMap;
 

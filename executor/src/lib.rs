@@ -7,9 +7,10 @@
 //!   pod), `scale_deployment` (scale subresource within [`ScaleLimits`]) and
 //!   `rollback_deployment` (`kubectl rollout undo`), each ending in an [`Outcome`].
 //!
-//! The guards that decide whether an action may run at all (signature, replay, allowlist,
-//! policy, rate, cooldown, blast radius) and the audit trail live with the HTTP endpoint;
-//! this crate only talks to the cluster.
+//! - [`Error`]: what can go wrong before an action reaches the cluster.
+//!
+//! This crate only talks to the cluster; the guards in front of it (allowlist, policy,
+//! rate, cooldown, blast radius) and the audit around it are `aegis-runtime`'s.
 
 mod cluster;
 mod error;

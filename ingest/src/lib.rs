@@ -6,7 +6,6 @@
 //! - [`SeriesRegistry`]: label sets to stable series ids; names and values interned once.
 //! - [`samples_to_batch`]: sample columns to an Arrow `RecordBatch` (`series_id`,
 //!   `timestamp_ms`, `value`).
-//!
 //! - [`loki`]: Loki push bodies (JSON and protobuf + snappy).
 //! - [`kafka`]: the Kafka consumer feeding the same pipeline.
 //! - [`pipeline`]: [`Ingest`], decoded samples and lines through admission into batches.

@@ -23,6 +23,9 @@
 //! reported, so a reported request is a true counter-example. When a `matches` (regex)
 //! condition would have to hold and no candidate value satisfies it, the answer is
 //! [`Verdict::Undecided`]: the prover never claims a proof it does not have.
+//!
+//! Long because the proof procedure (scopes, request shapes, the search for a counterexample)
+//! only reads as a whole; its parts have no use apart.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;

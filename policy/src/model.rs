@@ -3,6 +3,9 @@
 //! Every check that can be made on one field happens in that field's `TryFrom`, so a YAML or
 //! JSON parser reports the bad value at its own line and column: unknown fields, a bad regex,
 //! an unknown timezone, a window whose start equals its end, an empty action list.
+//!
+//! Long because it is the whole policy document of CONTRACT.md with its validation beside
+//! each field, so one file answers what a policy may say.
 
 use std::collections::BTreeMap;
 use std::fmt;

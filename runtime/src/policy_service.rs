@@ -1,5 +1,8 @@
 //! [`PolicyService`]: the policy engine wired to its sources (database, policy folder) and to
 //! the decision audit. Handlers and `aegis serve` share one.
+//!
+//! Long because the three sources (database, folder, shadow set) share one state and one
+//! reload discipline, and the decision audit is written from the same place.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

@@ -4,6 +4,9 @@
 //! Defaults live in [`Config::default`], the environment is read in [`env`], and
 //! [`Config::validate`] checks every value at start-up with a message that names the key
 //! the way the user set it (`AEGIS_LISTEN`, or `listen` in the file).
+//!
+//! Long because every setting is declared once here with its default, its check and its
+//! documentation, which the configuration reference test reads.
 
 mod env;
 mod types;

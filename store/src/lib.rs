@@ -7,7 +7,6 @@
 //!   [`Store::verify_audit`], which recomputes a chain and names the first broken row.
 //! - [`Error`]: what can go wrong, with the user's mistakes (a bad URL) apart from runtime
 //!   faults (an unreachable database).
-//!
 //! - [`objects::Objects`]: object storage (a folder or S3) for models and archives.
 //! - [`loki_outbox::LokiPusher`]: delivers the action audit outbox to Loki.
 //!

@@ -1,5 +1,8 @@
 //! `/api/v1/detect-anomaly`, `/api/v1/detect-failure`, `/api/v1/metrics/predictions` and
 //! `/api/v1/metrics/stats`.
+//!
+//! One file for the four endpoints because they share the request shapes, the feature
+//! row and the per-series scoring; splitting them would scatter one contract over files.
 
 use std::collections::BTreeMap;
 use std::time::Instant;

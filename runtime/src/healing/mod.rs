@@ -15,9 +15,13 @@
 //! Models: entities warm up first (their baseline must mean something); warm rows fill a
 //! reservoir; once it holds `warmup_rows` the forest is fitted, and refitted every
 //! `retrain_every` on rows that scored normal, swapped atomically.
+//!
+//! Modules: `tick` (samples in, each tick's scoring and actions), `model` (the forests,
+//! fitting and refitting), `decide` (the policy question, the guards, decision records),
+//! `verify` (post-action verification, breakers, hand-overs), `stats` (counters and
+//! `/api/v1/metrics/stats`).
 
 mod decide;
-mod feed;
 mod model;
 mod stats;
 mod tick;

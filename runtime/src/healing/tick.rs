@@ -1,6 +1,39 @@
-//! One tick: score the workloads with new data, open incidents, act on them, persist the events.
+//! The loop's data path: samples and log lines into the engine's windows (series forgotten
+//! when idle), and each tick — score the workloads with new data, open incidents, act on
+//! them, persist the events.
 
 use super::*;
+
+/// The rows of a log batch (`stream_id`, `timestamp_ns`, `line`, `level`).
+pub(super) fn for_each_line(
+    b: &arrow_array::RecordBatch,
+    mut f: impl FnMut(u32, i64, &str, Option<&str>),
+) {
+    let (Some(ids), Some(ts), Some(lines)) = (
+        b.column(0).as_any().downcast_ref::<UInt32Array>(),
+        b.column(1).as_any().downcast_ref::<Int64Array>(),
+        b.column(2).as_any().downcast_ref::<StringArray>(),
+    ) else {
+        return;
+    };
+    let levels = b.column(3).as_any().downcast_ref::<StringArray>();
+    for i in 0..b.num_rows() {
+        let level = levels.filter(|l| l.is_valid(i)).map(|l| l.value(i));
+        f(ids.value(i), ts.value(i), lines.value(i), level);
+    }
+}
+
+pub(super) fn labels_of(
+    registry: &Arc<Mutex<aegis_ingest::SeriesRegistry>>,
+    id: u32,
+) -> Option<Vec<(String, String)>> {
+    let r = registry.lock().unwrap_or_else(|p| p.into_inner());
+    r.labels(id).map(|l| {
+        l.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
+}
 
 impl HealingLoop {
     /// One tick at `now_ms` (event or wall time): score, decide, act. `policy_time` is
@@ -224,5 +257,202 @@ impl HealingLoop {
                 .fetch_add(rows.len() as u64, Ordering::Relaxed);
             tracing::warn!(%error, "recording the engine's detections failed");
         }
+    }
+
+    /// Folds one ingest batch into the windows; returns rows taken.
+    pub fn apply(&self, batch: &aegis_ingest::SampleBatch, ingest: &aegis_ingest::Ingest) -> usize {
+        let b = &batch.batch;
+        let mut taken = 0;
+        match batch.kind {
+            aegis_ingest::BatchKind::Samples => {
+                let (Some(ids), Some(ts), Some(vs)) = (
+                    b.column(0).as_any().downcast_ref::<UInt32Array>(),
+                    b.column(1).as_any().downcast_ref::<Int64Array>(),
+                    b.column(2).as_any().downcast_ref::<Float64Array>(),
+                ) else {
+                    return 0;
+                };
+                let mut engine = self.engine();
+                for i in 0..b.num_rows() {
+                    let id = ids.value(i);
+                    let labels = || labels_of(ingest.registry(), id);
+                    taken +=
+                        usize::from(engine.ingest_series(id, labels, ts.value(i), vs.value(i)));
+                }
+            }
+            aegis_ingest::BatchKind::Logs => {
+                {
+                    let mut recent = self.recent_logs.lock().unwrap_or_else(|p| p.into_inner());
+                    recent.push_back(b.clone());
+                    let mut lines: usize = recent.iter().map(|r| r.num_rows()).sum();
+                    let mut bytes: usize = recent.iter().map(|r| r.get_array_memory_size()).sum();
+                    // Lines and bytes both bound it: 100,000 lines of 200 bytes are 20 MB,
+                    // ten lines of 50 MB would be 500 MB.
+                    while (lines > RECENT_LOG_LINES || bytes > RECENT_LOG_BYTES) && recent.len() > 1
+                    {
+                        let Some(old) = recent.pop_front() else { break };
+                        lines -= old.num_rows();
+                        bytes = bytes.saturating_sub(old.get_array_memory_size());
+                    }
+                }
+                let mut engine = self.engine();
+                self.detectors.with_drain(|drain| {
+                    for_each_line(b, |id, ts_ns, line, level| {
+                        let labels = || labels_of(ingest.streams(), id);
+                        taken += usize::from(engine.ingest_log(
+                            id,
+                            labels,
+                            ts_ns / 1_000_000,
+                            line,
+                            level,
+                            drain,
+                        ));
+                    });
+                });
+            }
+        }
+        taken
+    }
+
+    /// Every sample in the engine's short windows: `(entity, metric, timestamp_ms, value)`.
+    pub fn for_each_sample(&self, f: impl FnMut(&aegis_engine::Entity, &str, i64, f64)) {
+        self.engine().for_each_sample(f);
+    }
+
+    /// The recent log lines kept: `(stream id, timestamp_ns, line, level)`, oldest first.
+    pub fn for_each_log(&self, mut f: impl FnMut(u32, i64, &str, Option<&str>)) {
+        let recent = self.recent_logs.lock().unwrap_or_else(|p| p.into_inner());
+        for b in recent.iter() {
+            for_each_line(b, &mut f);
+        }
+    }
+
+    /// Adds one sample directly (scenario files, the demo, tests).
+    pub fn ingest_sample(
+        &self,
+        labels: &[(String, String)],
+        timestamp_ms: i64,
+        value: f64,
+    ) -> bool {
+        self.engine().ingest(labels, timestamp_ms, value)
+    }
+
+    /// Adds one log line directly; `stream` identifies its label set.
+    pub fn ingest_log(
+        &self,
+        stream: u32,
+        labels: &[(String, String)],
+        timestamp_ms: i64,
+        line: &str,
+        level: Option<&str>,
+    ) -> bool {
+        let mut engine = self.engine();
+        self.detectors.with_drain(|drain| {
+            engine.ingest_log(
+                stream,
+                || Some(labels.to_vec()),
+                timestamp_ms,
+                line,
+                level,
+                drain,
+            )
+        })
+    }
+
+    /// Forgets the series and streams ingest evicted as idle (`series_idle`), and the state
+    /// the engine and the latest samples keep per id.
+    pub fn forget_idle_series(
+        &self,
+        ingest: &aegis_ingest::Ingest,
+        latest: &Mutex<aegis_ingest::LatestSamples>,
+    ) -> (usize, usize) {
+        let (series, streams) = ingest.evict_idle(self.settings.series_idle);
+        if series.is_empty() && streams.is_empty() {
+            return (0, 0);
+        }
+        self.engine().forget_series(&series, &streams);
+        latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(&series);
+        tracing::info!(
+            series = series.len(),
+            streams = streams.len(),
+            "forgot series and log streams idle for {} s",
+            self.settings.series_idle.as_secs()
+        );
+        (series.len(), streams.len())
+    }
+
+    /// Scores one tick's rows; fills `results` (one per row).
+    pub(super) fn score(&self, input: &TickInput<'_>, results: &mut Vec<RowResult>) -> Vec<f64> {
+        let rows = input.matrix.rows();
+        let view = self.view(input.matrix);
+        let model = self.model.load_full();
+        let threshold = model
+            .as_ref()
+            .map_or(self.settings.threshold, |m| m.threshold);
+        let anomaly: Vec<Option<f64>> = match &model {
+            Some(m) => match m.score(&view) {
+                Some(per_metric) => per_metric
+                    .iter()
+                    .map(|s| s.iter().copied().reduce(f64::max))
+                    .collect(),
+                None => vec![None; rows],
+            },
+            None => vec![None; rows],
+        };
+        {
+            // Warm rows that look normal (or all warm rows before the first fit) are the
+            // material of the next fit.
+            let mut reservoir = self.reservoir.lock().unwrap_or_else(|p| p.into_inner());
+            for (r, a) in anomaly.iter().enumerate() {
+                if input.warm[r] && a.is_none_or(|s| s < threshold) {
+                    reservoir.offer(view.row(r));
+                }
+            }
+        }
+        let classifier = self.detectors.classifier();
+        results.clear();
+        let mut scores = Vec::with_capacity(rows);
+        for (r, a) in anomaly.iter().copied().enumerate() {
+            if !input.warm[r] {
+                results.push(RowResult::default());
+                scores.push(f64::NAN);
+                continue;
+            }
+            let frow = self.failure_row(input.matrix.row(r), &input.logs[r]);
+            let failure = if Self::suspicious(&frow, a, threshold) {
+                classifier.classifier.classify(&frow).ok()
+            } else {
+                None
+            };
+            scores.push(aegis_detectors::severity_score(
+                a,
+                threshold,
+                failure.as_ref(),
+            ));
+            results.push(RowResult {
+                anomaly: a,
+                failure,
+            });
+        }
+        {
+            // Entities with an action to verify: keep their newest score.
+            let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            if !watched.is_empty() {
+                for (r, s) in scores.iter().enumerate() {
+                    if let (Some(e), false) = (input.entities.get(r), s.is_nan())
+                        && let Some(slot) = watched.get_mut(*e)
+                    {
+                        *slot = *s;
+                    }
+                }
+            }
+        }
+        self.counters
+            .rows_scored
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        scores
     }
 }

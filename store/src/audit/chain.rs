@@ -1,4 +1,7 @@
 //! Column layouts, canonical encoding, and the append and verify paths for both backends.
+//!
+//! Long because the append and verify paths exist once per dialect (SQLite and PostgreSQL)
+//! and must stay side by side to stay identical.
 
 use aegis_core::{Canonical, GENESIS_HASH};
 use chrono::{DateTime, Utc};
