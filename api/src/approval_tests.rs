@@ -118,7 +118,7 @@ async fn ask_as(
         .metadata
         .insert("severity".into(), json!(severity));
     executor
-        .execute_internal(&db.store, policies, req, actor, question)
+        .execute_internal(&db.store, policies, req, actor, question, None)
         .await
         .unwrap()
 }
@@ -319,6 +319,7 @@ async fn an_open_breaker_refuses_actions_until_an_operator_resets_it() {
                 req.clone(),
                 "aegis-engine",
                 question.clone(),
+                None,
             )
             .await
             .unwrap_err();
@@ -339,7 +340,7 @@ async fn an_open_breaker_refuses_actions_until_an_operator_resets_it() {
         assert_eq!(reset["open"], false);
         assert_eq!(reset["reset_by"], "admin-1");
         let done = executor
-            .execute_internal(&db.store, &policies, req, "aegis-engine", question)
+            .execute_internal(&db.store, &policies, req, "aegis-engine", question, None)
             .await
             .unwrap();
         assert_eq!(done.status, "dry_run");

@@ -273,7 +273,9 @@ impl ExecutorService {
     /// The self-healing loop's entry: the same guards from the namespace allowlist on
     /// (the loop is in-process, so no signature, timestamp or nonce), with `policy` as the
     /// `self_healing` question (its metadata carries severity, score and failure type, its
-    /// time the event time).
+    /// time the event time). `decided` is the loop's answer to its own question when it has
+    /// one, so the policy is evaluated once per action; `policy` is still kept with a held
+    /// approval, which is decided again when a person approves.
     pub async fn execute_internal(
         &self,
         store: &Store,
@@ -281,40 +283,15 @@ impl ExecutorService {
         req: ActionRequest,
         actor: &str,
         policy: PolicyRequest,
+        decided: Option<Decision>,
     ) -> Result<ExecuteResponse, Error> {
         if let Err(e) = req.check() {
             let e = Refusal::new(RefusalKind::Invalid, e.0);
             return Err(self.refuse(store, Some(&req), Some(actor), e).await);
         }
-        self.guarded(store, policies, req, Some(actor), policy, Standing::Asked)
+        let standing = decided.map_or(Standing::Asked, Standing::Decided);
+        self.guarded(store, policies, req, Some(actor), policy, standing)
             .await
-    }
-
-    /// The self-healing loop's entry when it has decided already: `decision` is the loop's
-    /// answer to its own `self_healing` question, so the policy is evaluated once per action;
-    /// `policy` is kept with a held approval, which is decided again when a person approves.
-    pub async fn execute_decided(
-        &self,
-        store: &Store,
-        policies: &PolicyService,
-        req: ActionRequest,
-        actor: &str,
-        policy: PolicyRequest,
-        decision: Decision,
-    ) -> Result<ExecuteResponse, Error> {
-        if let Err(e) = req.check() {
-            let e = Refusal::new(RefusalKind::Invalid, e.0);
-            return Err(self.refuse(store, Some(&req), Some(actor), e).await);
-        }
-        self.guarded(
-            store,
-            policies,
-            req,
-            Some(actor),
-            policy,
-            Standing::Decided(decision),
-        )
-        .await
     }
 
     /// The guards' state for `req` right now: the rate budget, the cooldown and the last

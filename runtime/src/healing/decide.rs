@@ -27,17 +27,18 @@ pub(super) fn truncate(s: &str, max: usize) -> String {
 }
 
 impl HealingLoop {
+    /// Decides on one assessed detection and acts when allowed; then writes its decision
+    /// record.
     pub(super) async fn decide_and_act(
         &self,
-        d: &Detection,
-        r: &RowResult,
-        a: &Assessment,
+        assessed: &Assessed,
         policy_time: Option<DateTime<Utc>>,
         tick_started: Instant,
     ) -> LoopEvent {
+        let (d, r, a) = assessed;
         let mut draft = None;
         let mut event = self
-            .decide_and_act_inner(d, r, a, policy_time, tick_started, &mut draft)
+            .decide_and_act_inner(assessed, (policy_time, tick_started), &mut draft)
             .await;
         if let Some(draft) = draft {
             event.decision_record = Some(draft.id.clone());
@@ -127,13 +128,12 @@ impl HealingLoop {
         }
     }
 
+    /// The decision and the action; `draft` collects what the decision record will say.
+    /// `clock`: the policy's time (event time in replays) and when the tick started.
     pub(super) async fn decide_and_act_inner(
         &self,
-        d: &Detection,
-        r: &RowResult,
-        a: &Assessment,
-        policy_time: Option<DateTime<Utc>>,
-        tick_started: Instant,
+        (d, r, a): &Assessed,
+        (policy_time, tick_started): (Option<DateTime<Utc>>, Instant),
         draft: &mut Option<RecordDraft>,
     ) -> LoopEvent {
         let rec = a.recommendation.action;
@@ -295,13 +295,13 @@ impl HealingLoop {
         }
         let answer = self
             .executor
-            .execute_decided(
+            .execute_internal(
                 &self.store,
                 &self.policies,
                 req,
                 ENGINE_ACTOR,
                 guard_question,
-                decision.clone(),
+                Some(decision.clone()),
             )
             .await;
         event.tick_to_action_us = crate::detector_service::micros_since(tick_started);

@@ -152,7 +152,8 @@ impl HealingLoop {
                 .total_cmp(&x.2.severity_score)
                 .then_with(|| x.0.entity.cmp(&y.0.entity))
         });
-        for (d, r, a) in assessed {
+        for item in assessed {
+            let (d, _, a) = &item;
             let rec = a.recommendation.action;
             {
                 let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
@@ -184,7 +185,7 @@ impl HealingLoop {
                 status = tracing::field::Empty,
             );
             let event = self
-                .decide_and_act(&d, &r, &a, policy_time, started)
+                .decide_and_act(&item, policy_time, started)
                 .instrument(span.clone())
                 .await;
             span.record("decision", event.decision.as_str());

@@ -166,7 +166,14 @@ impl HealingLoop {
             };
             match self
                 .executor
-                .execute_internal(&self.store, &self.policies, req, ENGINE_ACTOR, question)
+                .execute_internal(
+                    &self.store,
+                    &self.policies,
+                    req,
+                    ENGINE_ACTOR,
+                    question,
+                    None,
+                )
                 .await
             {
                 Ok(r) => {
