@@ -7,8 +7,9 @@
 //! - [`Severity`] and [`ExecutorMode`]: enums that appear in configuration, detections and
 //!   actions alike.
 //!
-//! Every other crate depends on this one and not on its neighbours, so the crate graph
-//! stays one-way.
+//! The stage crates (ingest, detectors, policy, executor, store) depend on this one and
+//! not on each other; the engine, the runtime and the API above them drive the stages, so
+//! the crate graph stays one-way.
 
 pub mod audit;
 #[cfg(feature = "http-client")]

@@ -9,6 +9,7 @@
 //! documentation, which the configuration reference test reads.
 
 mod env;
+mod sections;
 mod types;
 
 use std::collections::BTreeMap;
@@ -411,11 +412,27 @@ impl Config {
                     path: path.to_owned(),
                     source,
                 })?;
-                let config: Config = toml::from_str(&text).map_err(|e| ConfigError::File {
+                let file_error = |message: String| ConfigError::File {
                     path: path.to_owned(),
-                    message: e.to_string().trim_end().to_owned(),
-                })?;
-                let table: toml::Table = toml::from_str(&text).unwrap_or_default();
+                    message: message.trim_end().to_owned(),
+                };
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+                let sectioned = table
+                    .keys()
+                    .any(|k| sections::SECTIONS.iter().any(|(s, _)| s == k));
+                // A flat file is read from its text, so an error names its line; a file in
+                // sections is read once its keys are flat again.
+                let (config, table): (Config, toml::Table) = if sectioned {
+                    let flat = sections::flatten(table).map_err(file_error)?;
+                    let config = toml::Value::Table(flat.clone())
+                        .try_into()
+                        .map_err(|e: toml::de::Error| file_error(e.to_string()))?;
+                    (config, flat)
+                } else {
+                    let config = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+                    (config, table)
+                };
                 for key in env::KEYS {
                     if table.contains_key(*key) {
                         origins.insert(*key, Origin::File(path.to_owned()));

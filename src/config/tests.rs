@@ -215,3 +215,75 @@ fn every_key_is_documented_in_the_configuration_reference() {
         "keys without a row in docs/configuration.md: {missing:?}"
     );
 }
+
+/// Issue 26: a file may group its keys in sections (`[server]`, `[engine]`, ...) and drop
+/// the section's prefix inside it; flat keys and the environment work as before.
+#[test]
+fn sections_and_flat_keys_read_the_same() {
+    let sectioned = file(
+        "[server]\nlisten = \"0.0.0.0:8080\"\n\n[engine]\ntick_ms = 250\nengine_open_ticks = 3\n\n\
+         [executor]\nmode = \"dry-run\"\ncooldown_secs = 60\n\n[ingest]\nkafka_group = \"g\"\n",
+    );
+    let flat = file(
+        "listen = \"0.0.0.0:8080\"\nengine_tick_ms = 250\nengine_open_ticks = 3\n\
+         executor_mode = \"dry-run\"\nexecutor_cooldown_secs = 60\nkafka_group = \"g\"\n",
+    );
+    let a = Config::load_from(Some(sectioned.path()), env(&[])).unwrap();
+    let b = Config::load_from(Some(flat.path()), env(&[])).unwrap();
+    assert_eq!(a.config.to_redacted_toml(), b.config.to_redacted_toml());
+    assert_eq!(a.config.engine_tick_ms, 250);
+    assert_eq!(a.config.executor_cooldown_secs, 60);
+    assert_eq!(
+        a.origins.get("engine_tick_ms"),
+        Some(&Origin::File(sectioned.path().to_owned()))
+    );
+    // The environment still wins over a sectioned file.
+    let c = Config::load_from(
+        Some(sectioned.path()),
+        env(&[("AEGIS_ENGINE_TICK_MS", "500")]),
+    )
+    .unwrap();
+    assert_eq!(c.config.engine_tick_ms, 500);
+}
+
+#[test]
+fn a_key_in_the_wrong_section_or_twice_is_named() {
+    for (text, says) in [
+        (
+            "[server]\ndatabase_url = \"sqlite://x.db\"\n",
+            "belongs in [storage]",
+        ),
+        (
+            "[engine]\nnonsense = 1\n",
+            "unknown key `nonsense` in [engine]",
+        ),
+        (
+            "engine_tick_ms = 100\n[engine]\ntick_ms = 200\n",
+            "set twice",
+        ),
+        ("engine = 5\n", "`engine` is a section"),
+    ] {
+        let f = file(text);
+        let err = Config::load_from(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn every_key_is_in_exactly_one_section() {
+    for key in env::KEYS {
+        let homes = sections::SECTIONS
+            .iter()
+            .filter(|(_, keys)| keys.contains(key))
+            .count();
+        assert_eq!(homes, 1, "`{key}` is in {homes} sections");
+    }
+    let listed: usize = sections::SECTIONS.iter().map(|(_, k)| k.len()).sum();
+    assert_eq!(
+        listed,
+        env::KEYS.len(),
+        "a section lists a key that is not one"
+    );
+}

@@ -51,7 +51,6 @@ pub(super) fn fit(x: MatrixView<'_>, params: &IsolationForestParams) -> Isolatio
                     leaves: vec![0.0; stride],
                 },
                 scratch: Vec::new(),
-                ranges: Vec::new(),
             };
             let mut rows: Vec<u32> = (0..psi as u32).collect();
             tree.grow(0, 0, &mut rows);
@@ -91,8 +90,6 @@ struct Grower<'a> {
     rng: &'a mut DetRng,
     out: TreeOut,
     scratch: Vec<usize>,
-    /// Per-feature (min, max) of the node being split, reused across nodes.
-    ranges: Vec<(f32, f32)>,
 }
 
 impl Grower<'_> {
@@ -151,30 +148,31 @@ impl Grower<'_> {
     /// minimum and maximum; `None` when every feature is constant.
     fn axis_split(&mut self, node: usize, rows: &[u32]) -> Option<f32> {
         self.scratch.clear();
-        let mut ranges = std::mem::take(&mut self.ranges);
-        ranges.clear();
+        let first = *rows.first()?;
         for f in 0..self.d {
-            let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-            // Plain comparisons: the values are finite (checked at fit), so the NaN
-            // handling of f32::min/max is pure cost on the hottest loop of a fit.
+            // Constant here means every row holds the first row's value. A feature that is
+            // not constant usually shows it within a few rows, so the scan stops early;
+            // only the chosen feature is scanned whole, for its range. (The values are
+            // finite, checked at fit: `!=` here is `lo < hi` of a full scan.)
             let col = &self.cols[f * self.psi..(f + 1) * self.psi];
-            for &r in rows {
-                let v = col.get(r as usize).copied().unwrap_or(lo);
-                lo = if v < lo { v } else { lo };
-                hi = if v > hi { v } else { hi };
-            }
-            ranges.push((lo, hi));
-            if lo < hi {
+            let v0 = col.get(first as usize).copied();
+            if rows.iter().any(|&r| col.get(r as usize).copied() != v0) {
                 self.scratch.push(f);
             }
         }
         if self.scratch.is_empty() {
-            self.ranges = ranges;
             return None;
         }
         let f = self.scratch[self.rng.random_range(0..self.scratch.len())];
-        let (lo, hi) = ranges[f];
-        self.ranges = ranges;
+        let col = &self.cols[f * self.psi..(f + 1) * self.psi];
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        // Plain comparisons: the values are finite, so the NaN handling of f32::min/max
+        // is pure cost on the hottest loop of a fit.
+        for &r in rows {
+            let v = col.get(r as usize).copied().unwrap_or(lo);
+            lo = if v < lo { v } else { lo };
+            hi = if v > hi { v } else { hi };
+        }
         let u: f32 = self.rng.random::<f32>();
         let mut threshold = lo + u * (hi - lo);
         // Rounding can land on the minimum; then nothing would go left.
