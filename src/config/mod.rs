@@ -420,7 +420,7 @@ impl Config {
                     toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
                 let sectioned = table
                     .keys()
-                    .any(|k| sections::SECTIONS.iter().any(|(s, _)| s == k));
+                    .any(|k| sections::SECTIONS.contains(&k.as_str()));
                 // A flat file is read from its text, so an error names its line; a file in
                 // sections is read once its keys are flat again.
                 let (config, table): (Config, toml::Table) = if sectioned {
