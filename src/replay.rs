@@ -103,9 +103,9 @@ impl Default for ReplaySettings {
             engine_window_secs: 300,
             engine_baseline_secs: 3_600,
             engine_warmup_secs: 1_800,
-            engine_warmup_rows: 200,
+            engine_warmup_rows: aegis_engine::StreamConfig::default().warmup_points,
             engine_calm_ticks: 20,
-            anomaly_threshold: 0.6,
+            anomaly_threshold: aegis_engine::StreamConfig::default().threshold,
         }
     }
 }
@@ -304,7 +304,7 @@ pub async fn replay_with(
     let settings = &telemetry.settings;
     let detectors = aegis_runtime::detector_service::DetectorService::start(
         store.clone(),
-        settings.anomaly_threshold,
+        aegis_runtime::detector_service::BATCH_THRESHOLD,
     )
     .await
     .map_err(|e| anyhow::anyhow!("detectors: {e}"))?;

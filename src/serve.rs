@@ -358,7 +358,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let detectors = aegis_runtime::detector_service::DetectorService::start_with(
         store.clone(),
         objects,
-        config.anomaly_threshold,
+        aegis_runtime::detector_service::BATCH_THRESHOLD,
     )
     .await
     .map_err(|e| anyhow::anyhow!("loading the detectors: {e}"))?;
@@ -693,6 +693,7 @@ pub(crate) fn healing_settings(config: &Config) -> aegis_runtime::healing::Heali
                 open_ticks: config.engine_open_ticks,
                 ..defaults.engine.hysteresis
             },
+            stream: defaults.engine.stream.clone(),
         },
         tick: Duration::from_millis(config.engine_tick_ms),
         warmup_rows: config.engine_warmup_rows,

@@ -77,15 +77,16 @@ fn labels(ns: &str, deployment: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// 150 s of CPU for three workloads, one sample per second; `production/api` pinned at
-/// 0.95 from second 100 on. Returns every event.
+/// 360 s of CPU for three workloads, one sample per second; `production/api` pinned at
+/// 0.95 from second 300 on (the stream detector scores a series once it has seen its
+/// warm-up and a hundred scores of its own). Returns every event.
 pub(crate) async fn run(h: &Arc<HealingLoop>) -> (Vec<LoopEvent>, Vec<&'static str>) {
     // Saturday 03:00 UTC: no peak-hours rule in the way.
     let t0 = 1_795_834_800_000i64;
     let mut events = Vec::new();
     let mut states = Vec::new();
     let mut seed = 17u64;
-    for s in 0..150i64 {
+    for s in 0..360i64 {
         let at = t0 + s * 1_000;
         for (ns, d, base) in [
             ("production", "api", 0.30),
@@ -96,7 +97,7 @@ pub(crate) async fn run(h: &Arc<HealingLoop>) -> (Vec<LoopEvent>, Vec<&'static s
             seed ^= seed >> 7;
             seed ^= seed << 17;
             let noise = (seed % 1000) as f64 / 1000.0 * 0.04;
-            let v = if d == "api" && s >= 100 {
+            let v = if d == "api" && s >= 300 {
                 0.95 + noise / 4.0
             } else {
                 base + noise
@@ -121,7 +122,7 @@ async fn a_spike_is_decided_once_and_only_the_leader_acts() {
         assert_eq!(states[0], "warming_up", "{}", db.name());
         assert_eq!(*states.last().unwrap(), "ready", "{}", db.name());
         let stats = follower.stats(0);
-        assert_eq!((stats.entities, stats.samples), (3, 450), "{}", db.name());
+        assert_eq!((stats.entities, stats.samples), (3, 1_080), "{}", db.name());
         // The spike's rows went ahead of the normal ones (the screen, once the model was
         // fitted); the normal rows did not.
         assert!(

@@ -9,8 +9,11 @@ use std::collections::HashMap;
 
 use aegis_detectors::{Drain, LogFeatures, LogWindow, Matrix};
 
+use crate::live::{EntityStreams, MetricScores, Pools};
 use crate::matrix::{EntityWindows, build_refs};
-use crate::{Entity, Hysteresis, Incidents, SeriesWindow, Transition, resolve_entity};
+use crate::{
+    Entity, Hysteresis, Incidents, SeriesWindow, StreamConfig, Transition, resolve_entity,
+};
 
 /// What the engine tracks.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +38,9 @@ pub struct EngineConfig {
     pub max_entities: usize,
     /// When incidents open and close.
     pub hysteresis: Hysteresis,
+    /// The streaming detector every metric of every workload runs (its step is
+    /// `resolution_ms` unless set).
+    pub stream: StreamConfig,
 }
 
 /// The metrics the engine tracks by default: CPU and memory (fractions of the limit),
@@ -59,6 +65,7 @@ impl Default for EngineConfig {
             idle_ms: 3_600_000,
             max_entities: 100_000,
             hysteresis: Hysteresis::default(),
+            stream: StreamConfig::default(),
         }
     }
 }
@@ -119,6 +126,22 @@ pub struct TickInput<'a> {
     pub logs: Vec<LogFeatures>,
     /// Whether each row's entity is past its warm-up.
     pub warm: Vec<bool>,
+    /// Per row, per metric: the streaming detector's highest score over the entity's new
+    /// points (`None`: no point scored this tick — no new slot, or the series is warming
+    /// up).
+    pub streams: Vec<MetricScores>,
+}
+
+impl TickInput<'_> {
+    /// A row's anomaly score: its most anomalous metric's (`None`: none scored).
+    pub fn anomaly(&self, row: usize) -> Option<f64> {
+        self.streams
+            .get(row)?
+            .iter()
+            .flatten()
+            .copied()
+            .reduce(f64::max)
+    }
 }
 
 /// Which entities with new data a tick takes.
@@ -150,6 +173,8 @@ struct LogState {
 struct State {
     entity: Entity,
     windows: EntityWindows,
+    /// Per metric, the streaming detector's series.
+    streams: EntityStreams,
     logs: Option<LogState>,
     dirty: bool,
     /// The largest screen value of the samples since the entity was last scored (≥ 1:
@@ -185,13 +210,17 @@ pub struct Engine {
     /// sample urgent; empty: only log lines are.
     screen: Vec<f64>,
     tick_seq: u64,
+    /// The streaming detector's pooled forests, one pool per metric.
+    pools: Pools,
 }
 
 impl Engine {
     /// An empty engine.
     pub fn new(config: EngineConfig) -> Self {
         let incidents = Incidents::new(config.hysteresis);
+        let pools = Pools::new(&config.stream, config.metrics.len(), config.resolution_ms);
         Self {
+            pools,
             config,
             states: Vec::new(),
             index: HashMap::new(),
@@ -254,6 +283,12 @@ impl Engine {
         self.counters
     }
 
+    /// The streaming detector's pools: whether a model is fitted, the rows held for the
+    /// next fits, and models fitted so far.
+    pub fn stream_status(&self) -> (bool, usize, usize) {
+        self.pools.status()
+    }
+
     /// Open incidents.
     pub fn open_incidents(&self) -> usize {
         self.incidents.open_count()
@@ -284,7 +319,8 @@ impl Engine {
         out
     }
 
-    /// Bytes held by the windows (an estimate for memory accounting).
+    /// Bytes held by the windows and the stream detector's series and pools (an estimate
+    /// for memory accounting).
     pub fn memory_bytes(&self) -> usize {
         self.states
             .iter()
@@ -294,8 +330,10 @@ impl Engine {
                     .iter()
                     .map(|(w, b)| w.memory_bytes() + b.memory_bytes())
                     .sum::<usize>()
+                    + crate::live::streams_bytes(&s.streams)
             })
-            .sum()
+            .sum::<usize>()
+            + self.pools.memory_bytes()
     }
 
     fn entity_index(&mut self, entity: Entity) -> Option<usize> {
@@ -317,6 +355,7 @@ impl Engine {
         self.states.push(State {
             entity: entity.clone(),
             windows: EntityWindows { metrics },
+            streams: self.pools.streams(),
             logs: None,
             dirty: false,
             surprise: 0.0,
@@ -425,6 +464,10 @@ impl Engine {
             self.counters.late += u64::from(stored == crate::Insert::TooLate);
             return false;
         }
+        if stored == crate::Insert::Stored {
+            self.pools
+                .take(&mut state.streams, metric, timestamp_ms, value);
+        }
         let bound = self
             .screen
             .get(metric)
@@ -504,6 +547,9 @@ impl Engine {
     pub fn evict_idle(&mut self, now_ms: i64) -> usize {
         let cutoff = now_ms - self.config.idle_ms;
         let before = self.states.len();
+        for s in self.states.iter().filter(|s| s.last_ms < cutoff) {
+            self.pools.leave(&s.streams);
+        }
         self.states.retain(|s| s.last_ms >= cutoff);
         let evicted = before - self.states.len();
         if evicted > 0 {
@@ -569,6 +615,16 @@ impl Engine {
         if dirty.is_empty() {
             return Vec::new();
         }
+        let streams = {
+            let mut take = dirty.iter().peekable();
+            let picked: Vec<&mut EntityStreams> = self
+                .states
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, s)| take.next_if_eq(&&i).map(|_| &mut s.streams))
+                .collect();
+            self.pools.score(picked)
+        };
         let refs: Vec<&EntityWindows> = dirty.iter().map(|i| &self.states[*i].windows).collect();
         let matrix = build_refs(&refs, self.config.metrics.len());
         let warmup = self.config.warmup_ms;
@@ -589,6 +645,7 @@ impl Engine {
                 .iter()
                 .map(|i| now_ms.saturating_sub(self.states[*i].first_ms) >= warmup)
                 .collect(),
+            streams,
         };
         let scores = score(&input);
         let logs = input.logs;

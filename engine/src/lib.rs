@@ -12,9 +12,11 @@
 //! - [`Incidents`]: one incident per entity with hysteresis, so a flapping signal acts once.
 //! - [`matrix`]: the per-tick feature matrix, one row per entity, built straight from the
 //!   windows into the buffer the detectors score.
-//! - [`StreamingDetector`]: the univariate streaming detector behind `aegis backtest`:
-//!   shape features per point, a streaming isolation forest, an anomaly likelihood, new
-//!   extremes; one score per point from the past alone.
+//! - [`StreamingDetector`]: the univariate streaming detector: shape features per point, a
+//!   streaming isolation forest, an anomaly likelihood, new extremes; one score per point
+//!   from the past alone. `aegis backtest` runs it per file; the engine runs it on every
+//!   workload metric, per-series state ([`Series`]) with forests pooled per metric
+//!   ([`Pool`]), so a backtest says what the live loop would have said.
 //! - [`backtest`]: recorded CSV series (files or folders) through the detector in event
 //!   time; [`nab`]: NAB v1.1's scoring of the results; [`time`]: the timestamp forms read.
 //!
@@ -26,6 +28,7 @@ mod engine;
 mod entity;
 pub mod features;
 mod incidents;
+mod live;
 pub mod matrix;
 pub mod nab;
 mod stream;
@@ -37,5 +40,5 @@ pub use engine::{
 };
 pub use entity::{Entity, resolve as resolve_entity};
 pub use incidents::{Hysteresis, Incidents, Transition};
-pub use stream::{StreamConfig, StreamScore, StreamingDetector};
+pub use stream::{ModelKind, Offer, Pool, Series, StreamConfig, StreamScore, StreamingDetector};
 pub use window::{Insert, SeriesWindow};

@@ -24,6 +24,10 @@ use chrono::Utc;
 
 /// Detector names in predictions and metrics.
 pub const ISOLATION_FOREST: &str = "isolation_forest";
+/// The threshold of the batch forests fitted here (`/api/v1/detect-anomaly`, `aegis model
+/// fit`): on the isolation forest's own scale, where 0.5 is an average point. The live
+/// loop's `anomaly_threshold` is on the stream detector's likelihood scale instead.
+pub const BATCH_THRESHOLD: f64 = 0.6;
 /// The failure classifier's detector name.
 pub const FAILURE_CLASSIFIER: &str = "failure_classifier";
 

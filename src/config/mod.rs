@@ -127,7 +127,9 @@ pub struct Config {
     /// Loki to pull logs from and push audit rows to (`http://HOST:3100`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loki_url: Option<String>,
-    /// Isolation-forest score above which a point is anomalous, in (0, 1).
+    /// Stream-detector score at or above which a point is anomalous, in (0, 1): what the
+    /// live loop acts on (`aegis backtest --threshold` is the same scale; 0.45 is a tail
+    /// of about 3e-5 against the series' own score history).
     pub anomaly_threshold: f64,
     /// Where models (and archives) are kept: a folder (also `file:///abs/path`) or an
     /// S3-compatible bucket (`s3://bucket/prefix`, credentials and endpoint from the usual
@@ -194,7 +196,8 @@ pub struct Config {
     pub engine_baseline_secs: u64,
     /// Seconds of data a workload needs before it is scored.
     pub engine_warmup_secs: u64,
-    /// Warm rows collected before the engine's first anomaly model is fitted.
+    /// Points each workload metric is watched before it is scored, and rows a metric's
+    /// pooled forest needs before it is first fitted (the stream detector's warm-up).
     pub engine_warmup_rows: usize,
     /// Most workloads the engine holds (samples of further ones are counted and dropped).
     pub engine_max_entities: usize,
@@ -297,7 +300,7 @@ impl Default for Config {
             prometheus_queries: Vec::new(),
             loki_queries: Vec::new(),
             pull_interval_secs: 15,
-            anomaly_threshold: 0.6,
+            anomaly_threshold: aegis_engine::StreamConfig::default().threshold,
             object_store_url: None,
             retention_predictions_days: 30,
             retention_audit_days: 0,
@@ -326,9 +329,9 @@ impl Default for Config {
             engine_window_secs: 300,
             engine_baseline_secs: 3_600,
             engine_warmup_secs: 600,
-            engine_warmup_rows: 1_000,
+            engine_warmup_rows: aegis_engine::StreamConfig::default().warmup_points,
             engine_max_entities: 100_000,
-            engine_open_ticks: 2,
+            engine_open_ticks: 1,
             engine_calm_ticks: 30,
             engine_scale_step: 1,
             engine_verify_after_secs: 300,

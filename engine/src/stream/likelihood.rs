@@ -19,7 +19,8 @@ pub struct LikelihoodParams {
     /// A second, longer horizon (0: none), for a moderate rise that lasts: the mean of many
     /// raw scores varies little, so a sustained shift stands out there first.
     pub long_average: usize,
-    /// Short means kept for the long-run distribution.
+    /// Short means kept for the long-run distribution (in blocks of `reestimate_every`:
+    /// between `history - reestimate_every` and `history` are held).
     pub history: usize,
     /// Short means needed before a likelihood is given (0 before that).
     pub min_history: usize,
@@ -30,6 +31,15 @@ pub struct LikelihoodParams {
 /// Smallest spread assumed, so a series whose scores never move does not alarm on noise.
 const MIN_STD: f64 = 0.02;
 
+/// Sums of a run of consecutive short means: the long-run distribution is kept as blocks,
+/// not as every mean, so a series costs a kilobyte here instead of tens.
+#[derive(Debug, Clone, Copy, Default)]
+struct Block {
+    sum: f64,
+    sum_sq: f64,
+    count: u32,
+}
+
 /// One averaging horizon: the mean of the last `average` raw scores, and the distribution
 /// of such means over the long history.
 #[derive(Debug, Clone)]
@@ -37,7 +47,9 @@ struct Horizon {
     average: usize,
     recent: VecDeque<f64>,
     recent_sum: f64,
-    means: VecDeque<f64>,
+    /// The long history in blocks of `block` means, oldest first.
+    blocks: VecDeque<Block>,
+    held: usize,
     mean: f64,
     std: f64,
 }
@@ -48,7 +60,8 @@ impl Horizon {
             average: average.max(1),
             recent: VecDeque::new(),
             recent_sum: 0.0,
-            means: VecDeque::new(),
+            blocks: VecDeque::new(),
+            held: 0,
             mean: 0.0,
             std: 1.0,
         }
@@ -70,19 +83,35 @@ impl Horizon {
         self.recent_sum / self.recent.len().max(1) as f64
     }
 
-    /// Adds the current short mean to the long-run history.
-    fn remember(&mut self, history: usize) {
+    /// Adds the current short mean to the long-run history: blocks of `block` means, at
+    /// most `history` of them (the oldest block goes when a new one starts past that).
+    fn remember(&mut self, history: usize, block: usize) {
         let short = self.short();
-        self.means.push_back(short);
-        if self.means.len() > history.max(2) {
-            self.means.pop_front();
+        let block = block.max(1);
+        if self.blocks.back().is_none_or(|b| b.count as usize >= block) {
+            self.blocks.push_back(Block::default());
+            while self.blocks.len() > history.max(2).div_ceil(block) {
+                if let Some(old) = self.blocks.pop_front() {
+                    self.held -= old.count as usize;
+                }
+            }
+        }
+        if let Some(b) = self.blocks.back_mut() {
+            b.sum += short;
+            b.sum_sq += short * short;
+            b.count += 1;
+            self.held += 1;
         }
     }
 
     fn estimate(&mut self) {
-        let n = self.means.len().max(1) as f64;
-        let mean = self.means.iter().sum::<f64>() / n;
-        let var = self.means.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / n;
+        let n = self.held.max(1) as f64;
+        let (sum, sum_sq) = self
+            .blocks
+            .iter()
+            .fold((0.0, 0.0), |(s, q), b| (s + b.sum, q + b.sum_sq));
+        let mean = sum / n;
+        let var = (sum_sq / n - mean * mean).max(0.0);
         self.mean = mean;
         // Means of many scores spread less than means of few; the floor shrinks alike.
         self.std = var.sqrt().max(MIN_STD / (self.average as f64).sqrt());
@@ -124,6 +153,14 @@ impl Likelihood {
         }
     }
 
+    /// Bytes held by the buffers.
+    pub fn memory_bytes(&self) -> usize {
+        self.horizons
+            .iter()
+            .map(|h| h.recent.capacity() * 8 + h.blocks.capacity() * size_of::<Block>())
+            .sum()
+    }
+
     /// Forgets the score history (a new kind of model scores from here on).
     pub fn reset(&mut self) {
         *self = Self::new(self.params);
@@ -137,7 +174,7 @@ impl Likelihood {
         let ready = self
             .horizons
             .first()
-            .is_some_and(|h| h.means.len() >= self.params.min_history.max(2));
+            .is_some_and(|h| h.held >= self.params.min_history.max(2));
         let out = if ready {
             self.since_estimate += 1;
             if !self.estimated || self.since_estimate >= self.params.reestimate_every.max(1) {
@@ -164,9 +201,9 @@ impl Likelihood {
         } else {
             0.0
         };
-        let history = self.params.history;
+        let (history, block) = (self.params.history, self.params.reestimate_every);
         for h in &mut self.horizons {
-            h.remember(history);
+            h.remember(history, block);
         }
         out
     }

@@ -36,8 +36,12 @@ pub(crate) struct Shape {
     since_exact: usize,
     /// Points per day (0: no season followed).
     season: usize,
-    /// Short means of the last `season + 1` points (the oldest is a day ago).
-    shorts: VecDeque<f64>,
+    /// Short means of the last `season + 1` points (the oldest is a day ago), less
+    /// `anchor`, as `f32`: a day of them is most of a series' memory, and the offset keeps
+    /// the precision where the changes are, whatever the series' magnitude.
+    shorts: VecDeque<f32>,
+    /// The first short mean (the offset of `shorts`).
+    anchor: Option<f64>,
     /// Running mean of the absolute day-over-day change of the short mean.
     season_spread: f64,
 }
@@ -60,8 +64,14 @@ impl Shape {
                 0
             },
             shorts: VecDeque::new(),
+            anchor: None,
             season_spread: 0.0,
         }
+    }
+
+    /// Bytes held by the buffers.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.history.capacity() * 8 + self.shorts.capacity() * 4
     }
 
     /// Whether the seasonal feature is live (a day of history is held).
@@ -75,14 +85,17 @@ impl Shape {
         if self.season == 0 {
             return 0.0;
         }
-        self.shorts.push_back(short);
+        let anchor = *self.anchor.get_or_insert(short);
+        let here = (short - anchor) as f32;
+        self.shorts.push_back(here);
         if self.shorts.len() <= self.season {
             return 0.0;
         }
         if self.shorts.len() > self.season + 1 {
             self.shorts.pop_front();
         }
-        let change = (short - self.shorts.front().copied().unwrap_or(short)).abs();
+        let ago = self.shorts.front().copied().unwrap_or(here);
+        let change = f64::from(here - ago).abs();
 
         let spread = if self.season_spread > 0.0 {
             self.season_spread

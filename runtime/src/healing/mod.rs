@@ -1,23 +1,22 @@
 //! The self-healing loop: telemetry in, decisions and actions out.
 //!
 //! Ingest batches land in the [`Engine`]'s per-entity windows ([`HealingLoop::apply`]).
-//! Every tick ([`HealingLoop::tick_at`]) the engine builds the feature matrix of the
-//! workloads with new data; the loop scores it with its isolation forests — one per metric
-//! over a scale-free view (z-score against the baseline, deviation from the EWMA), so one
-//! model serves workloads of any size and a spike in one metric is not diluted by the
-//! noise of the others (feature bagging, Lazarevic & Kumar 2005); a row's anomaly score is
-//! its most anomalous metric's — and, for rows that look wrong, the failure classifier; per-workload incidents with hysteresis
-//! turn scores into detections; each detection is assessed (severity, recommended action,
+//! Every tick ([`HealingLoop::tick_at`]) the engine runs the streaming detector — the one
+//! `aegis backtest` runs — over the new points of every workload metric (per-series shape,
+//! likelihood and range; forests pooled per metric) and builds the feature matrix of the
+//! workloads with new data; a row's anomaly score is its most anomalous metric's, and rows
+//! that look wrong also go to the failure classifier; per-workload incidents with
+//! hysteresis turn scores into detections; each detection is assessed (severity, recommended action,
 //! explanation), put to the policy engine as a `self_healing` question from role
 //! `service`, and — when allowed, on the leader only — handed to the executor through its
 //! guards. Every step lands in the audit trails; detections in prediction history.
 //!
-//! Models: entities warm up first (their baseline must mean something); warm rows fill a
-//! reservoir; once it holds `warmup_rows` the forest is fitted, and refitted every
-//! `retrain_every` on rows that scored normal, swapped atomically.
+//! Models: each series is watched for `warmup_rows` points before it is scored; its
+//! metric's pool fits its forest once that many rows are held and refits on the stream
+//! detector's schedule (`engine/src/stream/pool.rs`).
 //!
-//! Modules: `tick` (samples in, each tick's scoring and actions), `model` (the forests,
-//! fitting and refitting), `decide` (the policy question, the guards, decision records),
+//! Modules: `tick` (samples in, each tick's scoring and actions), `model` (the failure
+//! classifier's row, explanations), `decide` (the policy question, the guards, decision records),
 //! `verify` (post-action verification, breakers, hand-overs), `stats` (counters and
 //! `/api/v1/metrics/stats`).
 
@@ -27,12 +26,10 @@ mod stats;
 mod tick;
 mod verify;
 
-pub use model::LoopModel;
 pub use stats::LoopStats;
 pub use verify::HANDOFF_MAX_AGE;
 
 use decide::*;
-use model::*;
 use stats::*;
 use verify::*;
 
@@ -41,15 +38,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aegis_detectors::{
-    Assessment, Contribution, FailurePrediction, FailureType, IsolationForest,
-    IsolationForestParams, LogFeatures, Matrix, RecommendedAction, Reservoir, assess,
+    Assessment, Contribution, FailurePrediction, FailureType, LogFeatures, RecommendedAction,
+    assess,
 };
 use aegis_engine::matrix::PER_METRIC;
 use aegis_engine::{Detection, Engine, EngineConfig, Phase, TickInput};
 use aegis_executor::{Action, ActionRequest, Params};
 use aegis_policy::{Context, PolicyType, Request as PolicyRequest};
 use aegis_store::{AuditLog, NewPrediction, Store};
-use arc_swap::ArcSwapOption;
 use arrow_array::{Array, Float64Array, Int64Array, StringArray, UInt32Array};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -73,20 +69,13 @@ pub struct HealingSettings {
     pub engine: EngineConfig,
     /// Tick interval.
     pub tick: Duration,
-    /// Warm rows collected before the first forest is fitted.
+    /// Points each series is watched before it is scored, and rows its metric's pool
+    /// holds before the first forest is fitted (the stream detector's warm-up).
     pub warmup_rows: usize,
-    /// Refit interval.
-    pub retrain_every: Duration,
-    /// Anomaly score at which a row is anomalous.
+    /// Anomaly score at which a point is anomalous (the stream detector's threshold).
     pub threshold: f64,
     /// Replicas a scale-up adds.
     pub scale_step: i32,
-    /// Seed of the forests (deterministic replays).
-    pub seed: u64,
-    /// Trees per metric forest. Each forest sees two dimensions, where path lengths settle
-    /// with far fewer trees than the 100 a wide forest needs; every tick scores one per
-    /// metric for every workload, so this is most of the tick.
-    pub trees: usize,
     /// How long after an action its target's signal is read again to judge it effective
     /// (severity below the calm threshold) or ineffective.
     pub verify_after: Duration,
@@ -102,22 +91,21 @@ impl Default for HealingSettings {
         Self {
             engine: EngineConfig {
                 // Over the severity score: 0.5 is an anomaly at the threshold or a
-                // probable failure; calm below 0.4.
+                // probable failure; calm below 0.4. One tick opens: the stream detector's
+                // likelihood already asks that a change stand out against the series' own
+                // history, and it alarms once per incident (later points are damped).
                 hysteresis: aegis_engine::Hysteresis {
                     open_at: 0.5,
                     calm_below: 0.4,
                     calm_ticks: 30,
-                    open_ticks: 2,
+                    open_ticks: 1,
                 },
                 ..EngineConfig::default()
             },
             tick: Duration::from_secs(1),
-            warmup_rows: 1_000,
-            retrain_every: Duration::from_secs(600),
-            threshold: 0.6,
+            warmup_rows: aegis_engine::StreamConfig::default().warmup_points,
+            threshold: aegis_engine::StreamConfig::default().threshold,
             scale_step: 1,
-            seed: 42,
-            trees: 50,
             verify_after: Duration::from_secs(300),
             breaker_threshold: 3,
             series_idle: Duration::from_secs(3_600),
@@ -276,6 +264,8 @@ pub struct LoopEvent {
 #[derive(Debug, Clone, Default)]
 struct RowResult {
     anomaly: Option<f64>,
+    /// Per metric, the stream detector's score this tick (`None`: not scored).
+    metrics: Vec<Option<f64>>,
     failure: Option<FailurePrediction>,
 }
 
@@ -284,15 +274,12 @@ struct RowResult {
 pub struct HealingLoop {
     settings: HealingSettings,
     engine: Mutex<Engine>,
-    model: ArcSwapOption<LoopModel>,
-    reservoir: Mutex<Reservoir>,
     detectors: Arc<DetectorService>,
     policies: Arc<PolicyService>,
     executor: Arc<ExecutorService>,
     store: Store,
     leader: Arc<AtomicBool>,
     counters: Counters,
-    last_fit: Mutex<Option<Instant>>,
     /// Per workload: its newest incident and the actions already put to the policy engine
     /// for it, so an incident whose diagnosis sharpens (an anomaly that turns out to be a
     /// memory leak) is decided again once per new action, never twice for the same one.
@@ -307,6 +294,10 @@ pub struct HealingLoop {
     /// lines and [`RECENT_LOG_BYTES`]; the Arrow buffers are shared with ingest, not copied.
     recent_logs: Mutex<std::collections::VecDeque<arrow_array::RecordBatch>>,
 }
+
+/// Baseline deviations off that make a sample's workload urgent in its tick (see
+/// [`Phase`]): the order of scoring, never its outcome.
+const SCREEN_BOUND: f64 = 4.0;
 
 /// Log lines kept for SQL over recent logs.
 pub const RECENT_LOG_LINES: usize = 100_000;
@@ -323,21 +314,23 @@ impl HealingLoop {
         executor: Arc<ExecutorService>,
         store: Store,
     ) -> Arc<Self> {
-        let cols = settings.engine.metrics.len() * VIEW_PER_METRIC;
-        let reservoir = Reservoir::new(cols, 8_192, settings.seed);
         let (events, _) = tokio::sync::broadcast::channel(1_024);
+        let mut config = settings.engine.clone();
+        // The loop's warm-up and threshold are the stream detector's.
+        config.stream.warmup_points = settings.warmup_rows;
+        config.stream.threshold = settings.threshold;
+        let mut engine = Engine::new(config);
+        // Samples this many baseline deviations off go ahead of the rest of their tick.
+        engine.set_screen_bounds(vec![SCREEN_BOUND; settings.engine.metrics.len()]);
         Arc::new(Self {
-            engine: Mutex::new(Engine::new(settings.engine.clone())),
+            engine: Mutex::new(engine),
             settings,
-            model: ArcSwapOption::empty(),
-            reservoir: Mutex::new(reservoir),
             detectors,
             policies,
             executor,
             store,
             leader: Arc::new(AtomicBool::new(true)),
             counters: Counters::default(),
-            last_fit: Mutex::new(None),
             asked: Mutex::default(),
             verifications: Mutex::default(),
             watched: Mutex::default(),

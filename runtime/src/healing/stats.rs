@@ -21,9 +21,9 @@ pub(super) struct Counters {
 /// The warm-up and activity figures of the loop.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoopStats {
-    /// `warming_up` until the first forest is fitted, then `ready`.
+    /// `warming_up` until the first pool's forest is fitted, then `ready`.
     pub state: &'static str,
-    /// Warm rows collected / needed for the first fit.
+    /// Rows the pools hold for their fits (at most the rows needed for the first).
     pub warmup_rows: usize,
     /// Rows needed.
     pub warmup_rows_needed: usize,
@@ -31,7 +31,7 @@ pub struct LoopStats {
     pub entities: usize,
     /// Entities past their own warm-up.
     pub warm_entities: usize,
-    /// The forest in use.
+    /// The stream detector's models: `stream-<fits>`, the forests fitted so far.
     pub model_version: Option<String>,
     /// Ticks run.
     pub ticks: u64,
@@ -80,6 +80,12 @@ pub struct LoopStats {
 }
 
 impl HealingLoop {
+    /// `stream-<fits>` once a pool has a model: the version detections are recorded with.
+    pub fn model_version(&self) -> Option<String> {
+        let (ready, _, fits) = self.engine().stream_status();
+        ready.then(|| format!("stream-{fits}"))
+    }
+
     /// Ticks run and rows scored so far: two atomic reads, for `/metrics` (without the
     /// engine lock [`Self::stats`] takes).
     pub fn progress(&self) -> (u64, u64) {
@@ -91,7 +97,7 @@ impl HealingLoop {
 
     /// Warm-up state and activity.
     pub fn stats(&self, now_ms: i64) -> LoopStats {
-        let (entities, warm, c, open, bytes) = {
+        let (entities, warm, c, open, bytes, (ready, rows, _)) = {
             let e = self.engine();
             (
                 e.entities(),
@@ -99,26 +105,17 @@ impl HealingLoop {
                 e.counters(),
                 e.open_incidents(),
                 e.memory_bytes(),
+                e.stream_status(),
             )
         };
-        let model = self.model.load_full();
-        let rows = self
-            .reservoir
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len();
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         LoopStats {
-            state: if model.is_some() {
-                "ready"
-            } else {
-                "warming_up"
-            },
+            state: if ready { "ready" } else { "warming_up" },
             warmup_rows: rows.min(self.settings.warmup_rows),
             warmup_rows_needed: self.settings.warmup_rows,
             entities,
             warm_entities: warm,
-            model_version: model.as_ref().map(|m| m.version.clone()),
+            model_version: self.model_version(),
             ticks: n(&self.counters.ticks),
             last_tick_us: n(&self.counters.last_tick_us),
             rows_scored: n(&self.counters.rows_scored),

@@ -124,9 +124,6 @@ impl HealingLoop {
                 .rows_urgent
                 .fetch_add(results.len() as u64, Ordering::Relaxed);
         }
-        if phase != Phase::Urgent {
-            self.maybe_fit(now_ms);
-        }
         let assessed = detections
             .into_iter()
             .map(|d| {
@@ -195,46 +192,41 @@ impl HealingLoop {
         }
     }
 
-    /// Severity, recommendation and per-feature contributions of a detection.
+    /// Severity, recommendation and per-metric contributions of a detection.
     pub(super) fn assessment(&self, d: &Detection, r: &RowResult) -> Assessment {
-        // Each metric's share of the detection is its forest's score among all of them.
-        let contributions = match (&*self.model.load(), r.anomaly) {
-            (Some(m), Some(_)) => {
-                let m1 = Matrix::new(d.features.clone(), d.features.len())
-                    .unwrap_or_else(|_| Matrix::empty(1));
-                let v = self.view(&m1);
-                let scores = m
-                    .score(&v)
-                    .and_then(|s| s.into_iter().next())
-                    .unwrap_or_default();
-                let total: f64 = scores.iter().sum::<f64>().max(1e-9);
-                scores
-                    .iter()
-                    .enumerate()
-                    .map(|(k, s)| Contribution {
-                        feature: format!("{}_zscore", self.settings.engine.metrics[k]),
+        // Each metric's share of the detection is its stream score among all of them; the
+        // value shown is its z-score against the baseline, what an operator reads first.
+        let total: f64 = r.metrics.iter().flatten().sum::<f64>().max(1e-9);
+        let contributions = if r.anomaly.is_some() {
+            r.metrics
+                .iter()
+                .enumerate()
+                .filter_map(|(k, s)| {
+                    let s = (*s)?;
+                    let z = d.features.get(k * PER_METRIC + 7).copied().unwrap_or(0.0);
+                    Some(Contribution {
+                        feature: format!("{}_zscore", self.settings.engine.metrics.get(k)?),
                         contribution: s / total,
-                        value: f64::from(v.row(0)[k * VIEW_PER_METRIC]),
+                        value: f64::from(z),
                     })
-                    .collect()
-            }
-            _ => Vec::new(),
+                })
+                .collect()
+        } else {
+            Vec::new()
         };
-        let threshold = self
-            .model
-            .load()
-            .as_ref()
-            .map_or(self.settings.threshold, |m| m.threshold);
-        assess(r.anomaly, threshold, r.failure.as_ref(), contributions)
+        assess(
+            r.anomaly,
+            self.settings.threshold,
+            r.failure.as_ref(),
+            contributions,
+        )
     }
 
     /// Detections into prediction history, one batch per tick.
     pub(super) async fn persist(&self, events: &[LoopEvent]) {
         let version = self
-            .model
-            .load()
-            .as_ref()
-            .map_or_else(|| "warming-up".to_owned(), |m| m.version.clone());
+            .model_version()
+            .unwrap_or_else(|| "warming-up".to_owned());
         let rows: Vec<NewPrediction> = events
             .iter()
             .map(|e| NewPrediction {
@@ -385,38 +377,16 @@ impl HealingLoop {
         (series.len(), streams.len())
     }
 
-    /// Scores one tick's rows; fills `results` (one per row).
+    /// Scores one tick's rows — the stream detector's scores the engine computed, and the
+    /// failure classifier for rows that look wrong; fills `results` (one per row).
     pub(super) fn score(&self, input: &TickInput<'_>, results: &mut Vec<RowResult>) -> Vec<f64> {
         let rows = input.matrix.rows();
-        let view = self.view(input.matrix);
-        let model = self.model.load_full();
-        let threshold = model
-            .as_ref()
-            .map_or(self.settings.threshold, |m| m.threshold);
-        let anomaly: Vec<Option<f64>> = match &model {
-            Some(m) => match m.score(&view) {
-                Some(per_metric) => per_metric
-                    .iter()
-                    .map(|s| s.iter().copied().reduce(f64::max))
-                    .collect(),
-                None => vec![None; rows],
-            },
-            None => vec![None; rows],
-        };
-        {
-            // Warm rows that look normal (or all warm rows before the first fit) are the
-            // material of the next fit.
-            let mut reservoir = self.reservoir.lock().unwrap_or_else(|p| p.into_inner());
-            for (r, a) in anomaly.iter().enumerate() {
-                if input.warm[r] && a.is_none_or(|s| s < threshold) {
-                    reservoir.offer(view.row(r));
-                }
-            }
-        }
+        let threshold = self.settings.threshold;
         let classifier = self.detectors.classifier();
         results.clear();
         let mut scores = Vec::with_capacity(rows);
-        for (r, a) in anomaly.iter().copied().enumerate() {
+        for r in 0..rows {
+            let a = input.anomaly(r);
             if !input.warm[r] {
                 results.push(RowResult::default());
                 scores.push(f64::NAN);
@@ -435,6 +405,7 @@ impl HealingLoop {
             ));
             results.push(RowResult {
                 anomaly: a,
+                metrics: input.streams.get(r).cloned().unwrap_or_default(),
                 failure,
             });
         }

@@ -1,0 +1,169 @@
+//! The streaming detector inside the engine: every tracked metric of every workload is a
+//! series of the detector `aegis backtest` runs, fed one point per resolution slot (the
+//! slot's first sample: a scrape interval's worth), scored at the tick after it arrived.
+//! The per-series state ([`Series`]) lives with the workload; the forests are pooled per
+//! metric ([`Pool`]), so memory stays a few kilobytes per series at 100,000 of them.
+//!
+//! A tick scores the series with new points in parallel against the pools as they stood
+//! at the tick's start, then hands what each point offers to its pool in entity order
+//! (see [`Pool::absorb`]). With one point per series per tick that is exactly the
+//! sequential detector; when a tick brings several points of one series, a refit that
+//! falls due among them waits for the tick's end.
+
+use rayon::prelude::*;
+
+use crate::stream::{Offer, Pool, Series, StreamConfig};
+
+/// Entities with new points below which a tick scores on the calling thread (the pool's
+/// start-up costs more than a handful of series).
+const PARALLEL_FROM: usize = 64;
+
+/// One workload metric as a streaming series.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveSeries {
+    series: Series,
+    /// Absolute slot (`timestamp / resolution`) of the newest point taken.
+    last_slot: i64,
+    /// Points taken since the last tick, in arrival order.
+    pending: Vec<f64>,
+}
+
+/// Per metric (configured order), the workload's series once it has a sample.
+pub(crate) type EntityStreams = Vec<Option<LiveSeries>>;
+
+/// The per-metric pools and the settings of their series.
+#[derive(Debug)]
+pub(crate) struct Pools {
+    pools: Vec<Pool>,
+    resolution_ms: i64,
+}
+
+/// What a tick's scoring found for one entity: per metric, the highest score of its new
+/// points (`None`: no new point scored, warming up or no data).
+pub(crate) type MetricScores = Vec<Option<f64>>;
+
+impl Pools {
+    /// One pool per metric; the series' step is the engine's resolution.
+    pub(crate) fn new(config: &StreamConfig, metrics: usize, resolution_ms: i64) -> Self {
+        let resolution_ms = resolution_ms.max(1);
+        let config = StreamConfig {
+            step_secs: config.step_secs.or(Some(resolution_ms as f64 / 1_000.0)),
+            ..config.clone()
+        };
+        let pools = (0..metrics)
+            // Metric k's pool salts its seeds with k: the first metric's forests are the
+            // ones a backtest of the same points grows.
+            .map(|k| Pool::new(config.clone(), k as u64))
+            .collect();
+        Self {
+            pools,
+            resolution_ms,
+        }
+    }
+
+    /// An empty set of series for a new entity.
+    pub(crate) fn streams(&self) -> EntityStreams {
+        vec![None; self.pools.len()]
+    }
+
+    /// Takes a stored sample of `metric`: the first sample of a slot newer than the last
+    /// point becomes the series' next point (resends and later samples of a slot do not).
+    pub(crate) fn take(
+        &mut self,
+        streams: &mut EntityStreams,
+        metric: usize,
+        timestamp_ms: i64,
+        value: f64,
+    ) {
+        let (Some(slot_of), Some(pool)) = (streams.get_mut(metric), self.pools.get_mut(metric))
+        else {
+            return;
+        };
+        let live = slot_of.get_or_insert_with(|| {
+            pool.join();
+            LiveSeries {
+                series: Series::new(pool.config()),
+                last_slot: i64::MIN,
+                pending: Vec::new(),
+            }
+        });
+        let slot = timestamp_ms.div_euclid(self.resolution_ms);
+        if slot > live.last_slot {
+            live.last_slot = slot;
+            live.pending.push(value);
+        }
+    }
+
+    /// An entity is dropped: its series leave their pools.
+    pub(crate) fn leave(&mut self, streams: &EntityStreams) {
+        for (pool, live) in self.pools.iter_mut().zip(streams) {
+            if let Some(live) = live {
+                pool.leave(live.series.kind());
+            }
+        }
+    }
+
+    /// Scores the pending points of `entities` (in parallel when there are many), then
+    /// lets the pools take what the points offer, in entity order. Returns each entity's
+    /// per-metric scores.
+    pub(crate) fn score(&mut self, mut entities: Vec<&mut EntityStreams>) -> Vec<MetricScores> {
+        let pools = &self.pools;
+        let one = |streams: &mut &mut EntityStreams| -> (MetricScores, Vec<(usize, Offer)>) {
+            let mut scores = Vec::with_capacity(streams.len());
+            let mut offers = Vec::new();
+            for (k, live) in streams.iter_mut().enumerate() {
+                let mut best: Option<f64> = None;
+                if let (Some(live), Some(pool)) = (live, pools.get(k)) {
+                    for value in live.pending.drain(..) {
+                        let (score, offer) = live.series.observe(value, pool);
+                        if offer.scored_by.is_some() {
+                            best = Some(best.map_or(score.score, |b| b.max(score.score)));
+                        }
+                        offers.push((k, offer));
+                    }
+                }
+                scores.push(best);
+            }
+            (scores, offers)
+        };
+        let results: Vec<(MetricScores, Vec<(usize, Offer)>)> =
+            if entities.len() < PARALLEL_FROM {
+                entities.iter_mut().map(one).collect()
+            } else {
+                entities.par_iter_mut().map(one).collect()
+            };
+        let mut out = Vec::with_capacity(results.len());
+        for (scores, offers) in results {
+            for (k, offer) in offers {
+                if let Some(pool) = self.pools.get_mut(k) {
+                    pool.absorb(offer);
+                }
+            }
+            out.push(scores);
+        }
+        out
+    }
+
+    /// Whether any pool has a fitted model, the rows held for fits, and models fitted.
+    pub(crate) fn status(&self) -> (bool, usize, usize) {
+        (
+            self.pools.iter().any(Pool::ready),
+            self.pools.iter().map(Pool::rows).sum(),
+            self.pools.iter().map(Pool::fits).sum(),
+        )
+    }
+
+    /// Bytes of the pools' training rows (the forests themselves are a fixed few MB).
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.pools.iter().map(|p| p.rows() * 24).sum()
+    }
+}
+
+/// Bytes held by one entity's series.
+pub(crate) fn streams_bytes(streams: &EntityStreams) -> usize {
+    streams
+        .iter()
+        .flatten()
+        .map(|l| l.series.memory_bytes() + l.pending.capacity() * 8)
+        .sum()
+}
