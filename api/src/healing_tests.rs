@@ -39,10 +39,6 @@ fn settings() -> HealingSettings {
             baseline_ms: 60_000,
             baseline_resolution_ms: 1_000,
             warmup_ms: 15_000,
-            hysteresis: aegis_engine::Hysteresis {
-                open_ticks: 2,
-                ..defaults.engine.hysteresis
-            },
             ..defaults.engine.clone()
         },
         tick: Duration::from_secs(1),
@@ -77,16 +73,19 @@ fn labels(ns: &str, deployment: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// 360 s of CPU for three workloads, one sample per second; `production/api` pinned at
-/// 0.95 from second 300 on (the stream detector scores a series once it has seen its
-/// warm-up and a hundred scores of its own). Returns every event.
+/// Seconds of normal load before the spike: the stream detector judges a point against
+/// the series' own score history, which needs a few hundred points to settle.
+const HISTORY: i64 = 900;
+
+/// 960 s of CPU for three workloads, one sample per second; `production/api` pinned at
+/// 0.95 from second 900 on. Returns every event.
 pub(crate) async fn run(h: &Arc<HealingLoop>) -> (Vec<LoopEvent>, Vec<&'static str>) {
     // Saturday 03:00 UTC: no peak-hours rule in the way.
     let t0 = 1_795_834_800_000i64;
     let mut events = Vec::new();
     let mut states = Vec::new();
     let mut seed = 17u64;
-    for s in 0..360i64 {
+    for s in 0..HISTORY + 60 {
         let at = t0 + s * 1_000;
         for (ns, d, base) in [
             ("production", "api", 0.30),
@@ -97,7 +96,7 @@ pub(crate) async fn run(h: &Arc<HealingLoop>) -> (Vec<LoopEvent>, Vec<&'static s
             seed ^= seed >> 7;
             seed ^= seed << 17;
             let noise = (seed % 1000) as f64 / 1000.0 * 0.04;
-            let v = if d == "api" && s >= 300 {
+            let v = if d == "api" && s >= HISTORY {
                 0.95 + noise / 4.0
             } else {
                 base + noise
@@ -122,7 +121,12 @@ async fn a_spike_is_decided_once_and_only_the_leader_acts() {
         assert_eq!(states[0], "warming_up", "{}", db.name());
         assert_eq!(*states.last().unwrap(), "ready", "{}", db.name());
         let stats = follower.stats(0);
-        assert_eq!((stats.entities, stats.samples), (3, 1_080), "{}", db.name());
+        assert_eq!(
+            (stats.entities, stats.samples),
+            (3, 3 * (HISTORY as u64 + 60)),
+            "{}",
+            db.name()
+        );
         // The spike's rows went ahead of the normal ones (the screen, once the model was
         // fitted); the normal rows did not.
         assert!(
@@ -241,7 +245,10 @@ async fn a_spike_is_decided_once_and_only_the_leader_acts() {
 
 /// Three scale-ups that do not help (the dry-run executor changes nothing, so the spike
 /// outlives each verification) open `production/api`'s breaker; the fourth spike's action
-/// is refused by the executor until an operator resets it.
+/// is refused by the executor until an operator resets it. The spikes alternate between
+/// CPU and latency, and each metric spikes again only after its score history has
+/// rolled over: the detector judges a spike against what the series showed before, and
+/// a second spike like one it has just seen is less of a surprise.
 #[tokio::test]
 async fn three_ineffective_scale_ups_trip_the_breaker() {
     for db in TestDb::both().await {
@@ -257,25 +264,35 @@ async fn three_ineffective_scale_ups_trip_the_breaker() {
         settings.verify_after = Duration::from_secs(5);
         settings.breaker_threshold = 3;
         let h = build(&db, policies, executor, settings).await;
-        // Saturday 03:00 UTC; spikes of 20 s every 80 s after 100 s of normal load.
+        // Saturday 03:00 UTC; spikes of 20 s: CPU, latency, CPU, latency.
         let t0 = 1_795_834_800_000i64;
-        let spikes = [100i64, 180, 260, 340];
+        let spikes = [
+            (HISTORY, "cpu_usage"),
+            (HISTORY + 100, "latency_p99_ms"),
+            (HISTORY + 2_200, "cpu_usage"),
+            (HISTORY + 2_300, "latency_p99_ms"),
+        ];
         let mut events = Vec::new();
         let mut seed = 5u64;
-        for s in 0..380i64 {
+        for s in 0..HISTORY + 2_400 {
             let at = t0 + s * 1_000;
-            for (d, base) in [("api", 0.30), ("web", 0.40)] {
+            for (d, metric, base, high) in [
+                ("api", "cpu_usage", 0.30, 0.95),
+                ("api", "latency_p99_ms", 120.0, 900.0),
+                ("web", "cpu_usage", 0.40, 0.95),
+            ] {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                let noise = (seed % 1000) as f64 / 1000.0 * 0.04;
-                let spiking = d == "api" && spikes.iter().any(|b| (*b..b + 20).contains(&s));
-                let v = if spiking {
-                    0.95 + noise / 4.0
-                } else {
-                    base + noise
-                };
-                assert!(h.ingest_sample(&labels("production", d), at, v));
+                let noise = (seed % 1000) as f64 / 1000.0 * 0.1 * base;
+                let spiking = d == "api"
+                    && spikes
+                        .iter()
+                        .any(|(b, m)| *m == metric && (*b..b + 20).contains(&s));
+                let v = if spiking { high + noise } else { base + noise };
+                let mut l = labels("production", d);
+                l[0].1 = metric.into();
+                assert!(h.ingest_sample(&l, at, v));
             }
             events.extend(
                 h.tick_at(at + 500, chrono::DateTime::from_timestamp_millis(at))

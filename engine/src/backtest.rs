@@ -200,6 +200,7 @@ pub fn detect(rows: &[Row], config: &StreamConfig) -> Vec<StreamScore> {
         score: 0.0,
         is_anomaly: false,
         raw: 0.0,
+        level: 0.0,
     };
     let mut scores = vec![empty; rows.len()];
     for order in by_series.values_mut() {

@@ -139,7 +139,7 @@ impl TickInput<'_> {
             .get(row)?
             .iter()
             .flatten()
-            .copied()
+            .map(|p| p.score)
             .reduce(f64::max)
     }
 }

@@ -40,5 +40,6 @@ pub use engine::{
 };
 pub use entity::{Entity, resolve as resolve_entity};
 pub use incidents::{Hysteresis, Incidents, Transition};
+pub use live::{MetricScores, StreamPoint};
 pub use stream::{ModelKind, Offer, Pool, Series, StreamConfig, StreamScore, StreamingDetector};
 pub use window::{Insert, SeriesWindow};

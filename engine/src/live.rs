@@ -38,9 +38,18 @@ pub(crate) struct Pools {
     resolution_ms: i64,
 }
 
-/// What a tick's scoring found for one entity: per metric, the highest score of its new
-/// points (`None`: no new point scored, warming up or no data).
-pub(crate) type MetricScores = Vec<Option<f64>>;
+/// What a tick's scoring found for one metric of an entity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamPoint {
+    /// The highest stream score of the metric's new points.
+    pub score: f64,
+    /// The newest point's distance from its lagged baseline, in baseline deviations.
+    pub level: f64,
+}
+
+/// Per metric (configured order), what a tick's scoring found (`None`: no new point
+/// scored — no new slot, or the series is warming up).
+pub type MetricScores = Vec<Option<StreamPoint>>;
 
 impl Pools {
     /// One pool per metric; the series' step is the engine's resolution.
@@ -112,12 +121,16 @@ impl Pools {
             let mut scores = Vec::with_capacity(streams.len());
             let mut offers = Vec::new();
             for (k, live) in streams.iter_mut().enumerate() {
-                let mut best: Option<f64> = None;
+                let mut best: Option<StreamPoint> = None;
                 if let (Some(live), Some(pool)) = (live, pools.get(k)) {
                     for value in live.pending.drain(..) {
-                        let (score, offer) = live.series.observe(value, pool);
+                        let (s, offer) = live.series.observe(value, pool);
                         if offer.scored_by.is_some() {
-                            best = Some(best.map_or(score.score, |b| b.max(score.score)));
+                            let score = best.map_or(s.score, |b| b.score.max(s.score));
+                            best = Some(StreamPoint {
+                                score,
+                                level: s.level,
+                            });
                         }
                         offers.push((k, offer));
                     }
@@ -126,12 +139,11 @@ impl Pools {
             }
             (scores, offers)
         };
-        let results: Vec<(MetricScores, Vec<(usize, Offer)>)> =
-            if entities.len() < PARALLEL_FROM {
-                entities.iter_mut().map(one).collect()
-            } else {
-                entities.par_iter_mut().map(one).collect()
-            };
+        let results: Vec<(MetricScores, Vec<(usize, Offer)>)> = if entities.len() < PARALLEL_FROM {
+            entities.iter_mut().map(one).collect()
+        } else {
+            entities.par_iter_mut().map(one).collect()
+        };
         let mut out = Vec::with_capacity(results.len());
         for (scores, offers) in results {
             for (k, offer) in offers {

@@ -19,8 +19,8 @@ mod pool;
 mod shape;
 
 pub use likelihood::{Likelihood, LikelihoodParams};
-pub use pool::{ModelKind, Offer, Pool};
 use pool::MIN_FIT;
+pub use pool::{ModelKind, Offer, Pool};
 use shape::{SEASONAL, Shape};
 
 /// Tuning of [`StreamingDetector`].
@@ -95,6 +95,9 @@ pub struct StreamScore {
     pub is_anomaly: bool,
     /// The isolation forest's raw score (0 before the first fit).
     pub raw: f64,
+    /// How far the point is from the series' lagged baseline, in baseline deviations
+    /// (clamped at 50): not whether it is unusual — the score says that — but how far.
+    pub level: f64,
 }
 
 /// Points in a day at `step_secs` (unknown or unusable: `None`), not yet rounded.
@@ -221,6 +224,7 @@ impl Series {
             score: 0.0,
             is_anomaly: false,
             raw: 0.0,
+            level: f64::from(live[0]),
         };
         let Some(forest) = forest.filter(|_| self.seen > self.warmup) else {
             return (
@@ -251,10 +255,11 @@ impl Series {
                 score,
                 is_anomaly,
                 raw,
+                level: f64::from(live[0]),
             },
             Offer {
                 kind,
-                row: (!is_anomaly).then_some(train),
+                row: (!is_anomaly && self.since_alarm >= self.cooldown).then_some(train),
                 scored_by: Some(self.kind),
                 switched,
             },

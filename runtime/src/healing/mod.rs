@@ -264,8 +264,8 @@ pub struct LoopEvent {
 #[derive(Debug, Clone, Default)]
 struct RowResult {
     anomaly: Option<f64>,
-    /// Per metric, the stream detector's score this tick (`None`: not scored).
-    metrics: Vec<Option<f64>>,
+    /// Per metric, the stream detector's finding this tick (`None`: not scored).
+    metrics: aegis_engine::MetricScores,
     failure: Option<FailurePrediction>,
 }
 

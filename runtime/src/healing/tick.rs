@@ -196,13 +196,19 @@ impl HealingLoop {
     pub(super) fn assessment(&self, d: &Detection, r: &RowResult) -> Assessment {
         // Each metric's share of the detection is its stream score among all of them; the
         // value shown is its z-score against the baseline, what an operator reads first.
-        let total: f64 = r.metrics.iter().flatten().sum::<f64>().max(1e-9);
+        let total: f64 = r
+            .metrics
+            .iter()
+            .flatten()
+            .map(|m| m.score)
+            .sum::<f64>()
+            .max(1e-9);
         let contributions = if r.anomaly.is_some() {
             r.metrics
                 .iter()
                 .enumerate()
-                .filter_map(|(k, s)| {
-                    let s = (*s)?;
+                .filter_map(|(k, m)| {
+                    let s = m.as_ref()?.score;
                     let z = d.features.get(k * PER_METRIC + 7).copied().unwrap_or(0.0);
                     Some(Contribution {
                         feature: format!("{}_zscore", self.settings.engine.metrics.get(k)?),
@@ -385,14 +391,32 @@ impl HealingLoop {
         let classifier = self.detectors.classifier();
         results.clear();
         let mut scores = Vec::with_capacity(rows);
+        let mut deviations = Vec::with_capacity(rows);
         for r in 0..rows {
-            let a = input.anomaly(r);
             if !input.warm[r] {
                 results.push(RowResult::default());
                 scores.push(f64::NAN);
+                deviations.push(f64::NAN);
                 continue;
             }
-            let frow = self.failure_row(input.matrix.row(r), &input.logs[r]);
+            let metrics = input.streams.get(r).cloned().unwrap_or_default();
+            let row = input.matrix.row(r);
+            // The detector says whether; how far the alarming metrics are from their
+            // baselines says how bad (an alarm ten deviations off is critical).
+            let a = input.anomaly(r).map(|s| {
+                let far = metrics
+                    .iter()
+                    .flatten()
+                    .filter(|m| m.score >= threshold)
+                    .map(|m| deviation(m.level))
+                    .fold(0.0, f64::max);
+                if s >= threshold {
+                    s.max(threshold + (1.0 - threshold) * far)
+                } else {
+                    s
+                }
+            });
+            let frow = self.failure_row(row, &input.logs[r]);
             let failure = if Self::suspicious(&frow, a, threshold) {
                 classifier.classifier.classify(&frow).ok()
             } else {
@@ -403,21 +427,30 @@ impl HealingLoop {
                 threshold,
                 failure.as_ref(),
             ));
+            deviations.push(
+                metrics
+                    .iter()
+                    .flatten()
+                    .map(|m| deviation(m.level))
+                    .fold(0.0, f64::max),
+            );
             results.push(RowResult {
                 anomaly: a,
-                metrics: input.streams.get(r).cloned().unwrap_or_default(),
+                metrics,
                 failure,
             });
         }
         {
-            // Entities with an action to verify: keep their newest score.
+            // Entities with an action to verify: keep their newest severity, or how far off
+            // their baselines they still are when that is more. The detector flags a
+            // change once and then calms; a workload still far from normal is not fixed.
             let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
             if !watched.is_empty() {
                 for (r, s) in scores.iter().enumerate() {
                     if let (Some(e), false) = (input.entities.get(r), s.is_nan())
                         && let Some(slot) = watched.get_mut(*e)
                     {
-                        *slot = *s;
+                        *slot = s.max(deviations.get(r).copied().unwrap_or(0.0));
                     }
                 }
             }
@@ -427,4 +460,13 @@ impl HealingLoop {
             .fetch_add(rows as u64, Ordering::Relaxed);
         scores
     }
+}
+
+/// Baseline deviations at which a workload counts as fully off its normal (1.0).
+const FULL_DEVIATION: f64 = 10.0;
+
+/// How far off its baseline a metric is, from its distance in baseline deviations, in
+/// [0, 1]: 1 at [`FULL_DEVIATION`] or more.
+fn deviation(level: f64) -> f64 {
+    (level.abs() / FULL_DEVIATION).min(1.0)
 }
