@@ -3,6 +3,11 @@
 //! in `kubernetes` mode against the fake API server. A sustained CPU spike on
 //! `production/api` leads to exactly one scale action, audited; the same spike on
 //! `kube-system/coredns` (allowed by the namespace list, refused by policy) leads to none.
+//!
+//! The stream detector judges a point against the series' own history, which takes a
+//! few hundred points to settle: fifteen minutes of the workloads' past are written
+//! first (remote write accepts a week of the past), as a replica restarted onto a
+//! Prometheus with history would see.
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
 
@@ -15,8 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use aegis_ingest::remote_write::{SeriesData, encode_v1};
 use common::{
-    aegis, create_admin, free_port, http, login, service_token, terminate, wait_healthy, which,
+    aegis, create_admin, free_port, http, http_raw, login, service_token, terminate,
+    wait_healthy, which,
 };
 use serde_json::Value;
 
@@ -24,6 +31,48 @@ const PASSWORD: &str = "correct horse battery staple";
 
 /// Serves `/metrics` in the Prometheus text format: CPU of one pod of `production/api` and
 /// one of `kube-system/coredns`, normal with noise, or pinned while `spike` is set.
+/// Seconds of history written before Prometheus starts.
+const HISTORY_SECS: i64 = 900;
+
+/// The two workloads' normal CPU for the last [`HISTORY_SECS`] seconds, one sample a
+/// second, through remote write.
+fn backfill(port: u16, token: &str) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let series = |ns: &str, pod: &str, base: f64, k: i64| SeriesData {
+        labels: vec![
+            ("__name__".into(), "cpu_usage".into()),
+            ("namespace".into(), ns.into()),
+            ("pod".into(), pod.into()),
+            ("container".into(), pod.split('-').next().unwrap_or(pod).into()),
+        ],
+        samples: (0..HISTORY_SECS)
+            .map(|s| {
+                let noise = ((s * 2_654_435_761 + k * 97) % 41) as f64 / 1000.0;
+                (now - (HISTORY_SECS - s) * 1_000, base + noise)
+            })
+            .collect(),
+    };
+    let body = encode_v1(&[
+        series("production", "api-7d4b9c8f6a-x2kqp", 0.30, 1),
+        series("kube-system", "coredns-5d78c9869d-q7x2m", 0.20, 2),
+    ]);
+    let body = snap::raw::Encoder::new().compress_vec(&body).unwrap();
+    let auth = format!("Bearer {token}");
+    let (status, _, answer) = http_raw(
+        port,
+        "POST",
+        "/api/v1/write",
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "snappy"),
+        ],
+        &body,
+    )
+    .unwrap();
+    assert!(status < 300, "backfill: {status} {answer}");
+}
+
 fn exporter(spike: Arc<AtomicBool>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -114,6 +163,7 @@ fn a_sustained_cpu_spike_scales_production_once_and_kube_system_never() {
     assert_eq!(wait_healthy(&mut server, port).0, 200);
     let admin = login(port, "ops@example.com", PASSWORD);
     let token = service_token(port, &admin, "prometheus");
+    backfill(port, &token);
     let config = format!(
         r#"global:
   scrape_interval: 1s

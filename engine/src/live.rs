@@ -4,11 +4,10 @@
 //! The per-series state ([`Series`]) lives with the workload; the forests are pooled per
 //! metric ([`Pool`]), so memory stays a few kilobytes per series at 100,000 of them.
 //!
-//! A tick scores the series with new points in parallel against the pools as they stood
-//! at the tick's start, then hands what each point offers to its pool in entity order
-//! (see [`Pool::absorb`]). With one point per series per tick that is exactly the
-//! sequential detector; when a tick brings several points of one series, a refit that
-//! falls due among them waits for the tick's end.
+//! A tick scores the series with new points in parallel against the pools as they stood,
+//! then hands what each point offers to its pool in entity order (see [`Pool::absorb`]);
+//! a series with several new points is taken one point per round, so a pool refits
+//! between points as the sequential detector would.
 
 use rayon::prelude::*;
 
@@ -112,48 +111,62 @@ impl Pools {
         }
     }
 
-    /// Scores the pending points of `entities` (in parallel when there are many), then
-    /// lets the pools take what the points offer, in entity order. Returns each entity's
-    /// per-metric scores.
+    /// Scores the pending points of `entities`, in rounds: the first pending point of
+    /// every entity's series (in parallel when there are many), then the pools take what
+    /// those points offer, in entity order; then the second points, and so on. A series
+    /// that brings many points at once (a backfill, a replay) is scored as if they had
+    /// come one a tick. Returns each entity's per-metric findings.
     pub(crate) fn score(&mut self, mut entities: Vec<&mut EntityStreams>) -> Vec<MetricScores> {
-        let pools = &self.pools;
-        let one = |streams: &mut &mut EntityStreams| -> (MetricScores, Vec<(usize, Offer)>) {
-            let mut scores = Vec::with_capacity(streams.len());
-            let mut offers = Vec::new();
-            for (k, live) in streams.iter_mut().enumerate() {
-                let mut best: Option<StreamPoint> = None;
-                if let (Some(live), Some(pool)) = (live, pools.get(k)) {
-                    for value in live.pending.drain(..) {
-                        let (s, offer) = live.series.observe(value, pool);
-                        if offer.scored_by.is_some() {
-                            let score = best.map_or(s.score, |b| b.score.max(s.score));
-                            best = Some(StreamPoint {
-                                score,
-                                level: s.level,
-                            });
-                        }
-                        offers.push((k, offer));
+        let mut found: Vec<MetricScores> = entities.iter().map(|e| vec![None; e.len()]).collect();
+        let rounds = entities
+            .iter()
+            .flat_map(|e| e.iter().flatten().map(|l| l.pending.len()))
+            .max()
+            .unwrap_or(0);
+        for round in 0..rounds {
+            let pools = &self.pools;
+            let one = |(streams, found): (&mut &mut EntityStreams, &mut MetricScores)| {
+                let mut offers = Vec::new();
+                for (k, (live, slot)) in streams.iter_mut().zip(found.iter_mut()).enumerate() {
+                    let (Some(live), Some(pool)) = (live, pools.get(k)) else {
+                        continue;
+                    };
+                    let Some(value) = live.pending.get(round).copied() else {
+                        continue;
+                    };
+                    let (s, offer) = live.series.observe(value, pool);
+                    if offer.scored_by.is_some() {
+                        let score = slot.map_or(s.score, |b| b.score.max(s.score));
+                        *slot = Some(StreamPoint {
+                            score,
+                            level: s.level,
+                        });
                     }
+                    offers.push((k, offer));
                 }
-                scores.push(best);
-            }
-            (scores, offers)
-        };
-        let results: Vec<(MetricScores, Vec<(usize, Offer)>)> = if entities.len() < PARALLEL_FROM {
-            entities.iter_mut().map(one).collect()
-        } else {
-            entities.par_iter_mut().map(one).collect()
-        };
-        let mut out = Vec::with_capacity(results.len());
-        for (scores, offers) in results {
-            for (k, offer) in offers {
+                offers
+            };
+            let offers: Vec<Vec<(usize, Offer)>> = if entities.len() < PARALLEL_FROM {
+                entities.iter_mut().zip(found.iter_mut()).map(one).collect()
+            } else {
+                entities
+                    .par_iter_mut()
+                    .zip(found.par_iter_mut())
+                    .map(one)
+                    .collect()
+            };
+            for (k, offer) in offers.into_iter().flatten() {
                 if let Some(pool) = self.pools.get_mut(k) {
                     pool.absorb(offer);
                 }
             }
-            out.push(scores);
         }
-        out
+        for streams in &mut entities {
+            for live in streams.iter_mut().flatten() {
+                live.pending.clear();
+            }
+        }
+        found
     }
 
     /// Whether any pool has a fitted model, the rows held for fits, and models fitted.

@@ -402,7 +402,9 @@ impl HealingLoop {
             let metrics = input.streams.get(r).cloned().unwrap_or_default();
             let row = input.matrix.row(r);
             // The detector says whether; how far the alarming metrics are from their
-            // baselines says how bad (an alarm ten deviations off is critical).
+            // baselines says how bad. At an alarm the score is the threshold plus the
+            // distance (an alarm barely off the baseline is medium and asks for nothing;
+            // four deviations off is high, fifteen critical); below it, the detector's.
             let a = input.anomaly(r).map(|s| {
                 let far = metrics
                     .iter()
@@ -411,7 +413,7 @@ impl HealingLoop {
                     .map(|m| deviation(m.level))
                     .fold(0.0, f64::max);
                 if s >= threshold {
-                    s.max(threshold + (1.0 - threshold) * far)
+                    threshold + (1.0 - threshold) * far
                 } else {
                     s
                 }
@@ -463,7 +465,7 @@ impl HealingLoop {
 }
 
 /// Baseline deviations at which a workload counts as fully off its normal (1.0).
-const FULL_DEVIATION: f64 = 10.0;
+const FULL_DEVIATION: f64 = 20.0;
 
 /// How far off its baseline a metric is, from its distance in baseline deviations, in
 /// [0, 1]: 1 at [`FULL_DEVIATION`] or more.
