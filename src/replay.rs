@@ -226,6 +226,8 @@ pub struct ActionRow {
 pub struct ReplayReport {
     /// One per incident.
     pub events: Vec<LoopEvent>,
+    /// Every point the stream detector flagged, incident or not.
+    pub alarms: Vec<aegis_runtime::healing::Alarm>,
     /// The loop's decisions in the policy audit, oldest first.
     pub decisions: Vec<DecisionRow>,
     /// The action audit, oldest first.
@@ -323,6 +325,7 @@ pub async fn replay_with(
         Arc::clone(&executor),
         store.clone(),
     );
+    healing.keep_alarms();
 
     let mut items: Vec<&Item> = telemetry.items.iter().collect();
     items.sort_by_key(|i| i.at);
@@ -399,6 +402,7 @@ pub async fn replay_with(
     );
     progress.finish();
     let stats = healing.stats(next_tick);
+    let alarms = healing.take_alarms();
     drop(healing);
     let mut approvals = Vec::new();
     for a in store.list_approvals(None, 1_000).await? {
@@ -479,6 +483,7 @@ pub async fn replay_with(
     store.close().await;
     Ok(ReplayReport {
         events,
+        alarms,
         decisions,
         actions,
         stats,
@@ -604,6 +609,7 @@ pub async fn run(
     }
     let mut value = serde_json::json!({
         "events": report.events,
+        "alarms": report.alarms,
         "decisions": report.decisions,
         "actions": report.actions,
         "audit_intact": report.audit_intact,

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use aegis_ingest::remote_write::{SeriesData, encode_v1};
 use common::{
-    aegis, create_admin, free_port, http, http_raw, login, service_token, terminate,
-    wait_healthy, which,
+    aegis, create_admin, free_port, http, http_raw, login, service_token, terminate, wait_healthy,
+    which,
 };
 use serde_json::Value;
 
@@ -43,7 +43,10 @@ fn backfill(port: u16, token: &str) {
             ("__name__".into(), "cpu_usage".into()),
             ("namespace".into(), ns.into()),
             ("pod".into(), pod.into()),
-            ("container".into(), pod.split('-').next().unwrap_or(pod).into()),
+            (
+                "container".into(),
+                pod.split('-').next().unwrap_or(pod).into(),
+            ),
         ],
         samples: (0..HISTORY_SECS)
             .map(|s| {

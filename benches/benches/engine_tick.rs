@@ -128,7 +128,6 @@ fn bench_loop(c: &mut Criterion) {
                 warmup_ms: 0,
                 ..defaults.engine.clone()
             },
-            warmup_rows: 4_096,
             ..defaults
         };
         aegis_runtime::healing::HealingLoop::new(settings, detectors, policies, executor, store)
@@ -158,7 +157,8 @@ fn bench_loop(c: &mut Criterion) {
             }
         }
     };
-    // An hour of history, then the first tick fits the forests.
+    // An hour of history; the first tick scores it point by point (the pools fit their
+    // forests on the way), so the timed ticks score one new point per series.
     while step < 240 {
         feed(step);
         step += 1;

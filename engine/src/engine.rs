@@ -126,6 +126,8 @@ pub struct TickInput<'a> {
     pub logs: Vec<LogFeatures>,
     /// Whether each row's entity is past its warm-up.
     pub warm: Vec<bool>,
+    /// Per row, the entity's newest sample time (event time, ms).
+    pub last_ms: Vec<i64>,
     /// Per row, per metric: the streaming detector's highest score over the entity's new
     /// points (`None`: no point scored this tick — no new slot, or the series is warming
     /// up).
@@ -645,6 +647,7 @@ impl Engine {
                 .iter()
                 .map(|i| now_ms.saturating_sub(self.states[*i].first_ms) >= warmup)
                 .collect(),
+            last_ms: dirty.iter().map(|i| self.states[*i].last_ms).collect(),
             streams,
         };
         let scores = score(&input);

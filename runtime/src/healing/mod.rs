@@ -90,12 +90,14 @@ impl Default for HealingSettings {
     fn default() -> Self {
         Self {
             engine: EngineConfig {
-                // Over the severity score: 0.5 is an anomaly at the threshold or a
-                // probable failure; calm below 0.4. One tick opens: the stream detector's
-                // likelihood already asks that a change stand out against the series' own
-                // history, and it alarms once per incident (later points are damped).
+                // Over the severity score: 0.5 is an alarm of the stream detector barely
+                // off its baseline, 0.6 one four deviations off (or a probable failure);
+                // an incident — a question to the policy engine — opens at 0.6, so an
+                // unusual wiggle is a recorded alarm, not a page. Calm below 0.4. One tick
+                // opens: the detector's likelihood already asks that a change stand out
+                // against the series' own history, and it alarms once per incident.
                 hysteresis: aegis_engine::Hysteresis {
-                    open_at: 0.5,
+                    open_at: 0.6,
                     calm_below: 0.4,
                     calm_ticks: 30,
                     open_ticks: 1,
@@ -260,6 +262,23 @@ pub struct LoopEvent {
     pub acted_at: Option<Instant>,
 }
 
+/// A point the stream detector flagged (at or above the threshold): a detection, whether
+/// or not it was far enough off its baseline to open an incident.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alarm {
+    /// `namespace/workload`.
+    pub entity: String,
+    /// The metric (`__name__`).
+    pub metric: String,
+    /// The workload's newest sample when it was scored (the point's time, one point a
+    /// tick).
+    pub at: DateTime<Utc>,
+    /// The stream detector's score.
+    pub score: f64,
+    /// How far the point is from its lagged baseline, in baseline deviations.
+    pub level: f64,
+}
+
 /// Per-row results of one tick's scoring.
 #[derive(Debug, Clone, Default)]
 struct RowResult {
@@ -284,6 +303,9 @@ pub struct HealingLoop {
     /// for it, so an incident whose diagnosis sharpens (an anomaly that turns out to be a
     /// memory leak) is decided again once per new action, never twice for the same one.
     asked: Mutex<std::collections::HashMap<aegis_engine::Entity, (u64, Vec<RecommendedAction>)>>,
+    /// Every alarm of the stream detector, when kept ([`HealingLoop::keep_alarms`]:
+    /// replays, which compare them with a backtest); `None` in `serve`.
+    alarms: Mutex<Option<Vec<Alarm>>>,
     /// Actions waiting for their post-action verification.
     verifications: Mutex<Vec<PendingVerification>>,
     /// The latest severity score of each entity with a pending verification (NaN until
@@ -332,11 +354,24 @@ impl HealingLoop {
             leader: Arc::new(AtomicBool::new(true)),
             counters: Counters::default(),
             asked: Mutex::default(),
+            alarms: Mutex::default(),
             verifications: Mutex::default(),
             watched: Mutex::default(),
             events,
             recent_logs: Mutex::default(),
         })
+    }
+
+    /// Keeps every alarm of the stream detector from now on (see [`Self::take_alarms`]).
+    pub fn keep_alarms(&self) {
+        let mut alarms = self.alarms.lock().unwrap_or_else(|p| p.into_inner());
+        alarms.get_or_insert_with(Vec::new);
+    }
+
+    /// The alarms kept so far, oldest first (empty unless [`Self::keep_alarms`]).
+    pub fn take_alarms(&self) -> Vec<Alarm> {
+        let mut alarms = self.alarms.lock().unwrap_or_else(|p| p.into_inner());
+        alarms.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The settings.

@@ -10,6 +10,7 @@ pub(super) struct Counters {
     pub(super) rows_scored: AtomicU64,
     pub(super) rows_urgent: AtomicU64,
     pub(super) detections: AtomicU64,
+    pub(super) alarms: AtomicU64,
     pub(super) allowed: AtomicU64,
     pub(super) denied: AtomicU64,
     pub(super) actions: AtomicU64,
@@ -43,6 +44,9 @@ pub struct LoopStats {
     pub rows_urgent: u64,
     /// Incidents opened.
     pub detections: u64,
+    /// Points the stream detector flagged (each workload metric's own judgement; an
+    /// incident opens on those far enough off their baselines).
+    pub stream_alarms: u64,
     /// Decisions allowed / denied.
     pub decisions_allowed: u64,
     /// Decisions denied.
@@ -121,6 +125,7 @@ impl HealingLoop {
             rows_scored: n(&self.counters.rows_scored),
             rows_urgent: n(&self.counters.rows_urgent),
             detections: n(&self.counters.detections),
+            stream_alarms: n(&self.counters.alarms),
             decisions_allowed: n(&self.counters.allowed),
             decisions_denied: n(&self.counters.denied),
             actions: n(&self.counters.actions),

@@ -405,6 +405,7 @@ impl HealingLoop {
             // baselines says how bad. At an alarm the score is the threshold plus the
             // distance (an alarm barely off the baseline is medium and asks for nothing;
             // four deviations off is high, fifteen critical); below it, the detector's.
+            self.note_alarms(input, r, &metrics, threshold);
             let a = input.anomaly(r).map(|s| {
                 let far = metrics
                     .iter()
@@ -461,6 +462,39 @@ impl HealingLoop {
             .rows_scored
             .fetch_add(rows as u64, Ordering::Relaxed);
         scores
+    }
+}
+
+impl HealingLoop {
+    /// Counts the stream detector's alarms in row `r` (and keeps them when asked to).
+    fn note_alarms(
+        &self,
+        input: &TickInput<'_>,
+        r: usize,
+        metrics: &aegis_engine::MetricScores,
+        threshold: f64,
+    ) {
+        for (k, m) in metrics.iter().enumerate() {
+            let Some(m) = m.filter(|m| m.score >= threshold) else {
+                continue;
+            };
+            self.counters.alarms.fetch_add(1, Ordering::Relaxed);
+            let mut kept = self.alarms.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(kept), Some(entity), Some(metric)) = (
+                kept.as_mut(),
+                input.entities.get(r),
+                self.settings.engine.metrics.get(k),
+            ) {
+                kept.push(Alarm {
+                    entity: entity.to_string(),
+                    metric: metric.clone(),
+                    at: DateTime::from_timestamp_millis(input.last_ms.get(r).copied().unwrap_or(0))
+                        .unwrap_or_default(),
+                    score: (m.score * 1e3).round() / 1e3,
+                    level: (m.level * 1e3).round() / 1e3,
+                });
+            }
+        }
     }
 }
 
