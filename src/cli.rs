@@ -189,7 +189,7 @@ enum ModelCommand {
         /// Columns to leave out (labels, ids); repeat or separate with commas.
         #[arg(long, value_delimiter = ',')]
         exclude: Vec<String>,
-        /// Score threshold stored with the model (default AEGIS_ANOMALY_THRESHOLD's 0.6).
+        /// Score threshold stored with the model (default 0.6, the batch forests' threshold).
         #[arg(long, default_value_t = 0.6, conflicts_with = "contamination")]
         threshold: f64,
         /// Instead of a threshold: the share of the training rows expected to be anomalous

@@ -164,6 +164,10 @@ impl Pools {
         for streams in &mut entities {
             for live in streams.iter_mut().flatten() {
                 live.pending.clear();
+                // A backlog's buffer is not kept: a hundred thousand series hold one each.
+                if live.pending.capacity() > 16 {
+                    live.pending.shrink_to(4);
+                }
             }
         }
         found

@@ -52,7 +52,8 @@ impl Shape {
         Self {
             baseline: baseline.max(2),
             lag,
-            history: VecDeque::new(),
+            // Exactly what is held (a grown VecDeque would round up to a power of two).
+            history: VecDeque::with_capacity(baseline.max(2) + lag + 1),
             count: 0,
             sum: 0.0,
             sum_sq: 0.0,

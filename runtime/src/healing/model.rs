@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// How far off its baseline (as a share of fully off, 20 deviations) an alarm must be
+/// for the failure classifier to look at it: two deviations.
+const CLASSIFY_FROM: f64 = 0.1;
+
 impl HealingLoop {
     /// The failure classifier's row from the engine's features and the log window.
     pub(super) fn failure_row(&self, row: &[f32], logs: &LogFeatures) -> [f32; 16] {
@@ -45,16 +49,19 @@ impl HealingLoop {
         r
     }
 
-    /// Whether a row shows a sign of failure worth the classifier's time: anomalous, or
+    /// Whether a row shows a sign of failure worth the classifier's time: an alarm at
+    /// least [`CLASSIFY_FROM`] of the way to fully off its baseline (two deviations), or
     /// restarting, crashing, logging or answering errors. Everything else is healthy enough
-    /// that the forest of a hundred deep trees would only confirm it (and at ten thousand
-    /// rows a tick it would be most of the tick).
+    /// that the forest of a hundred deep trees would only confirm it — or, asked about an
+    /// alarm that is a wiggle within the series' noise, name a failure that is not there
+    /// (and at ten thousand rows a tick it would be most of the tick).
     pub(super) fn suspicious(
         failure_row: &[f32; 16],
         anomaly: Option<f64>,
         threshold: f64,
     ) -> bool {
-        anomaly.is_some_and(|s| s >= threshold)
+        let from = threshold + (1.0 - threshold) * CLASSIFY_FROM;
+        anomaly.is_some_and(|s| s >= from)
             || failure_row[8] > 0.0
             || failure_row[13] + failure_row[14] + failure_row[15] > 0.0
             || failure_row[10] > 0.1
