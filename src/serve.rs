@@ -702,7 +702,6 @@ pub(crate) fn healing_settings(config: &Config) -> aegis_runtime::healing::Heali
         verify_after: Duration::from_secs(config.engine_verify_after_secs),
         breaker_threshold: config.engine_breaker_threshold,
         series_idle: Duration::from_secs(config.series_idle_secs),
-        ..defaults
     }
 }
 
