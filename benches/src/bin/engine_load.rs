@@ -281,6 +281,7 @@ async fn main() {
     let mut tick_to_action = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let mut arrival_to_action = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let mut acted = 0u64;
+    let mut acted_on = std::collections::HashSet::new();
     let mut other = 0u64;
     // Events on workloads that were never spiked: false alarms, and actions on them.
     let (mut false_alarms, mut false_actions) = (0u64, 0u64);
@@ -299,6 +300,7 @@ async fn main() {
                 match (arrival, e.acted_at, e.action_status.as_str()) {
                     (Some(at), Some(done), "dry_run") => {
                         acted += 1;
+                        acted_on.insert(e.entity.clone());
                         tick_to_action.record(e.tick_to_action_us.max(1)).unwrap();
                         arrival_to_action
                             .record(done.saturating_duration_since(at).as_micros().max(1) as u64)
@@ -355,6 +357,21 @@ async fn main() {
         stats.stream_alarms - alarms_before
     );
     println!("  injected spikes         {injected}, acted on {acted}, other events {other}");
+    {
+        let arrivals = arrivals.lock().unwrap();
+        let mut missed: Vec<(Duration, &String)> = arrivals
+            .iter()
+            .filter(|(e, _)| !acted_on.contains(*e))
+            .map(|(e, at)| (at.saturating_duration_since(started), e))
+            .collect();
+        missed.sort();
+        let shown: Vec<String> = missed
+            .iter()
+            .take(12)
+            .map(|(at, e)| format!("{e} at {:.0} s", at.as_secs_f64()))
+            .collect();
+        println!("  not acted on            {}", shown.join(", "));
+    }
     println!(
         "  never-spiked workloads  {false_alarms} incidents opened, {false_actions} actions (of {entities} workloads × {} ticks)",
         stats.ticks

@@ -100,6 +100,10 @@ pub struct StreamScore {
     pub level: f64,
 }
 
+/// How many times farther off its baseline than the last alarm (at least one deviation) a
+/// point must be to alarm in full during that alarm's cooldown.
+const NEW_INCIDENT: f64 = 5.0;
+
 /// Points in a day at `step_secs` (unknown or unusable: `None`), not yet rounded.
 fn points_per_day(step_secs: Option<f64>) -> Option<f64> {
     step_secs
@@ -117,6 +121,8 @@ pub struct Series {
     seen: usize,
     range: Option<(f64, f64)>,
     since_alarm: usize,
+    /// The level (deviations off the lagged baseline) of the last alarm.
+    alarm_level: f64,
     /// The pool model this series is scored by.
     kind: ModelKind,
     /// Points before new extremes count: a day of points when the step is known, the
@@ -147,6 +153,7 @@ impl Series {
             seen: 0,
             range: None,
             since_alarm: usize::MAX,
+            alarm_level: 0.0,
             kind: ModelKind::Plain,
             novelty_after: points_per_day(config.step_secs)
                 .map_or(0, |d| d.ceil() as usize)
@@ -242,13 +249,18 @@ impl Series {
         if novel {
             score = 1.0;
         }
-        if self.since_alarm < self.cooldown {
+        // A point far beyond the alarm that started the cooldown is a new incident, not
+        // more of that one: a wiggle's alarm must not hide the outage that follows it.
+        let level = f64::from(live[0]);
+        let bigger = level > NEW_INCIDENT * self.alarm_level.max(1.0);
+        if self.since_alarm < self.cooldown && !bigger {
             score *= 0.5;
         }
         self.since_alarm = self.since_alarm.saturating_add(1);
         let is_anomaly = score >= self.threshold;
         if is_anomaly {
             self.since_alarm = 0;
+            self.alarm_level = level;
         }
         (
             StreamScore {
@@ -338,6 +350,43 @@ mod tests {
             .count();
         assert!(false_alarms <= 2, "false alarms: {flagged:?}");
         assert!(scores.iter().all(|s| (0.0..=1.0).contains(&s.score)));
+    }
+
+    /// A small alarm starts a cooldown; an outage thirty points later, far beyond it, still
+    /// alarms: the cooldown keeps one incident to one alarm, it must not hide the next.
+    #[test]
+    fn an_outage_during_a_small_alarms_cooldown_still_alarms() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut noise = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let mut d = StreamingDetector::new(StreamConfig {
+            step_secs: Some(60.0),
+            ..Default::default()
+        });
+        let mut flagged = Vec::new();
+        for i in 0..1_300 {
+            // Noise of spread 0.03; a bump four spreads up; an outage twenty-two up.
+            let v = match i {
+                1_200..1_206 => 0.42 + 0.1 * noise(),
+                1_230.. => 0.95 + 0.01 * noise(),
+                _ => 0.30 + 0.1 * noise(),
+            };
+            if d.score(v).is_anomaly {
+                flagged.push(i);
+            }
+        }
+        assert!(
+            flagged.iter().any(|i| (1_200..1_210).contains(i)),
+            "the bump alarms: {flagged:?}"
+        );
+        assert!(
+            flagged.iter().any(|i| (1_230..1_240).contains(i)),
+            "the outage alarms within its first ten points: {flagged:?}"
+        );
     }
 
     #[test]
