@@ -152,6 +152,30 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// See what the log template miner makes of a log file.
+    Logs {
+        #[command(subcommand)]
+        command: LogsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LogsCommand {
+    /// Run the Drain miner the engine runs on Loki streams over a log file (one line per
+    /// entry); print the templates with their counts, most frequent first (CSV, or JSON
+    /// with `--json`).
+    Templates {
+        /// The log file.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// Also write each line's template id: CSV `line,template_id`, or JSON (`lines` and
+        /// `templates`) when the name ends in `.json`.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Print the templates as JSON instead of CSV.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -432,6 +456,22 @@ pub fn run(cli: Cli) -> ExitCode {
         } => {
             return in_runtime(replay::run(input, output, *max_span_days));
         }
+        Command::Logs {
+            command:
+                LogsCommand::Templates {
+                    input,
+                    output,
+                    json,
+                },
+        } => {
+            return match crate::logs_cmd::templates(input, output.as_deref(), *json) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Model { command } => {
             return match command {
                 ModelCommand::Fit {
@@ -578,6 +618,7 @@ pub fn run(cli: Cli) -> ExitCode {
             | Command::Model { .. }
             | Command::Backtest { .. }
             | Command::Replay { .. }
+            | Command::Logs { .. }
             | Command::Demo { .. } => Ok(ExitCode::SUCCESS),
         }
     });

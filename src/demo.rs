@@ -307,7 +307,7 @@ pub async fn run(
         rfc3339(START_MS + 165 * 60_000)
     );
     println!(
-        "replayed through the real pipeline: windows → isolation forest and failure classifier → incidents → policy engine → executor (dry-run) → audit.\n"
+        "replayed through the real pipeline: windows → stream detector and failure classifier → incidents → policy engine → executor (dry-run) → audit.\n"
     );
     for w in &workloads {
         let what = match w.fault {

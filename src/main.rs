@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod demo;
 mod logging;
+mod logs_cmd;
 mod model_cmd;
 mod policy_cmd;
 mod replay;
