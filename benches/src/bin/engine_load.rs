@@ -161,7 +161,6 @@ async fn main() {
 
     // The past: every series' normal values for `history_secs`, one a second, through the
     // queue as remote write would bring a backlog.
-    let schema = aegis_ingest::sample_schema();
     let history_started = Instant::now();
     {
         let mut seed = 0x2545_F491_4F6C_DD1Du64;
@@ -176,23 +175,7 @@ async fn main() {
                 let noise = ((seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0;
                 values.push(normal(i % METRICS.len(), noise));
             }
-            let batch = RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    Arc::new(UInt32Array::from(ids.clone())),
-                    Arc::new(Int64Array::from(vec![at; ids.len()])),
-                    Arc::new(Float64Array::from(values)),
-                ],
-            )
-            .unwrap();
-            ingest
-                .enqueue_wait(SampleBatch {
-                    source: "load",
-                    kind: BatchKind::Samples,
-                    batch,
-                })
-                .await
-                .unwrap();
+            send(&ingest, ids.clone(), vec![at; ids.len()], values).await;
         }
         // Until the loop has scored the backlog.
         let want = (ids.len() as u64) * history_secs as u64;
@@ -250,25 +233,9 @@ async fn main() {
                         fresh.push(format!("production/svc-{entity}"));
                     }
                 }
-                let batch = RecordBatch::try_new(
-                    schema.clone(),
-                    vec![
-                        Arc::new(UInt32Array::from(series)),
-                        Arc::new(Int64Array::from(stamps)),
-                        Arc::new(Float64Array::from(values)),
-                    ],
-                )
-                .unwrap();
-                sent += batch.num_rows() as u64;
+                sent += series.len() as u64;
                 let arrived = Instant::now();
-                ingest
-                    .enqueue_wait(SampleBatch {
-                        source: "load",
-                        kind: BatchKind::Samples,
-                        batch,
-                    })
-                    .await
-                    .unwrap();
+                send(&ingest, series, stamps, values).await;
                 let mut a = arrivals.lock().unwrap();
                 for e in fresh {
                     a.entry(e).or_insert(arrived);
@@ -399,6 +366,27 @@ async fn main() {
     drop(policies);
     writer.shutdown(Duration::from_secs(5)).await;
     store.close().await;
+}
+
+/// One batch of samples through the ingest queue, as remote write hands it over.
+async fn send(ingest: &Ingest, series: Vec<u32>, stamps: Vec<i64>, values: Vec<f64>) {
+    let batch = RecordBatch::try_new(
+        aegis_ingest::sample_schema(),
+        vec![
+            Arc::new(UInt32Array::from(series)),
+            Arc::new(Int64Array::from(stamps)),
+            Arc::new(Float64Array::from(values)),
+        ],
+    )
+    .unwrap();
+    ingest
+        .enqueue_wait(SampleBatch {
+            source: "load",
+            kind: BatchKind::Samples,
+            batch,
+        })
+        .await
+        .unwrap();
 }
 
 fn ids_len(entities: usize) -> usize {
