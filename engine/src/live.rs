@@ -182,9 +182,9 @@ impl Pools {
         )
     }
 
-    /// Bytes of the pools' training rows (the forests themselves are a fixed few MB).
+    /// Bytes of the pools' training rows.
     pub(crate) fn memory_bytes(&self) -> usize {
-        self.pools.iter().map(|p| p.rows() * 24).sum()
+        self.pools.iter().map(Pool::memory_bytes).sum()
     }
 }
 

@@ -128,14 +128,10 @@ pub struct Series {
     /// Points before new extremes count: a day of points when the step is known, the
     /// warm-up otherwise (fixed at creation; read at every point).
     novelty_after: usize,
-    warmup: usize,
-    threshold: f64,
-    cooldown: usize,
-    tolerance: f64,
 }
 
 impl Series {
-    /// A series with no history, scored with `config` (its pool's).
+    /// A series with no history; `config` is its pool's, which [`Self::observe`] reads.
     pub fn new(config: &StreamConfig) -> Self {
         Self {
             shape: Shape::new(
@@ -158,10 +154,6 @@ impl Series {
             novelty_after: points_per_day(config.step_secs)
                 .map_or(0, |d| d.ceil() as usize)
                 .max(config.warmup_points),
-            warmup: config.warmup_points.max(MIN_FIT),
-            threshold: config.threshold,
-            cooldown: config.cooldown_points,
-            tolerance: config.novelty_tolerance,
         }
     }
 
@@ -175,15 +167,9 @@ impl Series {
         size_of::<Self>() + self.shape.memory_bytes() + self.likelihood.memory_bytes()
     }
 
-    /// Points seen.
-    pub fn seen(&self) -> usize {
-        self.seen
-    }
-
     /// Whether `value` lies beyond the range seen so far by more than the tolerance (once
     /// the series has shown its range); widens the range.
-    fn novel(&mut self, value: f64) -> bool {
-        let tol = self.tolerance;
+    fn novel(&mut self, value: f64, tol: f64) -> bool {
         let novel = match self.range {
             Some((lo, hi)) if tol > 0.0 && hi > lo && self.seen > self.novelty_after => {
                 let slack = (hi - lo) * tol;
@@ -201,9 +187,10 @@ impl Series {
     /// Scores the next point against `pool` (read only, so many series can score at once);
     /// what the point offers the pool goes to [`Pool::absorb`] afterwards, in event order.
     pub fn observe(&mut self, value: f64, pool: &Pool) -> (StreamScore, Offer) {
+        let config = pool.config();
         self.seen += 1;
         let live = self.shape.push(value);
-        let novel = self.novel(value);
+        let novel = self.novel(value, config.novelty_tolerance);
         let ready = self.shape.seasonal_ready();
         let kind = if ready {
             ModelKind::Seasonal
@@ -233,7 +220,8 @@ impl Series {
             raw: 0.0,
             level: f64::from(live[0]),
         };
-        let Some(forest) = forest.filter(|_| self.seen > self.warmup) else {
+        let warmup = config.warmup_points.max(MIN_FIT);
+        let Some(forest) = forest.filter(|_| self.seen > warmup) else {
             return (
                 quiet,
                 Offer {
@@ -253,11 +241,11 @@ impl Series {
         // more of that one: a wiggle's alarm must not hide the outage that follows it.
         let level = f64::from(live[0]);
         let bigger = level > NEW_INCIDENT * self.alarm_level.max(1.0);
-        if self.since_alarm < self.cooldown && !bigger {
+        if self.since_alarm < config.cooldown_points && !bigger {
             score *= 0.5;
         }
         self.since_alarm = self.since_alarm.saturating_add(1);
-        let is_anomaly = score >= self.threshold;
+        let is_anomaly = score >= config.threshold;
         if is_anomaly {
             self.since_alarm = 0;
             self.alarm_level = level;
@@ -271,7 +259,7 @@ impl Series {
             },
             Offer {
                 kind,
-                row: (!is_anomaly && self.since_alarm >= self.cooldown).then_some(train),
+                row: (!is_anomaly && self.since_alarm >= config.cooldown_points).then_some(train),
                 scored_by: Some(self.kind),
                 switched,
             },

@@ -130,9 +130,9 @@ impl Pool {
         self.models.iter().map(|m| m.ring.len()).sum()
     }
 
-    /// Series in the pool.
-    pub fn members(&self) -> usize {
-        self.models.iter().map(|m| m.members).sum()
+    /// Bytes of the rows held for fits (the forests themselves are a fixed few MB).
+    pub fn memory_bytes(&self) -> usize {
+        self.rows() * size_of::<[f32; FEATURES]>()
     }
 
     /// A new series joins (it starts on the plain model).

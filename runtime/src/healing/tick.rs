@@ -407,14 +407,8 @@ impl HealingLoop {
             // four deviations off is high, fifteen critical); below it, the detector's.
             self.note_alarms(input, r, &metrics, threshold);
             let a = input.anomaly(r).map(|s| {
-                let far = metrics
-                    .iter()
-                    .flatten()
-                    .filter(|m| m.score >= threshold)
-                    .map(|m| deviation(m.level))
-                    .fold(0.0, f64::max);
                 if s >= threshold {
-                    threshold + (1.0 - threshold) * far
+                    threshold + (1.0 - threshold) * farthest(&metrics, threshold)
                 } else {
                     s
                 }
@@ -430,13 +424,7 @@ impl HealingLoop {
                 threshold,
                 failure.as_ref(),
             ));
-            deviations.push(
-                metrics
-                    .iter()
-                    .flatten()
-                    .map(|m| deviation(m.level))
-                    .fold(0.0, f64::max),
-            );
+            deviations.push(farthest(&metrics, f64::NEG_INFINITY));
             results.push(RowResult {
                 anomaly: a,
                 metrics,
@@ -463,9 +451,7 @@ impl HealingLoop {
             .fetch_add(rows as u64, Ordering::Relaxed);
         scores
     }
-}
 
-impl HealingLoop {
     /// Counts the stream detector's alarms in row `r` (and keeps them when asked to).
     fn note_alarms(
         &self,
@@ -501,8 +487,13 @@ impl HealingLoop {
 /// Baseline deviations at which a workload counts as fully off its normal (1.0).
 const FULL_DEVIATION: f64 = 20.0;
 
-/// How far off its baseline a metric is, from its distance in baseline deviations, in
-/// [0, 1]: 1 at [`FULL_DEVIATION`] or more.
-fn deviation(level: f64) -> f64 {
-    (level.abs() / FULL_DEVIATION).min(1.0)
+/// How far off its baseline the farthest metric scoring at least `min` is, in [0, 1]: its
+/// distance in baseline deviations over [`FULL_DEVIATION`], capped at 1.
+fn farthest(metrics: &aegis_engine::MetricScores, min: f64) -> f64 {
+    metrics
+        .iter()
+        .flatten()
+        .filter(|m| m.score >= min)
+        .map(|m| (m.level.abs() / FULL_DEVIATION).min(1.0))
+        .fold(0.0, f64::max)
 }
