@@ -260,6 +260,13 @@ enum BacktestCommand {
 enum ConfigCommand {
     /// Print the effective configuration (file + environment) as TOML, secrets redacted.
     Print(ConfigArgs),
+    /// Print the configuration reference (every key, its section, environment variable,
+    /// default and meaning) as Markdown, generated from the code's documentation.
+    Reference {
+        /// Rewrite the generated part of this Markdown file (between its markers) instead.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -355,6 +362,36 @@ fn load(args: &ConfigArgs) -> Result<Loaded, ExitCode> {
     })
 }
 
+/// `aegis config reference`: the generated reference on stdout, or spliced into a file.
+fn config_reference(write: Option<&std::path::Path>) -> ExitCode {
+    use crate::config::reference;
+    let Some(path) = write else {
+        print!("{}", reference::markdown());
+        return ExitCode::SUCCESS;
+    };
+    let document = match std::fs::read_to_string(path) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(updated) = reference::splice(&document) else {
+        eprintln!(
+            "error: `{}` has no generated section: add the lines\n{}\n{}",
+            path.display(),
+            reference::BEGIN,
+            reference::END
+        );
+        return ExitCode::FAILURE;
+    };
+    if let Err(e) = std::fs::write(path, updated) {
+        eprintln!("error: cannot write `{}`: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> ExitCode {
     let args = match &cli.command {
@@ -373,6 +410,9 @@ pub fn run(cli: Cli) -> ExitCode {
             println!("{}", aegis_api::openapi_json());
             return ExitCode::SUCCESS;
         }
+        Command::Config {
+            command: ConfigCommand::Reference { write },
+        } => return config_reference(write.as_deref()),
         Command::Audit {
             command: AuditCommand::VerifyArchive { from },
         } => {

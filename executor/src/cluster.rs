@@ -283,6 +283,16 @@ fn dry_run(req: &ActionRequest, limits: ScaleLimits) -> Outcome {
 }
 
 /// `kubectl rollout restart`: a strategic-merge patch of the pod template's `restartedAt`.
+/// `kubectl rollout restart` names itself as the field manager of the annotation it
+/// writes (tests/kubectl_referee.rs holds us to it), so server-side apply users see the
+/// same owner whichever of the two restarted the deployment.
+fn restart_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some("kubectl-rollout".to_owned()),
+        ..PatchParams::default()
+    }
+}
+
 async fn rollout_restart(client: kube::Client, namespace: &str, name: &str) -> Outcome {
     let api: Api<Deployment> = Api::namespaced(client, namespace);
     let deployment = api!("reading the deployment", Retry::Read, api.get(name));
@@ -305,7 +315,7 @@ async fn rollout_restart(client: kube::Client, namespace: &str, name: &str) -> O
     api!(
         "patching the deployment",
         Retry::IdempotentWrite,
-        api.patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        api.patch(name, &restart_params(), &Patch::Strategic(&patch))
     );
     Outcome::new(
         Status::Succeeded,

@@ -210,6 +210,13 @@ async fn deployment(
             }
             other => return status(415, "UnsupportedMediaType", other),
         }
+        // The API server decodes into Go types, where a null `creationTimestamp` (which
+        // kubectl's typed round trip writes into every template) is no timestamp at all.
+        if let Some(meta) = d["spec"]["template"]["metadata"].as_object_mut() {
+            if meta.get("creationTimestamp").is_some_and(Value::is_null) {
+                meta.remove("creationTimestamp");
+            }
+        }
         if c.deployments[&name]["spec"]["template"] != before {
             roll(&mut c, &ns, &name);
         }
@@ -321,10 +328,40 @@ async fn inject(
     }
 }
 
+/// API discovery, enough for kubectl to map `deployment` and `pod` to their paths (the
+/// legacy documents: kubectl asks for aggregated discovery and accepts these).
+async fn discovery(uri: Uri) -> Response {
+    let body = match uri.path() {
+        "/version" => json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-fake",
+                              "platform": "linux/amd64"}),
+        "/api" => json!({"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+        "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [{"name": "apps",
+            "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
+            "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}}]}),
+        "/api/v1" => json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+            {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
+             "verbs": ["delete", "get", "list"], "shortNames": ["po"]}]}),
+        _ => json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [
+            {"name": "deployments", "singularName": "deployment", "namespaced": true, "kind": "Deployment",
+             "verbs": ["get", "list", "patch", "update"], "shortNames": ["deploy"]},
+            {"name": "deployments/scale", "singularName": "", "namespaced": true, "group": "autoscaling",
+             "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]},
+            {"name": "replicasets", "singularName": "replicaset", "namespaced": true, "kind": "ReplicaSet",
+             "verbs": ["get", "list"], "shortNames": ["rs"]}]}),
+    };
+    axum::Json(body).into_response()
+}
+
 /// Starts the server; returns its URL and the shared state.
 pub async fn start(cluster: Cluster) -> (String, Shared) {
     let shared: Shared = Arc::new(Mutex::new(cluster));
     let app = Router::new()
+        .route("/version", get(discovery))
+        .route("/api", get(discovery))
+        .route("/apis", get(discovery))
+        .route("/api/v1", get(discovery))
+        .route("/apis/apps/v1", get(discovery))
         .route(
             "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
             get(deployment).patch(deployment),
@@ -392,6 +429,43 @@ pub fn cluster_with_api() -> Cluster {
         "metadata": {"name": "lonely", "namespace": "production"},
         "spec": {"containers": [{"name": "x", "image": "busybox"}]}}),
     );
+    c
+}
+
+/// Deployment `api` in `production` as a real API server serves it: templates with the
+/// fields the server defaults (`resources: {}`, termination message, pull policy, DNS and
+/// restart policy…), three revisions (images 1.0, 2.0 and 3.0, the last current), a
+/// replica set for each, and a pod of the current one.
+pub fn cluster_as_served() -> Cluster {
+    let mut c = Cluster::default();
+    let template = |version: &str| {
+        json!({"metadata": {"labels": {"app": "api", "tier": "web"}},
+            "spec": {"containers": [{"name": "api", "image": format!("registry.example.com/api:{version}"),
+                "ports": [{"containerPort": 8080, "protocol": "TCP"}], "resources": {},
+                "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
+                "imagePullPolicy": "IfNotPresent"}],
+             "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
+             "securityContext": {}, "schedulerName": "default-scheduler"}})
+    };
+    c.deployments.insert("api".into(), json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "api", "namespace": "production", "uid": "uid-api", "generation": 3,
+                     "labels": {"app": "api"},
+                     "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "api"}},
+                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}},
+                 "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600, "template": template("1.0")}
+    }));
+    roll(&mut c, "production", "api");
+    for version in ["2.0", "3.0"] {
+        c.deployments.get_mut("api").unwrap()["spec"]["template"] = template(version);
+        roll(&mut c, "production", "api");
+    }
+    let current = c.deployments["api"]["spec"]["template"]["spec"].clone();
+    c.pods.insert("api-1".into(), json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "api-1", "namespace": "production", "labels": {"app": "api"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-x", "uid": "u", "controller": true}]},
+        "spec": current}));
     c
 }
 

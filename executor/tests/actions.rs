@@ -50,7 +50,8 @@ async fn restart_a_deployment_like_kubectl_rollout_restart() {
             ),
             (
                 "PATCH".into(),
-                "/apis/apps/v1/namespaces/production/deployments/api?".into(),
+                "/apis/apps/v1/namespaces/production/deployments/api?&fieldManager=kubectl-rollout"
+                    .into(),
                 Some("application/strategic-merge-patch+json".into())
             ),
         ]

@@ -9,6 +9,7 @@
 //! documentation, which the configuration reference test reads.
 
 mod env;
+pub mod reference;
 mod sections;
 mod types;
 
@@ -64,215 +65,246 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address and port of the one HTTP listener.
+    /// Address of the one HTTP listener (`IP:PORT`, `[IPv6]:PORT`, `localhost:PORT`).
     pub listen: ListenAddr,
-    /// `sqlite://PATH` (embedded, the default) or `postgres://USER@HOST:PORT/DB`.
+    /// `sqlite://PATH` or `postgres://USER[:PASS]@HOST:PORT/DB`.
     pub database_url: String,
     /// Most database connections in the pool.
     pub database_max_connections: u32,
-    /// HMAC key for JWT access tokens (at least 32 bytes).
+    /// HS256 key that signs access tokens, at least 32 bytes (secret); its `kid` is derived
+    /// from it, so replicas with the same secret agree. Unset: a random key per process
+    /// (tokens die on restart; logged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_secret: Option<Secret>,
-    /// Former JWT secrets that still verify (not sign) tokens, so a key rotates without
-    /// logging everyone out (comma-separated in the environment).
+    /// Former secrets that still verify (not sign) tokens: rotate by moving `jwt_secret`
+    /// here and setting a new one (secret).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub jwt_previous_secrets: Vec<Secret>,
-    /// The key of the keyed audit chain, `ID:SECRET` (a bare secret is key `k1`; at least
-    /// 32 bytes): new audit rows and archive records are HMAC-signed with it, so rewriting
-    /// them needs the key, which never enters the database. `aegis audit verify` needs it.
+    /// `ID:SECRET` (a bare secret is key `k1`; at least 32 bytes): audit rows and archive
+    /// records and manifests are HMAC-SHA256-signed with it, so rewriting them needs the
+    /// key, which never enters the database; `aegis audit verify` and `verify-archive` need
+    /// it; `serve` refuses to start when the newest audit row was signed by a key it does
+    /// not have (secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_key: Option<Secret>,
-    /// Former audit keys (`ID:SECRET`, comma-separated in the environment) that still
-    /// verify the rows they signed: rotate by putting the new key in `audit_key` and the
-    /// old one here for as long as its rows are kept.
+    /// Former audit keys (`ID:SECRET`) that still verify the rows they signed: rotate by
+    /// putting the new key in `audit_key` and the old one here for as long as its rows are
+    /// kept (secret).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub audit_previous_keys: Vec<Secret>,
-    /// Every audit row must be keyed (chains keyed from their first row, or once the rows
-    /// written before `audit_key` are archived and pruned): an unkeyed row anywhere is then
-    /// a rewrite, even one of the whole chain.
+    /// Every audit row must be keyed: set it for chains keyed from their first row, or once
+    /// the rows from before `audit_key` are archived and pruned; then even a rewrite of a
+    /// whole chain as plain SHA-256 is caught.
     pub audit_keyed_only: bool,
     /// Where policy decisions the database cannot take before the shutdown deadline are
-    /// spooled, and read back from at the next start (default: `audit-spool` beside the
-    /// SQLite database, or in the working folder with PostgreSQL). Put it on a persistent
-    /// volume.
+    /// spooled (JSON Lines, fsynced); the next start writes them first and removes the
+    /// file. Put it on a persistent volume. Default: beside the SQLite file, else
+    /// `./audit-spool`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_spool_dir: Option<PathBuf>,
-    /// `iss` of issued tokens, required on presented ones.
+    /// `iss` written to and required on access tokens.
     pub jwt_issuer: String,
-    /// `aud` of issued tokens, required on presented ones.
+    /// `aud` written to and required on access tokens.
     pub jwt_audience: String,
-    /// Requests per minute per caller (user, service token or client IP) and route.
+    /// Requests per minute per caller (user, service token, or client IP when anonymous)
+    /// and route; 429 with `Retry-After` above it.
     pub rate_limit_per_minute: u32,
-    /// Login attempts per minute per account.
+    /// Login attempts per account.
     pub login_limit_per_account_per_minute: u32,
-    /// Login attempts per minute per client IP.
+    /// Login attempts, signups and failed authentications per client IP.
     pub login_limit_per_ip_per_minute: u32,
-    /// Origins allowed by CORS (`https://ui.example.com`; `*` for any); none when empty.
+    /// Origins allowed by CORS (`https://ui.example.com`, or `*`); no cross-origin access
+    /// when empty.
     pub cors_allowed_origins: Vec<String>,
-    /// Redis for shared rate limits across replicas (`redis://HOST:PORT`).
+    /// `redis://` or `rediss://`: rate-limit budgets shared by every replica (fixed
+    /// one-minute windows); start-up fails when it cannot connect, a later outage falls
+    /// back to per-process limits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
-    /// Prometheus to pull from when it cannot push (`http://HOST:9090`).
+    /// Prometheus to pull from (`http(s)://`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prometheus_url: Option<String>,
-    /// PromQL queries polled from `prometheus_url` (pull mode; comma-separated in the
-    /// environment, so a query with commas belongs in the file).
+    /// Pull mode: PromQL polled from `prometheus_url` with `query_range`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub prometheus_queries: Vec<String>,
-    /// LogQL queries polled from `loki_url` (pull mode).
+    /// Pull mode: LogQL polled from `loki_url` with `query_range`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub loki_queries: Vec<String>,
-    /// Seconds between pull-mode polls (and the Prometheus query step).
+    /// Pull-mode poll interval (and Prometheus step); each poll reads the window since the
+    /// last.
     pub pull_interval_secs: u64,
-    /// Loki to pull logs from and push audit rows to (`http://HOST:3100`).
+    /// Loki (`http(s)://HOST:3100`): every action audit row is also pushed there, from an
+    /// outbox table written in the audit transaction, retried until Loki accepts it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loki_url: Option<String>,
-    /// Stream-detector score at or above which a point is anomalous, in (0, 1): what the
-    /// live loop acts on (`aegis backtest --threshold` is the same scale; 0.45 is a tail
-    /// of about 3e-5 against the series' own score history).
+    /// Stream-detector score at or above which a point is an alarm, in (0, 1): what the
+    /// live loop acts on, on the scale of `aegis backtest --threshold` (0.45 is a tail of
+    /// about 3e-5 against the series' own score history; [detection.md](detection.md)).
     pub anomaly_threshold: f64,
-    /// Where models (and archives) are kept: a folder (also `file:///abs/path`) or an
-    /// S3-compatible bucket (`s3://bucket/prefix`, credentials and endpoint from the usual
-    /// `AWS_*` variables). Unset: the folder `objects` beside an SQLite database; with
-    /// PostgreSQL none (the `models` table, shared by replicas, is enough).
+    /// Where models are kept and shared by replicas: a folder (`file:///abs` too) or
+    /// `s3://bucket/prefix` (region, credentials and endpoint from `AWS_REGION`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`).
+    /// Default: folder `objects` beside an SQLite database; none with PostgreSQL (the
+    /// `models` table is shared).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object_store_url: Option<String>,
-    /// Days of prediction history kept (0 keeps everything).
+    /// Days of prediction history kept (0 keeps all).
     pub retention_predictions_days: u32,
-    /// Days of audit rows (decisions and actions) kept in the database (0 keeps
-    /// everything). Older rows are deleted only once a verified archive holds them.
+    /// Days of audit rows kept in the database; older rows go only once a verified archive
+    /// holds them. Default `0`: keep.
     pub retention_audit_days: u32,
-    /// Scheduled audit export: every hour, rows created before today (UTC) that no verified
-    /// archive holds yet go to this folder or `s3://` URL as Parquet.
+    /// Scheduled hourly export of audit rows created before today to this folder or `s3://`
+    /// URL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_export_url: Option<String>,
-    /// Kubeconfig for `executor_mode = "kubernetes"`; in-cluster service account when unset.
+    /// Kubeconfig for `executor_mode = "kubernetes"`; in-cluster account when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubeconfig_path: Option<PathBuf>,
-    /// Namespaces the executor may act in (exact names; comma-separated in the environment).
+    /// Exact namespace names the executor may act in.
     pub allowed_namespaces: Vec<String>,
-    /// Whether `/executor/execute` requires an `X-Aegis-Signature`.
+    /// Require `X-Aegis-Signature` on `/executor/execute`.
     pub require_action_signature: bool,
-    /// Accept unsigned executor requests in `kubernetes` mode (with
-    /// `require_action_signature = false`): anonymous callers can then restart, scale and
-    /// roll back workloads in the allowed namespaces, so it must be said explicitly, and a
-    /// warning is logged at every start.
+    /// With `executor_mode = "kubernetes"`, `require_action_signature = false` is refused
+    /// at start unless this is `true` (then a warning is logged at every start).
     pub allow_unsigned_actions: bool,
-    /// HMAC key for signed executor requests (at least 32 bytes).
+    /// HMAC key for signed executor requests, at least 32 bytes; required in `kubernetes`
+    /// mode while signatures are required (secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action_secret: Option<Secret>,
-    /// `dry-run` (record what would be done) or `kubernetes` (do it).
+    /// `dry-run` (every guard runs, nothing is sent) or `kubernetes`.
     pub executor_mode: ExecutorMode,
     /// Fewest replicas `scale_deployment` may leave.
     pub executor_min_replicas: i32,
-    /// Most replicas `scale_deployment` may ask for.
+    /// Most replicas `scale_deployment` may set.
     pub executor_max_replicas: i32,
     /// Largest replica change in one action.
     pub executor_max_scale_step: i32,
-    /// Seconds before the same target may be acted on again.
+    /// No second action on the same target within this window.
     pub executor_cooldown_secs: u64,
-    /// Most actions per namespace within `executor_blast_window_secs`.
+    /// At most this many actions per namespace per window.
     pub executor_blast_radius: u32,
-    /// The blast-radius window, in seconds.
+    /// The blast-radius window.
     pub executor_blast_window_secs: u64,
-    /// How long an action held for approval (`require_approval` on the deciding policy)
-    /// waits; past it, it counts as rejected.
+    /// How long an action held for approval waits; past it, it is rejected (`expired`,
+    /// audited).
     pub approval_timeout_secs: u64,
-    /// Four-eyes approvals: the caller whose action was held for approval cannot approve it.
+    /// The caller whose action was held cannot approve it (403, audited as `refused`);
+    /// someone else must. Rejecting one's own request stays open.
     pub approval_four_eyes: bool,
-    /// Actions per minute per action and namespace.
+    /// Actions per minute per action and namespace (shared through Redis when set).
     pub executor_rate_limit_per_minute: u32,
     /// Metric names (`__name__`) the engine turns into features, in order; the first five
-    /// are read as CPU, memory, p99 latency (ms), error rate and restarts by the failure
-    /// classifier.
+    /// are read as CPU and memory (fractions of the limit), p99 latency (ms), error rate
+    /// (fraction) and a restart counter by the failure classifier.
     pub engine_metrics: Vec<String>,
-    /// Milliseconds between engine ticks.
+    /// Interval of the loop's ticks (10–60000).
     pub engine_tick_ms: u64,
-    /// Slot width of the engine's short windows, in seconds.
+    /// Slot width of each series' short window.
     pub engine_resolution_secs: u64,
-    /// Span of the short windows, in seconds.
+    /// Span of each series' short window.
     pub engine_window_secs: u64,
-    /// Span of the baselines (z-scores), in seconds.
+    /// The baseline its z-scores are taken against (sixty slots); also how long an idle
+    /// entity is kept.
     pub engine_baseline_secs: u64,
-    /// Seconds of data a workload needs before it is scored.
+    /// Data a workload needs before it is scored.
     pub engine_warmup_secs: u64,
-    /// Points each workload metric is watched before it is scored, and rows a metric's
-    /// pooled forest needs before it is first fitted (the stream detector's warm-up).
+    /// Points each workload metric is watched before the stream detector scores it, and
+    /// rows a metric's pooled forest needs before its first fit (`/api/v1/metrics/stats`
+    /// shows `warming_up` until a forest is fitted).
     pub engine_warmup_rows: usize,
-    /// Most workloads the engine holds (samples of further ones are counted and dropped).
+    /// Most workloads held; samples of others are counted (`over_limit`) and dropped;
+    /// workloads silent for a baseline span are evicted.
     pub engine_max_entities: usize,
-    /// Ticks in a row at or above the threshold that open an incident (an alert's `for:`).
+    /// Ticks in a row at high severity (an alarm four deviations off its baseline, or a
+    /// diagnosed failure) that open an incident (an alert's `for:`; the detector's
+    /// likelihood already asks that a change last).
     pub engine_open_ticks: u32,
-    /// Calm ticks that close an incident (a flapping signal acts once).
+    /// Calm ticks in a row that close it.
     pub engine_calm_ticks: u32,
-    /// Replicas a scale-up adds.
+    /// Replicas a scale-up adds (relative to the count at the moment of the action).
     pub engine_scale_step: i32,
-    /// Seconds after an action when its target's signal is read again (effective or not).
+    /// Post-action verification: this long after an action its target's severity is read
+    /// again — below the calm threshold `effective`, else `ineffective` (an audit row
+    /// `verification`).
     pub engine_verify_after_secs: u64,
-    /// Ineffective actions in a row on one target that open its circuit breaker.
+    /// Ineffective actions in a row that open the target's circuit breaker.
     pub engine_breaker_threshold: u32,
-    /// Kafka bootstrap servers (`host:port`, comma-separated in the environment).
+    /// Bootstrap servers; required when `kafka_topics` is set.
     pub kafka_brokers: Vec<String>,
-    /// Kafka topics to consume (comma-separated in the environment).
+    /// Topics to consume.
     pub kafka_topics: Vec<String>,
-    /// Kafka consumer group.
+    /// Consumer group.
     pub kafka_group: String,
-    /// Accept ingest (remote write, Loki push) without any token: only for a trusted network.
+    /// Accept remote write and Loki push without any token (a trusted network only; logged
+    /// at start).
     pub ingest_open: bool,
-    /// Anyone who can reach the API may create a `user` account (`POST /api/v1/auth/signup`);
-    /// `false` leaves account creation to admins.
+    /// Anyone who reaches the API may create a `user` account; `false` answers signup 403
+    /// and leaves accounts to admins. A signup for a taken email answers like a new account
+    /// (nothing changes), costs the client IP's login budget, and hashes in a pool of its
+    /// own so a flood cannot slow logins.
     pub signup_enabled: bool,
-    /// A static bearer token accepted on the ingest endpoints besides service tokens.
+    /// Static bearer token accepted on the ingest endpoints (secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ingest_token: Option<Secret>,
-    /// A folder of YAML/JSON policy files, reloaded when they change.
+    /// Folder of YAML/JSON policies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_dir: Option<PathBuf>,
-    /// A candidate policy folder evaluated in shadow next to the live set on every
-    /// decision: its answers are recorded (`GET /api/v1/policy/shadow`), never acted on.
+    /// A candidate policy folder evaluated in shadow beside the live set; its answers are
+    /// recorded, never acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow_policy_dir: Option<PathBuf>,
-    /// E-mail of the admin created on first start (with `admin_password`).
+    /// Admin created on first start (with `admin_password`; both or neither).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_email: Option<String>,
-    /// Password of the admin created on first start.
+    /// That admin's password (secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_password: Option<Secret>,
-    /// `text` (readable) or `json` (one object per line) logs.
+    /// `text` or `json`.
     pub log_format: LogFormat,
-    /// Log filter in `tracing` syntax, e.g. `info` or `info,aegis_store=debug`.
+    /// `tracing` filter; `RUST_LOG` overrides it.
     pub log_level: String,
-    /// OpenTelemetry collector to send traces to over OTLP/HTTP (`http://HOST:4318`):
-    /// a span per request and per engine tick. Unset: no traces.
+    /// OpenTelemetry collector for traces over OTLP/HTTP (`http://HOST:4318`; plain HTTP, a
+    /// collector beside Aegis): a span per request (named by route, child of the caller's
+    /// W3C `traceparent`) and per engine tick (with its scoring phases and decisions); log
+    /// lines inside a span carry its `trace_id`. The standard `OTEL_BSP_*` and
+    /// `OTEL_RESOURCE_ATTRIBUTES` variables apply.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
-    /// Largest accepted request body, in bytes.
+    /// Largest request body (413 above it).
     pub max_body_bytes: usize,
-    /// Oldest sample or log line ingest takes, in seconds before now (Loki's
-    /// `reject_old_samples_max_age`); older ones are refused and counted `too_old`.
+    /// Samples and log lines older than this (a week, Loki's `reject_old_samples_max_age`)
+    /// are refused at ingest, counted `aegis_ingest_rejected_total{reason="too_old"}`; the
+    /// rest of the request is taken, the answer is 400 naming the first refused entry
+    /// (remote write, Loki push), Kafka and pull mode skip and log.
     pub max_sample_age_secs: u64,
-    /// Newest sample or log line ingest takes, in seconds after now (Loki's
-    /// `creation_grace_period`); newer ones are refused and counted `too_new`.
+    /// Samples and lines stamped further ahead than this (Loki's `creation_grace_period`,
+    /// Prometheus's ten minutes) are refused the same way (`too_new`): a skewed clock must
+    /// not store data from the future or drag a series' window ahead.
     pub future_grace_secs: u64,
-    /// Longest log line ingest takes, in bytes (Loki's `max_line_size`); longer ones are
-    /// refused and counted `too_long`.
+    /// Longest log line taken (Loki's `max_line_size`); longer lines are refused
+    /// (`too_long`).
     pub max_log_line_bytes: usize,
-    /// Series and log streams nothing arrived for in this many seconds are forgotten (their
-    /// labels, caches and per-series state): a burst of cardinality is not kept for ever.
+    /// Series and log streams nothing arrived for in this long are forgotten by ingest
+    /// (labels, caches, interned strings) and the engine (routes, latest sample), checked
+    /// once a minute; one that comes back is registered again. A burst of cardinality (or a
+    /// label with a request id in it) is not kept for ever.
     pub series_idle_secs: u64,
-    /// Memory one SQL query (`POST /api/v1/query`) may take, in MiB: sorts, joins and
-    /// aggregates that need more are refused (400), nothing spills to disk.
+    /// Memory one `POST /api/v1/query` may take: sorts, joins and aggregates that need more
+    /// are a 400 (nothing spills to disk); functions that make data from nothing (`repeat`,
+    /// `lpad`, table functions such as `range`) are not offered, and an answer over 32 MiB
+    /// of Arrow data is a 400; the answer is encoded inside the query's permit and
+    /// deadline.
     pub query_memory_mib: usize,
-    /// Memory all SQL queries running at once may take, in MiB (each gets at most this
-    /// over the four that may run at once).
+    /// Memory all queries running at once may take (four run at once; each gets at most a
+    /// quarter).
     pub query_memory_total_mib: usize,
-    /// How long shutdown waits for in-flight requests, in seconds.
+    /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_secs: u64,
-    /// How long a client may take to send a request's headers (or to start the next request
-    /// on a kept-alive connection), in seconds; then the connection is closed.
+    /// Time a client has to send request headers (and to start the next request on a
+    /// kept-alive connection); then the connection is closed.
     pub header_read_timeout_secs: u64,
-    /// How long a client may take to send a request body once its headers are in, in
-    /// seconds; then the answer is 408 and the connection is closed.
+    /// Time a client has to send a request body once its headers are in; then 408 and the
+    /// connection is closed.
     pub body_read_timeout_secs: u64,
 }
 
