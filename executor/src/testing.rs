@@ -342,13 +342,15 @@ async fn discovery(uri: Uri) -> Response {
         "/api/v1" => json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
             {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
              "verbs": ["delete", "get", "list"], "shortNames": ["po"]}]}),
-        _ => json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [
+        _ => {
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [
             {"name": "deployments", "singularName": "deployment", "namespaced": true, "kind": "Deployment",
              "verbs": ["get", "list", "patch", "update"], "shortNames": ["deploy"]},
             {"name": "deployments/scale", "singularName": "", "namespaced": true, "group": "autoscaling",
              "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]},
             {"name": "replicasets", "singularName": "replicaset", "namespaced": true, "kind": "ReplicaSet",
-             "verbs": ["get", "list"], "shortNames": ["rs"]}]}),
+             "verbs": ["get", "list"], "shortNames": ["rs"]}]})
+        }
     };
     axum::Json(body).into_response()
 }

@@ -172,9 +172,17 @@ async fn same(kubectl_args: &[&str], action: &str, params: Value) -> Vec<Write> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_restart_matches_kubectl() {
-    let w = same(&["rollout", "restart", "deployment/api"], "restart_pod", json!({})).await;
+    let w = same(
+        &["rollout", "restart", "deployment/api"],
+        "restart_pod",
+        json!({}),
+    )
+    .await;
     assert_eq!(w.len(), 1);
-    assert_eq!(w[0].3.as_deref(), Some("application/strategic-merge-patch+json"));
+    assert_eq!(
+        w[0].3.as_deref(),
+        Some("application/strategic-merge-patch+json")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

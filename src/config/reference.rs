@@ -85,7 +85,11 @@ pub fn markdown() -> String {
         out.push_str(&format!(
             "\n### [{section}]\n\n| key | in `[{section}]` | environment | default | meaning |\n|---|---|---|---|---|\n"
         ));
-        for key in KEYS.iter().copied().filter(|k| section_of(k) == Some(section)) {
+        for key in KEYS
+            .iter()
+            .copied()
+            .filter(|k| section_of(k) == Some(section))
+        {
             let doc = docs
                 .get(key)
                 .map(|d| d.replace('|', "\\|"))

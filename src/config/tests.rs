@@ -223,13 +223,18 @@ fn every_key_and_variable_is_documented() {
         let row = format!("| `{key}` |");
         let var = format!("`AEGIS_{}`", key.to_uppercase());
         assert!(
-            table.lines().any(|l| l.starts_with(&row) && l.contains(&var)),
+            table
+                .lines()
+                .any(|l| l.starts_with(&row) && l.contains(&var)),
             "`{key}` ({var}) has no row in the reference"
         );
     }
     // And every documented field is a key the environment reads.
     for field in docs.keys() {
-        assert!(env::KEYS.contains(field), "field `{field}` is not in env::KEYS");
+        assert!(
+            env::KEYS.contains(field),
+            "field `{field}` is not in env::KEYS"
+        );
     }
     assert_eq!(docs.len(), env::KEYS.len());
 }
@@ -245,8 +250,20 @@ fn the_reference_shows_the_defaults() {
             .unwrap_or_default()
             .to_owned()
     };
-    assert!(row("listen").contains("| `127.0.0.1:3000` |"), "{}", row("listen"));
-    assert!(row("anomaly_threshold").contains("| `0.45` |"), "{}", row("anomaly_threshold"));
-    assert!(row("jwt_secret").contains("| unset |"), "{}", row("jwt_secret"));
+    assert!(
+        row("listen").contains("| `127.0.0.1:3000` |"),
+        "{}",
+        row("listen")
+    );
+    assert!(
+        row("anomaly_threshold").contains("| `0.45` |"),
+        "{}",
+        row("anomaly_threshold")
+    );
+    assert!(
+        row("jwt_secret").contains("| unset |"),
+        "{}",
+        row("jwt_secret")
+    );
     assert!(row("engine_tick_ms").contains("| `tick_ms` | `AEGIS_ENGINE_TICK_MS` |"));
 }
