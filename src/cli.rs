@@ -152,10 +152,52 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Decide actions held for approval, against a running server (token in `AEGIS_TOKEN`).
+    Approvals {
+        /// The server (`AEGIS_URL`).
+        #[arg(
+            long,
+            env = "AEGIS_URL",
+            default_value = "http://127.0.0.1:3000",
+            global = true
+        )]
+        url: String,
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
     /// See what the log template miner makes of a log file.
     Logs {
         #[command(subcommand)]
         command: LogsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApprovalsCommand {
+    /// List approvals with what each would do (pending ones by default).
+    List {
+        /// `pending`, `approved`, `rejected`, `expired` or `all`.
+        #[arg(long, default_value = "pending")]
+        status: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve: the action goes through every guard again and is carried out.
+    Approve {
+        /// The approval id (from `list`, or the notification).
+        id: String,
+        /// Why (recorded with the decision).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject: nothing is done.
+    Reject {
+        /// The approval id.
+        id: String,
+        /// Why (recorded with the decision).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -496,6 +538,26 @@ pub fn run(cli: Cli) -> ExitCode {
         } => {
             return in_runtime(replay::run(input, output, *max_span_days));
         }
+        Command::Approvals { url, command } => {
+            use crate::approvals_cmd::{ApprovalsAction, run};
+            let action = match command {
+                ApprovalsCommand::List { status, json } => ApprovalsAction::List {
+                    status: status.clone(),
+                    json: *json,
+                },
+                ApprovalsCommand::Approve { id, reason } => ApprovalsAction::Approve {
+                    id: id.clone(),
+                    reason: reason.clone(),
+                },
+                ApprovalsCommand::Reject { id, reason } => ApprovalsAction::Reject {
+                    id: id.clone(),
+                    reason: reason.clone(),
+                },
+            };
+            // The token is read here, not as a flag: it would show in `ps` and shell history.
+            let token = std::env::var("AEGIS_TOKEN").ok();
+            return in_runtime(run(url, token, action));
+        }
         Command::Logs {
             command:
                 LogsCommand::Templates {
@@ -659,6 +721,7 @@ pub fn run(cli: Cli) -> ExitCode {
             | Command::Backtest { .. }
             | Command::Replay { .. }
             | Command::Logs { .. }
+            | Command::Approvals { .. }
             | Command::Demo { .. } => Ok(ExitCode::SUCCESS),
         }
     });

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 a failure at run time (or a check that found problems),
 //! 2 a usage or configuration error.
 
+mod approvals_cmd;
 mod audit_export;
 mod backtest_cmd;
 mod backup_cmd;

@@ -92,7 +92,13 @@ fn export_known_series(config: &Config) {
                 .absolute(0);
         }
     }
-    for route in ["/health", "/metrics", "/api/v1/write", "/loki/api/v1/push"] {
+    for route in [
+        "/health",
+        "/metrics",
+        "/api/v1/write",
+        "/loki/api/v1/push",
+        "/api/v1/alerts",
+    ] {
         metrics::counter!(m::HTTP_REQUESTS_TOTAL, "route" => route, "status" => "200").absolute(0);
         let _ = metrics::histogram!(m::HTTP_REQUEST_DURATION_SECONDS, "route" => route);
     }
@@ -115,7 +121,12 @@ fn export_known_series(config: &Config) {
         }
     }
     let _ = metrics::histogram!(m::POLICY_EVALUATION_DURATION_SECONDS);
-    for detector in ["engine", "isolation_forest", "failure_classifier"] {
+    for detector in [
+        "engine",
+        "alertmanager",
+        "isolation_forest",
+        "failure_classifier",
+    ] {
         for severity in [
             Severity::Low,
             Severity::Medium,
@@ -156,6 +167,15 @@ fn export_known_series(config: &Config) {
         metrics::counter!(m::ACTION_VERIFICATIONS_TOTAL, "result" => result).absolute(0);
     }
     metrics::counter!(m::BREAKER_TRIPS_TOTAL).absolute(0);
+    for result in aegis_runtime::healing::ALERT_RESULTS {
+        metrics::counter!(m::ALERTS_TOTAL, "result" => result).absolute(0);
+    }
+    for sink in ["alertmanager", "webhook"] {
+        for result in ["delivered", "retried"] {
+            metrics::counter!(m::NOTIFICATIONS_TOTAL, "sink" => sink, "result" => result)
+                .absolute(0);
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -484,6 +504,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Notifications out, from the audit trails (the leader sends them).
+    let notifier = match config.notify_settings() {
+        Some(settings) => {
+            let notifier = aegis_runtime::notify::Notifier::new(
+                store.clone(),
+                settings,
+                Arc::clone(healing.leader_flag()),
+            )
+            .map_err(|e| anyhow::anyhow!("notifications: {e}"))?;
+            let mut stop_rx = stop_rx.clone();
+            Some(tokio::spawn(Arc::new(notifier).run(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })))
+        }
+        None => None,
+    };
     let kafka = if config.kafka_topics.is_empty() {
         None
     } else {
@@ -578,6 +614,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(leadership) = leadership {
         // Dropping the connection releases the lock; another replica takes over.
         let _ = tokio::time::timeout(Duration::from_secs(2), leadership).await;
+    }
+    if let Some(notifier) = notifier {
+        // Messages not yet delivered stay queued for the next start.
+        let _ = tokio::time::timeout(Duration::from_secs(5), notifier).await;
     }
     if let Some(loki) = loki {
         // The pusher stops at its next pause; rows not yet accepted stay queued for the next
@@ -702,6 +742,7 @@ pub(crate) fn healing_settings(config: &Config) -> aegis_runtime::healing::Heali
         verify_after: Duration::from_secs(config.engine_verify_after_secs),
         breaker_threshold: config.engine_breaker_threshold,
         series_idle: Duration::from_secs(config.series_idle_secs),
+        alert_rules: config.alert_rules(),
     }
 }
 

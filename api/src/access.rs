@@ -40,7 +40,7 @@ const PUBLIC: &[&str] = &[
 ];
 
 /// Routes that take the static ingest token.
-const INGEST: &[&str] = &["/api/v1/write", "/loki/api/v1/push"];
+const INGEST: &[&str] = &["/api/v1/write", "/loki/api/v1/push", "/api/v1/alerts"];
 
 /// Never throttled by the per-caller budget: probes, and the ingest endpoints, whose
 /// back-pressure is the engine queue's 503 (Prometheus retries a 503 but drops on a 429).
@@ -50,6 +50,7 @@ const UNLIMITED: &[&str] = &[
     "/metrics",
     "/api/v1/write",
     "/loki/api/v1/push",
+    "/api/v1/alerts",
 ];
 
 fn is_public(route: &str) -> bool {

@@ -48,7 +48,7 @@ fn settings() -> HealingSettings {
 }
 
 /// The loop over `policies` (defaults installed) with a dry-run executor.
-async fn build(
+pub(crate) async fn build(
     db: &TestDb,
     policies: Arc<PolicyService>,
     executor: ExecutorSettings,

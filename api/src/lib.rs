@@ -15,6 +15,8 @@
 
 mod access;
 #[cfg(test)]
+mod alerts_tests;
+#[cfg(test)]
 mod approval_tests;
 pub mod auth;
 #[cfg(test)]

@@ -31,5 +31,11 @@ pub const ACTION_DURATION_SECONDS: &str = "aegis_action_duration_seconds";
 pub const ACTION_VERIFICATIONS_TOTAL: &str = "aegis_action_verifications_total";
 /// Circuit breakers opened after ineffective actions. Beyond CONTRACT.md's list.
 pub const BREAKER_TRIPS_TOTAL: &str = "aegis_breaker_trips_total";
+/// Alerts received from Alertmanager (`result`: `acted`, `duplicate`, `resolved`,
+/// `no_workload`, `unmapped`). Beyond CONTRACT.md's list.
+pub const ALERTS_TOTAL: &str = "aegis_alerts_total";
+/// Notifications delivered or retried (`sink`: `alertmanager`, `webhook`; `result`:
+/// `delivered`, `retried`). Beyond CONTRACT.md's list.
+pub const NOTIFICATIONS_TOTAL: &str = "aegis_notifications_total";
 /// Counter: requests whose rate limit was checked in memory because Redis failed.
 pub const RATELIMIT_FALLBACKS_TOTAL: &str = "aegis_ratelimit_fallbacks_total";

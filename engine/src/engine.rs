@@ -291,6 +291,11 @@ impl Engine {
         self.pools.status()
     }
 
+    /// A new incident id, for an incident opened outside the scores (an alert).
+    pub fn allocate_incident(&mut self) -> u64 {
+        self.incidents.allocate_id()
+    }
+
     /// Open incidents.
     pub fn open_incidents(&self) -> usize {
         self.incidents.open_count()

@@ -89,6 +89,14 @@ impl Incidents {
         self.open.len()
     }
 
+    /// A new incident id for an incident opened outside the scores (an alert from
+    /// Alertmanager), so every incident of the process has its own.
+    pub fn allocate_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
     /// Feeds one tick's score of `entity`.
     pub fn observe(&mut self, entity: &Entity, score: f64) -> Transition {
         let rules = self.rules;

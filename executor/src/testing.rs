@@ -212,10 +212,10 @@ async fn deployment(
         }
         // The API server decodes into Go types, where a null `creationTimestamp` (which
         // kubectl's typed round trip writes into every template) is no timestamp at all.
-        if let Some(meta) = d["spec"]["template"]["metadata"].as_object_mut() {
-            if meta.get("creationTimestamp").is_some_and(Value::is_null) {
-                meta.remove("creationTimestamp");
-            }
+        if let Some(meta) = d["spec"]["template"]["metadata"].as_object_mut()
+            && meta.get("creationTimestamp").is_some_and(Value::is_null)
+        {
+            meta.remove("creationTimestamp");
         }
         if c.deployments[&name]["spec"]["template"] != before {
             roll(&mut c, &ns, &name);

@@ -2,6 +2,8 @@
 //!
 //! - [`healing`]: the self-healing loop — tick, score, decide, act, record, verify,
 //!   leader hand-off, model lifecycle, stats ([`healing::HealingLoop`]).
+//! - [`notify`]: notifications out — events read from the audit trails, queued in an
+//!   outbox, delivered to Alertmanager and a signed webhook ([`notify::Notifier`]).
 //! - [`guards`]: the executor behind its guards ([`guards::ExecutorService`]): namespace
 //!   allowlist, policy, breaker, approvals, rate, cooldown, blast radius, intent and result
 //!   rows. A refusal is a typed [`Refusal`], never an HTTP error.
@@ -19,6 +21,7 @@ pub mod detector_service;
 pub mod error;
 pub mod guards;
 pub mod healing;
+pub mod notify;
 pub mod policy_service;
 pub mod ratelimit;
 pub mod tables;

@@ -64,6 +64,12 @@ pub const KEYS: &[&str] = &[
     "engine_scale_step",
     "engine_verify_after_secs",
     "engine_breaker_threshold",
+    "alert_actions",
+    "alertmanager_url",
+    "notify_webhook_url",
+    "notify_webhook_secret",
+    "notify_events",
+    "notify_resend_secs",
     "kafka_brokers",
     "kafka_topics",
     "kafka_group",
@@ -192,6 +198,20 @@ fn set(config: &mut Config, key: &str, raw: &str) -> Result<(), String> {
         "engine_scale_step" => config.engine_scale_step = parse(raw)?,
         "engine_verify_after_secs" => config.engine_verify_after_secs = parse(raw)?,
         "engine_breaker_threshold" => config.engine_breaker_threshold = parse(raw)?,
+        "alertmanager_url" => config.alertmanager_url = optional(raw),
+        "notify_webhook_url" => config.notify_webhook_url = optional(raw),
+        "notify_webhook_secret" => config.notify_webhook_secret = optional(raw).map(Secret::new),
+        "notify_events" => config.notify_events = parse_list(raw),
+        "notify_resend_secs" => config.notify_resend_secs = parse(raw)?,
+        // Rules hold commas inside their braces: `;` separates them here.
+        "alert_actions" => {
+            config.alert_actions = raw
+                .split(';')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
         "kafka_brokers" => config.kafka_brokers = parse_list(raw),
         "kafka_topics" => config.kafka_topics = parse_list(raw),
         "kafka_group" => config.kafka_group = raw.trim().to_owned(),

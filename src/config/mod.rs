@@ -229,6 +229,38 @@ pub struct Config {
     pub engine_verify_after_secs: u64,
     /// Ineffective actions in a row that open the target's circuit breaker.
     pub engine_breaker_threshold: u32,
+    /// Which Alertmanager alerts (`POST /api/v1/alerts`) ask for which action, first match
+    /// wins: `ALERTNAME{label="value",…}=ACTION` in Prometheus selector syntax (`=`, `!=`,
+    /// `=~`, `!~`; `*` for any alert name), ACTION one of `scale_up`, `scale_down`,
+    /// `restart_pod`, `rollback_deployment`, `none`. An alert no rule matches may name its
+    /// action in an `aegis_action` label; else it is recorded and acts on nothing. The
+    /// policy engine still decides. Separated by `;` in the environment.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alert_actions: Vec<String>,
+    /// Alertmanager to tell what Aegis did (`http(s)://HOST:9093`): each event is an alert
+    /// (`POST /api/v2/alerts`) labelled `alertname` (`AegisActionSucceeded`, …),
+    /// `aegis_event`, `namespace`, `workload`, `severity`, `action`, so the team's own
+    /// routes carry it to chat, mail and paging.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alertmanager_url: Option<String>,
+    /// A webhook to tell what Aegis did (`https://…`): one JSON event per POST, signed in
+    /// `X-Aegis-Signature` (`sha256=` HMAC-SHA256 of `TIMESTAMP.BODY` with
+    /// `notify_webhook_secret`, the timestamp in `X-Aegis-Timestamp`); retried with backoff
+    /// from an outbox until it answers 2xx.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_webhook_url: Option<String>,
+    /// The webhook's HMAC key, at least 32 bytes; required with `notify_webhook_url`
+    /// (secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_webhook_secret: Option<Secret>,
+    /// Events to send (empty: all): `action_succeeded`, `action_failed`, `action_refused`,
+    /// `approval_requested`, `approval_decided`, `approval_expired`, `breaker_opened`,
+    /// `breaker_reset`, `emergency_stop_on`, `emergency_stop_off`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify_events: Vec<String>,
+    /// A pending approval is announced again this often until someone decides it (0: only
+    /// once).
+    pub notify_resend_secs: u64,
     /// Bootstrap servers; required when `kafka_topics` is set.
     pub kafka_brokers: Vec<String>,
     /// Topics to consume.
@@ -368,6 +400,12 @@ impl Default for Config {
             engine_scale_step: 1,
             engine_verify_after_secs: 300,
             engine_breaker_threshold: 3,
+            alert_actions: Vec::new(),
+            alertmanager_url: None,
+            notify_webhook_url: None,
+            notify_webhook_secret: None,
+            notify_events: Vec::new(),
+            notify_resend_secs: 900,
             kafka_brokers: Vec::new(),
             kafka_topics: Vec::new(),
             kafka_group: "aegis".to_owned(),
@@ -428,6 +466,31 @@ impl Config {
             keys.push(aegis_store::AuditKey::parse(k.expose())?);
         }
         aegis_store::AuditKeys::new(keys, self.audit_keyed_only).map(Some)
+    }
+
+    /// Where notifications go, when anywhere.
+    pub fn notify_settings(&self) -> Option<aegis_runtime::notify::NotifySettings> {
+        if self.alertmanager_url.is_none() && self.notify_webhook_url.is_none() {
+            return None;
+        }
+        Some(aegis_runtime::notify::NotifySettings {
+            alertmanager_url: self.alertmanager_url.clone(),
+            webhook_url: self.notify_webhook_url.clone(),
+            webhook_secret: self
+                .notify_webhook_secret
+                .as_ref()
+                .map(|s| s.expose().as_bytes().to_vec()),
+            events: self.notify_events.clone(),
+            resend: std::time::Duration::from_secs(self.notify_resend_secs),
+        })
+    }
+
+    /// The parsed `alert_actions` (validated at load; a rule that does not parse is left out).
+    pub fn alert_rules(&self) -> Vec<aegis_runtime::healing::AlertRule> {
+        self.alert_actions
+            .iter()
+            .filter_map(|r| r.parse().ok())
+            .collect()
     }
 
     /// Reads the file (when given), applies the process environment and validates.
@@ -586,6 +649,42 @@ impl Config {
                 "engine_breaker_threshold",
                 "must be 1 to 100".into(),
             ));
+        }
+        check_url(&self.alertmanager_url, &["http", "https"])
+            .map_err(|m| invalid("alertmanager_url", m))?;
+        check_url(&self.notify_webhook_url, &["http", "https"])
+            .map_err(|m| invalid("notify_webhook_url", m))?;
+        match (&self.notify_webhook_url, &self.notify_webhook_secret) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "notify_webhook_secret",
+                    "is required with notify_webhook_url (the receiver checks the signature)"
+                        .into(),
+                ));
+            }
+            (_, Some(s)) if s.expose().len() < 32 => {
+                return Err(invalid(
+                    "notify_webhook_secret",
+                    "must be at least 32 bytes".into(),
+                ));
+            }
+            _ => {}
+        }
+        for event in &self.notify_events {
+            if !aegis_runtime::notify::EVENTS.contains(&event.as_str()) {
+                return Err(invalid(
+                    "notify_events",
+                    format!(
+                        "unknown event `{event}`; one of {}",
+                        aegis_runtime::notify::EVENTS.join(", ")
+                    ),
+                ));
+            }
+        }
+        for rule in &self.alert_actions {
+            if let Err(e) = rule.parse::<aegis_runtime::healing::AlertRule>() {
+                return Err(invalid("alert_actions", e));
+            }
         }
         if !(1..=10).contains(&self.engine_scale_step) {
             return Err(invalid("engine_scale_step", "must be 1 to 10".into()));
@@ -796,6 +895,14 @@ impl Config {
         let mut shown = self.clone();
         shown.database_url = aegis_store::redact_url(&shown.database_url);
         shown.redis_url = shown.redis_url.as_deref().map(aegis_store::redact_url);
+        shown.notify_webhook_url = shown
+            .notify_webhook_url
+            .as_deref()
+            .map(aegis_store::redact_url);
+        shown.alertmanager_url = shown
+            .alertmanager_url
+            .as_deref()
+            .map(aegis_store::redact_url);
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 }

@@ -9,7 +9,7 @@
 use toml::Table;
 
 /// The sections, in the order the reference lists them.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "server",
     "storage",
     "auth",
@@ -17,6 +17,7 @@ pub const SECTIONS: [&str; 7] = [
     "executor",
     "ingest",
     "telemetry",
+    "notify",
 ];
 
 /// The section a flat key belongs to; `None` for a key no rule places (a new key must be
@@ -24,7 +25,7 @@ pub const SECTIONS: [&str; 7] = [
 pub fn section_of(key: &str) -> Option<&'static str> {
     let p = |prefix: &str| key.starts_with(prefix);
     Some(match key {
-        "anomaly_threshold" | "policy_dir" | "shadow_policy_dir" => "engine",
+        "anomaly_threshold" | "policy_dir" | "shadow_policy_dir" | "alert_actions" => "engine",
         _ if p("engine_") => "engine",
         "kubeconfig_path"
         | "allowed_namespaces"
@@ -48,6 +49,8 @@ pub fn section_of(key: &str) -> Option<&'static str> {
         | "series_idle_secs"
         | "pull_interval_secs" => "ingest",
         _ if p("kafka_") || p("prometheus_") || p("loki_") => "ingest",
+        "alertmanager_url" => "notify",
+        _ if p("notify_") => "notify",
         "otlp_endpoint" => "telemetry",
         _ if p("log_") => "telemetry",
         "listen"

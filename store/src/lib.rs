@@ -33,6 +33,7 @@ mod error;
 mod executor;
 pub mod leader;
 pub mod loki_outbox;
+mod notifications;
 pub mod objects;
 mod outbox;
 mod page;
@@ -59,6 +60,7 @@ pub use detections::{
 };
 pub use error::{Error, Result};
 pub use executor::{ActionAuditQuery, ActionAuditRow, ExecutorStore, PendingIntent};
+pub use notifications::{NewNotification, NotificationRow, NotificationStore, PolicyTailRow};
 pub use outbox::{Outbox, OutboxRow};
 pub use policies::{
     PolicyAuditQuery, PolicyAuditRow, PolicyRecord, PolicyStore, PolicyVersion, PolicyWrite,

@@ -1,5 +1,6 @@
 //! The router and its endpoints.
 
+mod alerts;
 mod approvals;
 mod auth;
 mod detect;
@@ -105,6 +106,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/training-data", post(detect::add_training_data))
         .route("/api/v1/models/retrain", post(detect::retrain))
         .route("/api/v1/write", post(ingest::remote_write))
+        .route("/api/v1/alerts", post(alerts::receive))
         .route("/api/v1/ingest/series", get(ingest::series))
         .route("/loki/api/v1/push", post(ingest::loki_push))
         .route("/api/v1/ingest/streams", get(ingest::streams));

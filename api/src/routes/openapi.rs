@@ -83,6 +83,7 @@ impl Modify for BearerAuth {
         detect::add_training_data,
         detect::retrain,
         ingest::remote_write,
+        super::alerts::receive,
         ingest::series,
         ingest::loki_push,
         ingest::streams,

@@ -78,6 +78,7 @@ impl HealingLoop {
             "incident": event.incident,
             "at": event.at,
             "evidence": {
+                "alert": r.alert,
                 "anomaly_score": event.anomaly_score,
                 "severity": event.severity,
                 "severity_score": event.severity_score,
@@ -181,6 +182,11 @@ impl HealingLoop {
         metadata.insert("target".into(), json!(d.entity.workload));
         metadata.insert("kind".into(), json!("deployment"));
         metadata.insert("incident".into(), json!(d.incident));
+        if let Some(alert) = &r.alert {
+            // Policies may match on where a detection came from and on the alert's name.
+            metadata.insert("source".into(), json!("alertmanager"));
+            metadata.insert("alertname".into(), alert["alertname"].clone());
+        }
         let record_id = uuid::Uuid::now_v7().to_string();
         metadata.insert("decision_record".into(), json!(record_id));
         let question = PolicyRequest {

@@ -20,12 +20,17 @@
 //! `verify` (post-action verification, breakers, hand-overs), `stats` (counters and
 //! `/api/v1/metrics/stats`).
 
+mod alerts;
 mod decide;
 mod model;
 mod stats;
 mod tick;
 mod verify;
 
+pub use alerts::{
+    ALERT_RESULTS, AlertOutcome, AlertRule, AlertmanagerPayload, AmAlert, action_for_alert,
+    alert_severity,
+};
 pub use stats::LoopStats;
 pub use verify::HANDOFF_MAX_AGE;
 
@@ -84,6 +89,8 @@ pub struct HealingSettings {
     /// Series and log streams nothing arrived for in this long are forgotten by ingest's
     /// registries and the engine's routes (a cardinality burst is not kept for ever).
     pub series_idle: Duration,
+    /// Which Alertmanager alerts ask for which action (`alert_actions`), first match wins.
+    pub alert_rules: Vec<AlertRule>,
 }
 
 impl Default for HealingSettings {
@@ -111,6 +118,7 @@ impl Default for HealingSettings {
             verify_after: Duration::from_secs(300),
             breaker_threshold: 3,
             series_idle: Duration::from_secs(3_600),
+            alert_rules: Vec::new(),
         }
     }
 }
@@ -286,6 +294,8 @@ struct RowResult {
     /// Per metric, the stream detector's finding this tick (`None`: not scored).
     metrics: aegis_engine::MetricScores,
     failure: Option<FailurePrediction>,
+    /// The Alertmanager alert this detection came from (its decision record names it).
+    alert: Option<serde_json::Value>,
 }
 
 /// The loop's state; shared by the ingest consumer, the ticker and the API.
@@ -306,6 +316,8 @@ pub struct HealingLoop {
     /// Every alarm of the stream detector, when kept ([`HealingLoop::keep_alarms`]:
     /// replays, which compare them with a backtest); `None` in `serve`.
     alarms: Mutex<Option<Vec<Alarm>>>,
+    /// Per workload, its open alert incident (alerts from Alertmanager).
+    alert_incidents: Mutex<alerts::AlertIncidents>,
     /// Actions waiting for their post-action verification.
     verifications: Mutex<Vec<PendingVerification>>,
     /// The latest severity score of each entity with a pending verification (NaN until
@@ -354,6 +366,7 @@ impl HealingLoop {
             leader: Arc::new(AtomicBool::new(true)),
             counters: Counters::default(),
             asked: Mutex::default(),
+            alert_incidents: Mutex::default(),
             alarms: Mutex::default(),
             verifications: Mutex::default(),
             watched: Mutex::default(),

@@ -17,6 +17,7 @@ pub(super) struct Counters {
     pub(super) refused: AtomicU64,
     pub(super) predictions_dropped: AtomicU64,
     pub(super) skipped_ticks: AtomicU64,
+    pub(super) alert_incidents_closed: AtomicU64,
 }
 
 /// The warm-up and activity figures of the loop.
@@ -59,6 +60,11 @@ pub struct LoopStats {
     pub leader: bool,
     /// Open incidents.
     pub open_incidents: usize,
+    /// Open incidents from Alertmanager alerts (one per workload; the last of its alerts
+    /// resolving closes it).
+    pub alert_incidents_open: usize,
+    /// Alert incidents closed by their alerts resolving.
+    pub alert_incidents_closed: u64,
     /// Samples and lines taken, and what was dropped.
     pub samples: u64,
     /// Log lines taken.
@@ -132,6 +138,8 @@ impl HealingLoop {
             actions_refused: n(&self.counters.refused),
             leader: self.leader.load(Ordering::Relaxed),
             open_incidents: open,
+            alert_incidents_open: self.open_alert_incidents(),
+            alert_incidents_closed: n(&self.counters.alert_incidents_closed),
             samples: c.samples,
             log_lines: c.log_lines,
             untracked: c.untracked,

@@ -429,6 +429,7 @@ impl HealingLoop {
                 anomaly: a,
                 metrics,
                 failure,
+                alert: None,
             });
         }
         {

@@ -28,6 +28,15 @@ impl HealingLoop {
             .push(v);
     }
 
+    /// What a pending verification of `entity`'s action will read as its severity now
+    /// (an alert still firing, or resolved); nothing when no action of it is pending.
+    pub(super) fn note_verification_score(&self, entity: &aegis_engine::Entity, score: f64) {
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = watched.get_mut(entity) {
+            *s = score;
+        }
+    }
+
     /// Post-action verification: for each action whose delay has passed, the target's
     /// newest severity score says whether it helped (below the calm threshold: effective).
     /// Each verdict goes to the action audit chain and the target's breaker; the breaker
