@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use aegis_core::ExecutorMode;
 use aegis_store::testing::TestDb;
+use aegis_store::{ActionAuditQuery, DetectionStore, ExecutorStore, PredictionQuery};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -150,6 +151,25 @@ async fn alerts_open_act_once_and_close_their_workloads_incident() {
         );
         assert_eq!(body["acted"], 0);
         assert_eq!(h.stats(0).alert_incidents_open, 1, "{name}");
+        // Recorded in the prediction history once, though Alertmanager repeats it.
+        let (_, _, body) = call(payload(&[alert(
+            "firing",
+            "fp-3",
+            json!({"alertname": "NodeDiskFilling", "severity": "critical"}),
+        )]))
+        .await;
+        assert_eq!(body["alerts"][0]["result"], "no_workload");
+        let recorded = db
+            .store
+            .predictions(&PredictionQuery {
+                detector: Some("alertmanager".into()),
+                entity: Some("-".into()),
+                limit: 10,
+                ..PredictionQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(recorded.len(), 1, "{name}: {recorded:?}");
 
         // Resolution: the incident closes with its last alert.
         let mut resolved = second;
@@ -168,6 +188,23 @@ async fn alerts_open_act_once_and_close_their_workloads_incident() {
             (0, 1),
             "{name}"
         );
+        // Post-action verification reads the alert: resolved before the check is effective.
+        let later = chrono::Utc::now().timestamp_millis() + 301_000;
+        h.tick_at(later, None).await;
+        let audit = db
+            .store
+            .list_action_audit(&ActionAuditQuery {
+                limit: 50,
+                ..ActionAuditQuery::default()
+            })
+            .await
+            .unwrap();
+        let verdicts: Vec<&str> = audit
+            .iter()
+            .filter(|r| r.phase == "verification")
+            .map(|r| r.status.as_str())
+            .collect();
+        assert_eq!(verdicts, ["effective"], "{name}: {audit:?}");
 
         // Firing again after that is a new incident, decided afresh.
         let (_, _, body) = call(payload(&[backlog("fp-1", "firing")])).await;

@@ -411,7 +411,10 @@ impl HealingLoop {
                 receiver = %payload.receiver,
                 "alert received"
             );
-            if alert.status == "firing" && outcome.result != "duplicate" {
+            if alert.status == "firing"
+                && outcome.result != "duplicate"
+                && self.first_sight(&outcome)
+            {
                 history.push(self.alert_prediction(alert, &outcome, severity, score));
             }
             out.push(outcome);
@@ -565,6 +568,31 @@ impl HealingLoop {
             .await;
         let _ = self.events.send(event.clone());
         outcome.event = Some(event);
+    }
+
+    /// Whether an alert that acts on nothing (no workload, no action) is new: Alertmanager
+    /// repeats it every `repeat_interval`, and the history keeps it once an hour.
+    fn first_sight(&self, outcome: &AlertOutcome) -> bool {
+        if outcome.result == "acted" {
+            return true;
+        }
+        let now = Instant::now();
+        let mut seen = self.alerts_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= 10_000 {
+            seen.retain(|_, at| now.duration_since(*at) < Duration::from_secs(3_600));
+        }
+        if seen
+            .get(&outcome.fingerprint)
+            .is_some_and(|at| now.duration_since(*at) < Duration::from_secs(3_600))
+        {
+            return false;
+        }
+        // Past the bound (10,000 alerts of the last hour) they are all recorded: a flood
+        // is worth seeing, and memory stays bounded.
+        if seen.len() < 10_000 || seen.contains_key(&outcome.fingerprint) {
+            seen.insert(outcome.fingerprint.clone(), now);
+        }
+        true
     }
 
     /// A received alert in the prediction history (detector `alertmanager`).

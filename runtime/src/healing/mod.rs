@@ -318,6 +318,8 @@ pub struct HealingLoop {
     alarms: Mutex<Option<Vec<Alarm>>>,
     /// Per workload, its open alert incident (alerts from Alertmanager).
     alert_incidents: Mutex<alerts::AlertIncidents>,
+    /// Alerts that act on nothing, by fingerprint, and when they were last recorded.
+    alerts_seen: Mutex<std::collections::HashMap<String, Instant>>,
     /// Actions waiting for their post-action verification.
     verifications: Mutex<Vec<PendingVerification>>,
     /// The latest severity score of each entity with a pending verification (NaN until
@@ -367,6 +369,7 @@ impl HealingLoop {
             counters: Counters::default(),
             asked: Mutex::default(),
             alert_incidents: Mutex::default(),
+            alerts_seen: Mutex::default(),
             alarms: Mutex::default(),
             verifications: Mutex::default(),
             watched: Mutex::default(),
