@@ -11,6 +11,8 @@ mod backup_cmd;
 mod cli;
 mod config;
 mod demo;
+#[cfg(test)]
+mod doc_commands;
 mod logging;
 mod logs_cmd;
 mod model_cmd;

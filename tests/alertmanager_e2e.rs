@@ -21,11 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Receiver, aegis, create_admin, free_port, http, login, terminate, wait_healthy, which,
+    ADMIN_PASSWORD, KubeServe, Receiver, free_port, http, login, terminate, wait_healthy, which,
 };
 use serde_json::Value;
 
-const PASSWORD: &str = "correct horse battery staple";
 const INGEST_TOKEN: &str = "alertmanager-ingest-token-0123456789abcdef";
 
 /// Serves `/metrics`: the queue depth of `production/api`, whatever `depth` holds.
@@ -78,41 +77,16 @@ fn an_alertmanager_alert_scales_its_deployment_once_and_closes_when_resolved() {
             "peer missing: prometheus-alertmanager — `apt-get install prometheus-alertmanager` (scripts/test does this)"
         )
     });
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (cluster_url, cluster) = runtime.block_on(aegis_executor::testing::start(
-        aegis_executor::testing::cluster_with_api(),
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        aegis_executor::testing::kubeconfig(&cluster_url),
-    )
-    .unwrap();
-    let db = format!("sqlite://{}", dir.path().join("aegis.db").display());
-    assert!(
-        create_admin(dir.path(), &db, "ops@example.com", PASSWORD)
-            .status
-            .success()
-    );
+    let kube = KubeServe::new(aegis_executor::testing::cluster_with_api());
+    let dir = &kube.dir;
     let depth = Arc::new(AtomicU64::new(10));
     let exporter_port = exporter(Arc::clone(&depth));
     let (port, prom_port, am_port) = (free_port(), free_port(), free_port());
     // The team's own receiver (chat, paging…), where Alertmanager routes Aegis's alerts.
     let team = Receiver::start(0);
-    let mut server = aegis(dir.path())
-        .arg("serve")
-        .env("AEGIS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("AEGIS_DATABASE_URL", &db)
-        .env("AEGIS_JWT_SECRET", "e2e-secret-e2e-secret-e2e-secret-42")
+    let mut server = kube
+        .command(port)
         .env("AEGIS_INGEST_TOKEN", INGEST_TOKEN)
-        .env("AEGIS_EXECUTOR_MODE", "kubernetes")
-        .env(
-            "AEGIS_ACTION_SECRET",
-            "e2e-action-secret-e2e-action-secret-42",
-        )
-        .env("AEGIS_KUBECONFIG_PATH", &kubeconfig)
-        .env("AEGIS_ALLOWED_NAMESPACES", "production")
         .env(
             "AEGIS_ALERT_ACTIONS",
             r#"QueueBacklog{severity=~"critical|page"}=scale_up; *{aegis_action="none"}=none"#,
@@ -122,12 +96,10 @@ fn an_alertmanager_alert_scales_its_deployment_once_and_closes_when_resolved() {
             "AEGIS_ALERTMANAGER_URL",
             format!("http://127.0.0.1:{am_port}"),
         )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     assert_eq!(wait_healthy(&mut server, port).0, 200);
-    let admin = login(port, "ops@example.com", PASSWORD);
+    let admin = login(port, "ops@example.com", ADMIN_PASSWORD);
 
     let am_config = format!(
         r#"route:
@@ -230,16 +202,7 @@ scrape_configs:
         assert_eq!(status, 200, "{body}");
         serde_json::from_str::<Value>(&body).unwrap()["engine"].clone()
     };
-    let scale_calls = || {
-        cluster
-            .lock()
-            .unwrap()
-            .calls
-            .iter()
-            .filter(|c| c.method == "PATCH")
-            .map(|c| c.path.split('?').next().unwrap_or_default().to_owned())
-            .collect::<Vec<_>>()
-    };
+    let scale_calls = || kube.patches();
 
     // The alert naming no workload arrives first (it fires at once): taken, counted,
     // acted on by nothing.
@@ -282,7 +245,7 @@ scrape_configs:
         "exactly one scale, although the alert was repeated"
     );
     assert_eq!(
-        cluster.lock().unwrap().deployments["api"]["spec"]["replicas"],
+        kube.cluster.lock().unwrap().deployments["api"]["spec"]["replicas"],
         4
     );
     assert_eq!(alerts("acted"), 1.0, "{}", metrics());

@@ -22,12 +22,10 @@ use std::time::{Duration, Instant};
 
 use aegis_ingest::remote_write::{SeriesData, encode_v1};
 use common::{
-    aegis, create_admin, free_port, http, http_raw, login, service_token, terminate, wait_healthy,
-    which,
+    ADMIN_PASSWORD, KubeServe, free_port, http, http_raw, login, service_token, terminate,
+    wait_healthy, which,
 };
 use serde_json::Value;
-
-const PASSWORD: &str = "correct horse battery staple";
 
 /// Serves `/metrics` in the Prometheus text format: CPU of one pod of `production/api` and
 /// one of `kube-system/coredns`, normal with noise, or pinned while `spike` is set.
@@ -117,39 +115,16 @@ fn a_sustained_cpu_spike_scales_production_once_and_kube_system_never() {
             "the `prometheus` binary is missing: `apt-get install prometheus` (scripts/test does this)"
         )
     });
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (cluster_url, cluster) = runtime.block_on(aegis_executor::testing::start(
-        aegis_executor::testing::cluster_with_api(),
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        aegis_executor::testing::kubeconfig(&cluster_url),
-    )
-    .unwrap();
-    let db = format!("sqlite://{}", dir.path().join("aegis.db").display());
-    assert!(
-        create_admin(dir.path(), &db, "ops@example.com", PASSWORD)
-            .status
-            .success()
-    );
+    let kube = KubeServe::new(aegis_executor::testing::cluster_with_api());
+    let cluster = &kube.cluster;
+    let dir = &kube.dir;
 
     let spike = Arc::new(AtomicBool::new(false));
     let exporter_port = exporter(Arc::clone(&spike));
     let port = free_port();
     let prom_port = free_port();
-    let mut server = aegis(dir.path())
-        .arg("serve")
-        .env("AEGIS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("AEGIS_DATABASE_URL", &db)
-        .env("AEGIS_JWT_SECRET", "e2e-secret-e2e-secret-e2e-secret-42")
-        .env("AEGIS_EXECUTOR_MODE", "kubernetes")
-        .env(
-            "AEGIS_ACTION_SECRET",
-            "e2e-action-secret-e2e-action-secret-42",
-        )
-        .env("AEGIS_KUBECONFIG_PATH", &kubeconfig)
+    let mut server = kube
+        .command(port)
         // kube-system is allowed by the executor's list: the policy engine must refuse it.
         .env("AEGIS_ALLOWED_NAMESPACES", "production,kube-system")
         // A fast engine: 1 s slots, a one-minute baseline, 15 s warm-up.
@@ -159,12 +134,10 @@ fn a_sustained_cpu_spike_scales_production_once_and_kube_system_never() {
         .env("AEGIS_ENGINE_BASELINE_SECS", "60")
         .env("AEGIS_ENGINE_WARMUP_SECS", "12")
         .env("AEGIS_ENGINE_WARMUP_ROWS", "24")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     assert_eq!(wait_healthy(&mut server, port).0, 200);
-    let admin = login(port, "ops@example.com", PASSWORD);
+    let admin = login(port, "ops@example.com", ADMIN_PASSWORD);
     let token = service_token(port, &admin, "prometheus");
     backfill(port, &token);
     let config = format!(
@@ -218,16 +191,7 @@ remote_write:
 
     // The spike, sustained.
     spike.store(true, Ordering::Relaxed);
-    let scale_calls = || {
-        cluster
-            .lock()
-            .unwrap()
-            .calls
-            .iter()
-            .filter(|c| c.method == "PATCH")
-            .map(|c| c.path.split('?').next().unwrap_or_default().to_owned())
-            .collect::<Vec<_>>()
-    };
+    let scale_calls = || kube.patches();
     let deadline = Instant::now() + Duration::from_secs(30);
     while scale_calls().is_empty() {
         assert!(

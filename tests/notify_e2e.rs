@@ -10,17 +10,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{
-    Receiver, aegis, create_admin, free_port, http, http_raw, login, terminate, wait_healthy,
+    ADMIN_PASSWORD, KubeServe, Receiver, aegis, free_port, http, http_raw, login, terminate,
+    wait_healthy,
 };
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-const PASSWORD: &str = "correct horse battery staple";
 const INGEST_TOKEN: &str = "alertmanager-ingest-token-0123456789abcdef";
 const SECRET: &str = "webhook-secret-webhook-secret-0123456789";
 
@@ -41,51 +40,24 @@ fn valid(headers: &BTreeMap<String, String>, body: &[u8]) -> bool {
 
 #[test]
 fn every_notification_arrives_once_after_the_receiver_comes_back() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (cluster_url, cluster) = runtime.block_on(aegis_executor::testing::start(
-        aegis_executor::testing::cluster_as_served(),
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        aegis_executor::testing::kubeconfig(&cluster_url),
-    )
-    .unwrap();
-    let db = format!("sqlite://{}", dir.path().join("aegis.db").display());
-    assert!(
-        create_admin(dir.path(), &db, "ops@example.com", PASSWORD)
-            .status
-            .success()
-    );
+    let kube = KubeServe::new(aegis_executor::testing::cluster_as_served());
+    let dir = &kube.dir;
     // The receiver's port, reserved but not listening yet: it is down.
     let hook_port = free_port();
     let port = free_port();
-    let mut server = aegis(dir.path())
-        .arg("serve")
-        .env("AEGIS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("AEGIS_DATABASE_URL", &db)
-        .env("AEGIS_JWT_SECRET", "e2e-secret-e2e-secret-e2e-secret-42")
+    let mut server = kube
+        .command(port)
         .env("AEGIS_INGEST_TOKEN", INGEST_TOKEN)
-        .env("AEGIS_EXECUTOR_MODE", "kubernetes")
-        .env(
-            "AEGIS_ACTION_SECRET",
-            "e2e-action-secret-e2e-action-secret-42",
-        )
-        .env("AEGIS_KUBECONFIG_PATH", &kubeconfig)
-        .env("AEGIS_ALLOWED_NAMESPACES", "production")
         .env(
             "AEGIS_NOTIFY_WEBHOOK_URL",
             format!("http://127.0.0.1:{hook_port}/aegis"),
         )
         .env("AEGIS_NOTIFY_WEBHOOK_SECRET", SECRET)
         .env("AEGIS_NOTIFY_RESEND_SECS", "10")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     assert_eq!(wait_healthy(&mut server, port).0, 200);
-    let admin = login(port, "ops@example.com", PASSWORD);
+    let admin = login(port, "ops@example.com", ADMIN_PASSWORD);
     // Rollbacks wait for a person.
     let policy = json!({"name": "Rollbacks Need Approval", "type": "self_healing",
         "effect": "allow", "priority": 30, "actions": ["rollback_deployment"],
@@ -152,15 +124,7 @@ fn every_notification_arrives_once_after_the_receiver_comes_back() {
     std::thread::sleep(Duration::from_secs(12));
     let out = cli(&["approve", &approval, "--reason", "the 3.0 release is bad"]);
     assert!(out.contains("approved"), "{out}");
-    let rollbacks = || {
-        cluster
-            .lock()
-            .unwrap()
-            .calls
-            .iter()
-            .filter(|c| c.method == "PATCH")
-            .count()
-    };
+    let rollbacks = || kube.patches().len();
     assert_eq!(rollbacks(), 1, "the approved rollback ran");
 
     // The receiver is down for 30 s in all; then it comes back on the same port.

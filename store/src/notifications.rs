@@ -115,6 +115,31 @@ pub trait NotificationStore {
     fn notify_pending(&self) -> impl Future<Output = Result<i64>> + Send;
 }
 
+impl Store {
+    /// Queues `messages` and, when given, moves a trail's cursor, in one transaction.
+    async fn queue(&self, cursor: Option<(&str, i64)>, messages: &[NewNotification]) -> Result<()> {
+        let now = Utc::now();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for m in messages {
+                sqlx::query(
+                    "INSERT INTO notification_outbox (event, sink, body, created_at, next_attempt_at) \
+                     VALUES ($1, $2, $3, $4, $4)")
+                    .bind(&m.event).bind(&m.sink).bind(&m.body).bind(now)
+                    .execute(&mut *tx).await?;
+            }
+            if let Some((source, to)) = cursor {
+                sqlx::query(
+                    "INSERT INTO notification_cursors (source, last_id) VALUES ($1, $2) \
+                     ON CONFLICT (source) DO UPDATE SET last_id = excluded.last_id")
+                    .bind(source).bind(to).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}
+
 /// The trails a cursor may name.
 fn table(source: &str) -> &'static str {
     if source == "policy_audit_logs" {
@@ -168,39 +193,11 @@ impl NotificationStore for Store {
         to: i64,
         messages: &[NewNotification],
     ) -> Result<()> {
-        let now = Utc::now();
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for m in messages {
-                sqlx::query(
-                    "INSERT INTO notification_outbox (event, sink, body, created_at, next_attempt_at) \
-                     VALUES ($1, $2, $3, $4, $4)")
-                    .bind(&m.event).bind(&m.sink).bind(&m.body).bind(now)
-                    .execute(&mut *tx).await?;
-            }
-            sqlx::query(
-                "INSERT INTO notification_cursors (source, last_id) VALUES ($1, $2) \
-                 ON CONFLICT (source) DO UPDATE SET last_id = excluded.last_id")
-                .bind(source).bind(to).execute(&mut *tx).await?;
-            tx.commit().await?;
-        });
-        Ok(())
+        self.queue(Some((source, to)), messages).await
     }
 
     async fn notify_push(&self, messages: &[NewNotification]) -> Result<()> {
-        let now = Utc::now();
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for m in messages {
-                sqlx::query(
-                    "INSERT INTO notification_outbox (event, sink, body, created_at, next_attempt_at) \
-                     VALUES ($1, $2, $3, $4, $4)")
-                    .bind(&m.event).bind(&m.sink).bind(&m.body).bind(now)
-                    .execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
+        self.queue(None, messages).await
     }
 
     async fn notify_due(&self, limit: i64) -> Result<Vec<NotificationRow>> {

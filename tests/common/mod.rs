@@ -502,3 +502,79 @@ fn read_request(stream: &mut TcpStream) -> Option<Received> {
         body: buf[head_end..].to_vec(),
     })
 }
+
+/// The admin every [`KubeServe`] database holds: `ops@example.com` with this password.
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// `aegis serve` in `kubernetes` mode against the in-test fake API server: a temporary
+/// folder with an SQLite database holding an admin, the fake server (kept running by its
+/// own runtime) and a kubeconfig pointing at it.
+pub struct KubeServe {
+    /// Runs the fake API server.
+    pub runtime: tokio::runtime::Runtime,
+    /// The fake cluster's state and the calls it took.
+    pub cluster: aegis_executor::testing::Shared,
+    /// The working folder (database, kubeconfig, peers' files).
+    pub dir: tempfile::TempDir,
+    /// The database URL.
+    pub db: String,
+}
+
+impl KubeServe {
+    /// The fake server over `cluster`, and a database with the admin.
+    pub fn new(cluster: aegis_executor::testing::Cluster) -> Self {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (url, shared) = runtime.block_on(aegis_executor::testing::start(cluster));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("kubeconfig"),
+            aegis_executor::testing::kubeconfig(&url),
+        )
+        .unwrap();
+        let db = format!("sqlite://{}", dir.path().join("aegis.db").display());
+        let out = create_admin(dir.path(), &db, "ops@example.com", ADMIN_PASSWORD);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            runtime,
+            cluster: shared,
+            dir,
+            db,
+        }
+    }
+
+    /// `aegis serve` on `port` in `kubernetes` mode, namespace `production` allowed;
+    /// callers add their own settings.
+    pub fn command(&self, port: u16) -> Command {
+        let mut cmd = aegis(self.dir.path());
+        cmd.arg("serve")
+            .env("AEGIS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("AEGIS_DATABASE_URL", &self.db)
+            .env("AEGIS_JWT_SECRET", "e2e-secret-e2e-secret-e2e-secret-42")
+            .env("AEGIS_EXECUTOR_MODE", "kubernetes")
+            .env(
+                "AEGIS_ACTION_SECRET",
+                "e2e-action-secret-e2e-action-secret-42",
+            )
+            .env("AEGIS_KUBECONFIG_PATH", self.dir.path().join("kubeconfig"))
+            .env("AEGIS_ALLOWED_NAMESPACES", "production")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    }
+
+    /// The paths (without query) of the PATCH requests the cluster took, in order.
+    pub fn patches(&self) -> Vec<String> {
+        self.cluster
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| c.method == "PATCH")
+            .map(|c| c.path.split('?').next().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
