@@ -406,12 +406,6 @@ impl Notifier {
                 let mut request = e.clone();
                 request.event = "approval_requested";
                 request.severity = "warning";
-                if let Some(a) = alerts.first() {
-                    request.summary = a["annotations"]["summary"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                }
                 alerts.push(alertmanager_alert(&request, Some(e.at)));
             }
             out.push(NewNotification {
@@ -434,8 +428,7 @@ impl Notifier {
     /// messages were queued.
     pub async fn tail_once(&self) -> Result<usize, aegis_store::Error> {
         let mut queued = 0;
-        // Action audit.
-        // A first start begins at the newest row: history is not announced.
+        // Action audit. A first start begins at the newest row: history is not announced.
         let source = "action_audit_logs";
         let stored = self.store.notify_cursor(source).await?;
         let cursor = match stored {
@@ -619,11 +612,22 @@ impl Notifier {
     /// Reads, queues and delivers until `stop` resolves (while this replica leads).
     pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
+        // Pending approvals are read ten times per re-send interval (and at least once a
+        // minute), not at every poll: the list carries each request's JSON.
+        let every = (self.settings.resend / 10).clamp(POLL, Duration::from_secs(60));
+        let mut next_resend_check = Instant::now();
         loop {
             if self.leader.load(Ordering::Relaxed) {
+                let tail = self.tail_once().await;
+                let resend = if Instant::now() >= next_resend_check {
+                    next_resend_check = Instant::now() + every;
+                    self.resend_pending().await
+                } else {
+                    Ok(0)
+                };
                 for (what, result) in [
-                    ("reading the audit trails", self.tail_once().await),
-                    ("re-sending pending approvals", self.resend_pending().await),
+                    ("reading the audit trails", tail),
+                    ("re-sending pending approvals", resend),
                     ("delivering", self.deliver_once().await),
                 ] {
                     if let Err(error) = result {

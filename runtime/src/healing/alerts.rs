@@ -174,16 +174,10 @@ impl std::fmt::Display for AlertRule {
     }
 }
 
-/// An action name of `alert_actions` or an `aegis_action` label.
+/// An action name of `alert_actions` or an `aegis_action` label: the wire names the
+/// action already has (`scale_up`, …, `none`).
 fn action_named(name: &str) -> Option<RecommendedAction> {
-    Some(match name.trim() {
-        "scale_up" => RecommendedAction::ScaleUp,
-        "scale_down" => RecommendedAction::ScaleDown,
-        "restart_pod" => RecommendedAction::RestartPod,
-        "rollback_deployment" => RecommendedAction::RollbackDeployment,
-        "none" => RecommendedAction::None,
-        _ => return None,
-    })
+    serde_json::from_value(serde_json::Value::String(name.trim().to_owned())).ok()
 }
 
 impl std::str::FromStr for AlertRule {
