@@ -194,6 +194,11 @@ pub async fn backup(config: &Config, to: &Path, force: bool) -> anyhow::Result<E
     if to.exists() && !force {
         bail!("{} exists; pass --force to replace it", to.display());
     }
+    // A dated backup into a folder of its own is the usual shape (`backups/aegis-DATE.db`):
+    // the folder is made, as restore makes the database's.
+    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let partial = PathBuf::from(format!("{}.partial", to.display()));
     let _ = std::fs::remove_file(&partial);
     let store = open_store(config).await?;
