@@ -5,72 +5,18 @@
 //! the fastest. BENCHMARKS.md ("Cold release build") reports it for DataFusion compiled at
 //! opt-level 1 and 3.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aegis_sql::{Error, Source, Table};
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray};
-
-/// The samples table; the other tables are empty.
-struct Samples(RecordBatch);
-
-impl Source for Samples {
-    fn batch(
-        &self,
-        table: Table,
-    ) -> Pin<Box<dyn Future<Output = Result<RecordBatch, Error>> + Send + '_>> {
-        let answer = match table {
-            Table::Samples => Ok(self.0.clone()),
-            other => Ok(RecordBatch::new_empty(Arc::new(other.schema()))),
-        };
-        Box::pin(async move { answer })
-    }
-}
-
-/// `workloads` workloads with five metrics of 1,000 points each, values uniform in [0, 1).
-fn samples(workloads: usize) -> Result<RecordBatch, Error> {
-    let metrics = [
-        "cpu_usage",
-        "memory_usage",
-        "latency_p99_ms",
-        "error_rate",
-        "restarts",
-    ];
-    let (mut ns, mut wl, mut me, mut ts, mut va) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut x: u64 = 1;
-    for w in 0..workloads {
-        for m in metrics {
-            for p in 0..1000i64 {
-                x = x
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ns.push(if w % 4 == 0 { "production" } else { "default" });
-                wl.push(format!("api-{w}"));
-                me.push(m);
-                ts.push(1_700_000_000_000 + p * 15_000);
-                va.push((x >> 11) as f64 / (1u64 << 53) as f64);
-            }
-        }
-    }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(ns)),
-        Arc::new(StringArray::from(wl)),
-        Arc::new(StringArray::from(me)),
-        Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")),
-        Arc::new(Float64Array::from(va)),
-    ];
-    Table::Samples.batch(columns)
-}
+use aegis_sql::Source;
+use aegis_sql::testing::{SamplesOnly, samples};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workloads = match std::env::args().nth(1) {
         Some(arg) => arg.parse()?,
         None => 200,
     };
-    let source: Arc<dyn Source> = Arc::new(Samples(samples(workloads)?));
+    let source: Arc<dyn Source> = Arc::new(SamplesOnly(samples(workloads)?));
     println!("{} rows", workloads * 5000);
     let queries = [
         (

@@ -7,6 +7,7 @@
 //!   data from nothing, table functions.
 //! - `run` (feature `datafusion`): planning read-only, running on a blocking thread under a
 //!   permit, a deadline and a memory pool of its own, and the answer as JSON rows or Arrow.
+//! - [`testing`]: a synthetic samples table of any size (tests, the `query_speed` example).
 //!
 //! The HTTP handler (`POST /api/v1/query`) authorizes the tables and calls [`run_within`];
 //! the `sql_request` fuzz target calls [`plan_request`].
@@ -16,6 +17,7 @@ pub mod catalog;
 mod check;
 #[cfg(feature = "datafusion")]
 mod run;
+pub mod testing;
 
 pub use catalog::{HISTORY_ROWS, Source, Table, mentions};
 #[cfg(feature = "datafusion")]

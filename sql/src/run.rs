@@ -351,66 +351,8 @@ fn to_json(batches: &[RecordBatch], schema: &Schema) -> Result<Vec<Value>, Error
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::pin::Pin;
-
-    use arrow_array::{Float64Array, StringArray, TimestampMillisecondArray};
-
     use super::*;
-
-    /// A samples table as the engine's windows hold it: `workloads` workloads, five metrics
-    /// each, a thousand points per series (15 s apart), values uniform in [0, 1).
-    struct Samples(RecordBatch);
-
-    impl Samples {
-        fn new(workloads: usize) -> Self {
-            let metrics = [
-                "cpu_usage",
-                "memory_usage",
-                "latency_p99_ms",
-                "error_rate",
-                "restarts",
-            ];
-            let (mut ns, mut wl, mut me, mut ts, mut va) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            let mut x: u64 = 1;
-            for w in 0..workloads {
-                for m in metrics {
-                    for p in 0..1000 {
-                        x = x
-                            .wrapping_mul(6_364_136_223_846_793_005)
-                            .wrapping_add(1_442_695_040_888_963_407);
-                        ns.push(if w % 4 == 0 { "production" } else { "default" });
-                        wl.push(format!("api-{w}"));
-                        me.push(m);
-                        ts.push(1_700_000_000_000 + p * 15_000);
-                        va.push((x >> 11) as f64 / (1u64 << 53) as f64);
-                    }
-                }
-            }
-            let columns: Vec<ArrayRef> = vec![
-                Arc::new(StringArray::from(ns)),
-                Arc::new(StringArray::from(wl)),
-                Arc::new(StringArray::from(me)),
-                Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")),
-                Arc::new(Float64Array::from(va)),
-            ];
-            Self(Table::Samples.batch(columns).unwrap())
-        }
-    }
-
-    impl Source for Samples {
-        fn batch(
-            &self,
-            table: Table,
-        ) -> Pin<Box<dyn Future<Output = Result<RecordBatch, Error>> + Send + '_>> {
-            let answer = match table {
-                Table::Samples => Ok(self.0.clone()),
-                other => Ok(RecordBatch::new_empty(Arc::new(other.schema()))),
-            };
-            Box::pin(async move { answer })
-        }
-    }
+    use crate::testing::{SamplesOnly, samples};
 
     /// Everyday queries over a large window ran out of the default 256 MiB when the table
     /// was handed over as one batch (a release build from 500,000 samples; this debug build
@@ -423,7 +365,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let source: Arc<dyn Source> = Arc::new(Samples::new(400));
+        let source: Arc<dyn Source> = Arc::new(SamplesOnly(samples(400).unwrap()));
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_RUNNING_QUERIES));
         for (sql, rows) in [
             (
@@ -457,7 +399,7 @@ mod tests {
 
     #[test]
     fn a_table_is_split_without_losing_or_repeating_rows() {
-        let Samples(batch) = Samples::new(4);
+        let batch = samples(4).unwrap();
         let parts = split(&batch);
         assert_eq!(
             parts.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(),
@@ -465,6 +407,6 @@ mod tests {
         );
         let joined = datafusion::arrow::compute::concat_batches(&batch.schema(), &parts).unwrap();
         assert_eq!(joined, batch);
-        assert_eq!(split(&Samples::new(0).0).len(), 1);
+        assert_eq!(split(&samples(0).unwrap()).len(), 1);
     }
 }
