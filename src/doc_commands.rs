@@ -1,65 +1,26 @@
 //! The `aegis` commands the README and docs/ show are real commands: every invocation in a
 //! ```` ```sh ```` block (`aegis …` or `cargo run --release -- …`) must parse with this
 //! binary's command line, so a renamed flag or subcommand fails here instead of in a
-//! newcomer's terminal. What they do is tested where each command is (tests/*_cli.rs).
+//! newcomer's terminal; this covers the blocks `tests/docs_run.rs` does not run too. The blocks
+//! are found by `tests/common/doc_blocks.rs`, the reader both tests share.
+
+use std::path::Path;
 
 use clap::Parser;
 
 use crate::cli::Cli;
 
-/// Every document with shell blocks, by name.
-const DOCS: [(&str, &str); 14] = [
-    ("README.md", include_str!("../README.md")),
-    (
-        "docs/alertmanager.md",
-        include_str!("../docs/alertmanager.md"),
-    ),
-    (
-        "docs/architecture.md",
-        include_str!("../docs/architecture.md"),
-    ),
-    ("docs/cli.md", include_str!("../docs/cli.md")),
-    (
-        "docs/configuration.md",
-        include_str!("../docs/configuration.md"),
-    ),
-    ("docs/deployment.md", include_str!("../docs/deployment.md")),
-    ("docs/detection.md", include_str!("../docs/detection.md")),
-    ("docs/engine.md", include_str!("../docs/engine.md")),
-    ("docs/executor.md", include_str!("../docs/executor.md")),
-    ("docs/http.md", include_str!("../docs/http.md")),
-    ("docs/operations.md", include_str!("../docs/operations.md")),
-    ("docs/policies.md", include_str!("../docs/policies.md")),
-    ("docs/testing.md", include_str!("../docs/testing.md")),
-    ("deploy/README.md", include_str!("../deploy/README.md")),
-];
+#[path = "../tests/common/doc_blocks.rs"]
+mod doc_blocks;
 
-/// The lines of every ```` ```sh ```` block, continuation lines joined.
+use doc_blocks::{blocks, documents};
+
+/// The commands of every shell block of one document, continuation lines joined (its
+/// `doc-test` comments are checked by `tests/docs_run.rs`).
 fn shell_lines(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut inside = false;
-    let mut pending = String::new();
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with("```") {
-            inside = !inside && (trimmed == "```sh" || trimmed == "```bash");
-            continue;
-        }
-        if !inside {
-            continue;
-        }
-        match trimmed.strip_suffix('\\') {
-            Some(head) => {
-                pending.push_str(head);
-                pending.push(' ');
-            }
-            None => {
-                pending.push_str(trimmed);
-                out.push(std::mem::take(&mut pending));
-            }
-        }
-    }
-    out
+    blocks(text)
+        .map(|blocks| blocks.into_iter().flat_map(|b| b.commands).collect())
+        .unwrap_or_default()
 }
 
 /// Shell words of one command: quotes removed, `$(…)` kept whole, a `#` comment dropped.
@@ -129,8 +90,11 @@ fn invocations(line: &str) -> Vec<Vec<String>> {
 fn every_aegis_command_in_the_docs_parses() {
     let mut seen = 0;
     let mut bad = Vec::new();
-    for (name, text) in DOCS {
-        for line in shell_lines(text) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for path in documents(root) {
+        let name = path.strip_prefix(root).unwrap_or(&path).display();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for line in shell_lines(&text) {
             for args in invocations(&line) {
                 seen += 1;
                 if let Err(e) = Cli::try_parse_from(&args) {

@@ -31,163 +31,22 @@
 )]
 
 mod common;
+#[path = "common/doc_blocks.rs"]
+mod doc_blocks;
 
 use std::fmt::Write as _;
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use doc_blocks::{Block, blocks, documents};
 
 /// The repository root.
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 /// How long one document's blocks may take together.
 const DOC_DEADLINE: Duration = Duration::from_secs(600);
-
-/// One fenced shell block and what the comments above it say.
-#[derive(Debug, Default)]
-struct Block {
-    /// Line of the opening fence (1-based).
-    line: usize,
-    /// Its commands, continuation lines joined.
-    commands: Vec<String>,
-    /// `not run: REASON`.
-    not_run: Option<String>,
-    /// Hidden setup.
-    before: Vec<String>,
-    /// Hidden checks.
-    after: Vec<String>,
-}
-
-/// The Markdown files we ship: the root's, and those under docs/, deploy/, fuzz/, examples/.
-fn documents() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "md") {
-                out.push(path);
-            }
-        }
-    }
-    let root = Path::new(REPO);
-    let mut out: Vec<PathBuf> = std::fs::read_dir(root)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    for dir in ["docs", "deploy", "fuzz", "examples"] {
-        walk(&root.join(dir), &mut out);
-    }
-    out.sort();
-    out
-}
-
-/// A fence line's backtick count and info string (CommonMark: three or more backticks, an
-/// info string without backticks), or `None` for any other line.
-fn fence(trimmed: &str) -> Option<(usize, &str)> {
-    let ticks = trimmed.len() - trimmed.trim_start_matches('`').len();
-    let info = trimmed[ticks..].trim();
-    (ticks >= 3 && !info.contains('`')).then_some((ticks, info))
-}
-
-/// The shell blocks of one document, or what is wrong with its `doc-test` comments.
-fn blocks(text: &str) -> Result<Vec<Block>, String> {
-    let mut out = Vec::new();
-    let mut comments: Vec<(usize, String)> = Vec::new();
-    // The open fence's backtick count, and the shell block when it is one.
-    let mut open: Option<(usize, Option<Block>)> = None;
-    let mut pending = String::new();
-    for (index, line) in text.lines().enumerate() {
-        let number = index + 1;
-        let trimmed = line.trim();
-        if let Some((ticks, block)) = open.as_mut() {
-            if fence(trimmed).is_some_and(|(n, info)| n >= *ticks && info.is_empty()) {
-                if let Some(block) = open.take().and_then(|(_, b)| b) {
-                    out.push(block);
-                }
-                continue;
-            }
-            let Some(block) = block.as_mut() else {
-                continue;
-            };
-            match trimmed.strip_suffix('\\') {
-                Some(head) => {
-                    pending.push_str(head.trim_end());
-                    pending.push(' ');
-                }
-                None => {
-                    pending.push_str(trimmed);
-                    let command = std::mem::take(&mut pending);
-                    if !command.is_empty() {
-                        block.commands.push(command);
-                    }
-                }
-            }
-            continue;
-        }
-        if let Some((ticks, info)) = fence(trimmed) {
-            let language = info.split_whitespace().next().unwrap_or("");
-            if language != "sh" && language != "bash" {
-                if let Some((at, _)) = comments.first() {
-                    return Err(format!(
-                        "line {at}: a doc-test comment must be right above a ```sh block"
-                    ));
-                }
-                open = Some((ticks, None));
-                continue;
-            }
-            let mut block = Block {
-                line: number,
-                ..Block::default()
-            };
-            for (at, comment) in comments.drain(..) {
-                if let Some(reason) = comment.strip_prefix("not run:") {
-                    if reason.trim().is_empty() {
-                        return Err(format!("line {at}: `not run:` needs a reason"));
-                    }
-                    block.not_run = Some(reason.trim().to_owned());
-                } else if let Some(shell) = comment.strip_prefix("before:") {
-                    block.before.push(shell.trim().to_owned());
-                } else if let Some(shell) = comment.strip_prefix("after:") {
-                    block.after.push(shell.trim().to_owned());
-                } else {
-                    return Err(format!(
-                        "line {at}: unknown doc-test comment `{comment}` (not run: / before: / after:)"
-                    ));
-                }
-            }
-            open = Some((ticks, Some(block)));
-            continue;
-        }
-        if let Some(rest) = trimmed.strip_prefix("<!-- doc-test:") {
-            let Some(body) = rest.strip_suffix("-->") else {
-                return Err(format!(
-                    "line {number}: a doc-test comment must end on its line"
-                ));
-            };
-            comments.push((number, body.trim().to_owned()));
-        } else if let Some((at, _)) = comments.first() {
-            return Err(format!(
-                "line {at}: a doc-test comment must be right above a ```sh block"
-            ));
-        }
-    }
-    if let Some((at, _)) = comments.first() {
-        return Err(format!(
-            "line {at}: a doc-test comment must be right above a ```sh block"
-        ));
-    }
-    if open.is_some() {
-        return Err("a code block is not closed".into());
-    }
-    Ok(out)
-}
 
 /// A line as this sandbox runs it (see the module comment), as one or more shell lines.
 fn rewrite(command: &str) -> Vec<String> {
@@ -352,7 +211,7 @@ fn every_shell_block_in_the_docs_runs_or_says_why_not() {
     let mut scripts = Vec::new();
     let mut problems = Vec::new();
     let (mut run_count, mut not_run) = (0, Vec::new());
-    for path in documents() {
+    for path in documents(Path::new(REPO)) {
         let name = path.strip_prefix(REPO).unwrap().display().to_string();
         let text = std::fs::read_to_string(&path).unwrap();
         match blocks(&text) {
@@ -400,24 +259,24 @@ fn every_shell_block_in_the_docs_runs_or_says_why_not() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// Runs the blocks of the Markdown `doc` as the docs test runs a document.
+fn run_doc(name: &str, doc: &str) -> Result<String, String> {
+    run(name, &script(name, &blocks(doc).unwrap()).unwrap())
+}
+
 #[test]
 fn the_runner_fails_when_a_command_or_a_check_fails() {
     let doc = "text\n\n```sh\naegis backtest --inptu x.csv\n```\n";
-    let blocks = blocks(doc).unwrap();
-    let err = run("bad-flag.md", &script("bad-flag.md", &blocks).unwrap()).unwrap_err();
+    let err = run_doc("bad-flag.md", doc).unwrap_err();
     assert!(err.contains("--inptu"), "{err}");
 
     let doc = "<!-- doc-test: after: grep -q never \"$DOC_OUT\" -->\n```sh\necho hello\n```\n";
-    let err = run("check.md", &script("check.md", &blocks_ok(doc)).unwrap()).unwrap_err();
+    let err = run_doc("check.md", doc).unwrap_err();
     assert!(err.contains("check failed: grep -q never"), "{err}");
 
     // A server in the foreground starts in the background and is there for the next line.
     let doc = "```sh\ncargo run --release -- serve\ncurl -sf 127.0.0.1:3000/health\n```\n";
-    run("serve.md", &script("serve.md", &blocks_ok(doc)).unwrap()).unwrap();
-}
-
-fn blocks_ok(doc: &str) -> Vec<Block> {
-    blocks(doc).unwrap()
+    run_doc("serve.md", doc).unwrap();
 }
 
 #[test]
