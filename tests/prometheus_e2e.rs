@@ -128,6 +128,29 @@ remote_write:
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    // Aegis's own metrics came back through Prometheus, labels intact. One scrape's samples
+    // go out in several remote-write batches, so the `/health` series may come a batch
+    // later than the others: waited for while Prometheus still runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, body) = http(
+            port,
+            "GET",
+            "/api/v1/ingest/series?name=aegis_http_requests_total",
+            Some(&admin),
+            None,
+        )
+        .unwrap();
+        let series: Vec<Value> = serde_json::from_str(&body).unwrap();
+        if series
+            .iter()
+            .any(|s| s["labels"]["route"] == "/health" && s["labels"]["job"] == "aegis")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let _ = prom.kill();
     let _ = prom.wait();
 
@@ -144,22 +167,6 @@ remote_write:
         let age = chrono::Utc::now().timestamp_millis() - s["timestamp_ms"].as_i64().unwrap();
         assert!((0..60_000).contains(&age), "a recent timestamp: {s}");
     }
-    // Aegis's own metrics came back through Prometheus, labels intact.
-    let (_, _, body) = http(
-        port,
-        "GET",
-        "/api/v1/ingest/series?name=aegis_http_requests_total",
-        Some(&admin),
-        None,
-    )
-    .unwrap();
-    let series: Vec<Value> = serde_json::from_str(&body).unwrap();
-    assert!(
-        series
-            .iter()
-            .any(|s| s["labels"]["route"] == "/health" && s["labels"]["job"] == "aegis"),
-        "{body}"
-    );
     let (_, _, metrics) = http(port, "GET", "/metrics", None, None).unwrap();
     assert!(
         metrics.contains(r#"aegis_ingest_samples_total{source="remote_write"}"#),
